@@ -1,0 +1,37 @@
+"""temporal-saga: the saga pattern as a first-class thing on Temporal.
+
+A saga is a set of named steps (activities) run in parallel as their dependencies
+allow, each with a compensation that undoes it. If a step fails, everything that took
+effect is compensated, in reverse dependency order, and the workflow fails with
+:class:`SagaFailed`. See :class:`Saga`.
+"""
+
+from ._errors import SagaDefinitionError, SagaFailed
+from ._options import ActivityOptions
+from ._saga import SAGA_STATE_QUERY, SAME_ARG, Saga, Step
+from ._state import (
+    CompensationState,
+    SagaResult,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+)
+from ._trace import render_trace
+
+__all__ = [
+    "SAGA_STATE_QUERY",
+    "SAME_ARG",
+    "ActivityOptions",
+    "CompensationState",
+    "Saga",
+    "SagaDefinitionError",
+    "SagaFailed",
+    "SagaResult",
+    "SagaState",
+    "SagaStatus",
+    "Step",
+    "StepState",
+    "StepStatus",
+    "render_trace",
+]

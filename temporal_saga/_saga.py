@@ -1,0 +1,629 @@
+"""The saga engine: ``Saga`` holds the steps, ``run`` executes and, if need be, undoes them.
+
+Everything here runs inside a workflow, so it stays deterministic: workflow time,
+``workflow.wait`` instead of ``asyncio.wait``, tasks created in a fixed order, and
+``graphlib`` (whose ready order is insertion order) for the DAG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
+from enum import Enum
+from graphlib import CycleError, TopologicalSorter
+from typing import Any, Generic, TypeVar, Unpack, overload
+
+from temporalio import activity, workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    FailureError,
+    TimeoutError,
+)
+
+from ._errors import SagaDefinitionError, SagaFailed
+from ._options import (
+    COMPENSATION_DEFAULTS,
+    STEP_DEFAULTS,
+    ActivityOptions,
+    check_options,
+    merge,
+)
+from ._state import (
+    CompensationState,
+    SagaResult,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+)
+from ._trace import render_trace
+
+R = TypeVar("R")
+
+#: Name of the query that returns a running (or closed) saga's :class:`SagaState`.
+SAGA_STATE_QUERY = "saga_state"
+
+
+class _Same(Enum):
+    """Marker: the compensation takes the same argument as its step."""
+
+    ARG = "ARG"
+
+
+SAME_ARG = _Same.ARG
+
+Activity = Callable[..., Any] | str
+"""An ``@activity.defn`` function (or method), or an activity's registered name."""
+
+
+def _check_activity(fn: Activity, where: str) -> Activity:
+    if isinstance(fn, str):
+        if not fn:
+            raise SagaDefinitionError(f"{where}: an activity name cannot be empty")
+        return fn
+    if not callable(fn):
+        raise TypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
+    definition = activity._Definition.from_callable(fn)
+    if definition is None:
+        raise TypeError(
+            f"{where}: {getattr(fn, '__qualname__', fn)!r} is not an activity; "
+            "decorate it with @activity.defn"
+        )
+    if definition.name is None:
+        raise TypeError(f"{where}: a dynamic activity cannot be called by a saga step")
+    return fn
+
+
+def _describe(error: BaseException) -> tuple[StepStatus, bool, str]:
+    """Classify a step's failure: (outcome, uncertain, message)."""
+    cause = error.cause if isinstance(error, ActivityError | ChildWorkflowError) else error
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name if cause.type is not None else "unknown"
+        return StepStatus.FAILED, True, f"timed out ({kind})"
+    if isinstance(cause, CancelledError | asyncio.CancelledError):
+        return StepStatus.CANCELLED, True, "cancelled"
+    if isinstance(cause, FailureError):
+        return StepStatus.FAILED, False, cause.message
+    return StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}"
+
+
+def _call_args(arg: Any) -> list[Any]:
+    value = arg() if callable(arg) else arg
+    return [] if value is None else [value]
+
+
+class Step(Generic[R]):
+    """One step of a saga, as returned by :meth:`Saga.step`.
+
+    Use it to declare dependencies (``after=[step]``) and, once it succeeded, to read
+    its :attr:`result`.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        name: str,
+        activity: Activity,
+        arg: Any,
+        compensate: Activity | None,
+        compensate_arg: Any,
+        compensation_name: str,
+        compensate_on_failure: bool,
+        after: list[Step[Any] | str],
+        options: ActivityOptions,
+        compensation_options: ActivityOptions,
+    ) -> None:
+        self._index = index
+        self._name = name
+        self._activity = activity
+        self._arg = arg
+        self._compensate = compensate
+        self._compensate_arg = compensate_arg
+        self._compensation_name = compensation_name
+        self._compensate_on_failure = compensate_on_failure
+        self._after = after
+        self._options = options
+        self._compensation_options = compensation_options
+        # Resolved by Saga.run: the steps this one waits for, and those that wait for it.
+        self._deps: list[Step[Any]] = []
+        self._dependents: list[Step[Any]] = []
+        # Progress.
+        self._outcome = StepStatus.PENDING
+        self._uncertain = False
+        self._started_at: datetime | None = None
+        self._ended_at: datetime | None = None
+        self._error: str | None = None
+        self._args: list[Any] = []
+        self._result: Any = None
+        self._finished: int | None = None
+        self._compensation: CompensationState | None = None
+
+    def __repr__(self) -> str:
+        return f"<Step {self._name!r} {self.status.value}>"
+
+    @property
+    def name(self) -> str:
+        """The step's name, unique within its saga."""
+        return self._name
+
+    @property
+    def status(self) -> StepStatus:
+        """Where the step is now (see :class:`StepStatus`)."""
+        return self.state.status
+
+    @property
+    def state(self) -> StepState:
+        """A snapshot of the step."""
+        return StepState(
+            name=self._name,
+            outcome=self._outcome,
+            uncertain=self._uncertain,
+            started_at=self._started_at,
+            ended_at=self._ended_at,
+            error=self._error,
+            compensation=self._compensation,
+        )
+
+    @property
+    def result(self) -> R:
+        """The step's result.
+
+        Raises:
+            RuntimeError: The step has not succeeded (yet).
+        """
+        if self._outcome is not StepStatus.SUCCEEDED:
+            raise RuntimeError(f"step {self._name!r} has no result: it is {self._outcome.value}")
+        return self._result  # type: ignore[no-any-return]
+
+    def _needs_compensation(self) -> bool:
+        if self._compensate is None:
+            return False
+        return (
+            self._outcome is StepStatus.SUCCEEDED
+            or self._uncertain
+            or (self._outcome is StepStatus.FAILED and self._compensate_on_failure)
+        )
+
+
+class Saga:
+    """A saga: named steps with compensations, run as one Temporal workflow.
+
+    Create it inside a workflow's run method, add steps with :meth:`step`, then
+    ``await saga.run()``. Steps whose dependencies succeeded start at once, so
+    independent steps run in parallel. If a step fails, no new step starts, the
+    steps in flight are waited for (or cancelled, with ``cancel_in_flight=True``),
+    and every step that took effect, or may have, is undone by its compensation in
+    reverse dependency order; then ``run`` raises :class:`SagaFailed`.
+
+    Args:
+        name: The saga's name, shown in its trace.
+        parallel_compensation: Run independent compensations at once (default).
+            With False they run one by one, in reverse order of completion.
+        cancel_in_flight: On failure, cancel the steps still running instead of
+            waiting for them; their outcome is then uncertain, so they are compensated.
+        timeout: Fail and compensate the saga if it has not succeeded by then
+            (measured from ``run``; costs one timer in the history).
+        compensation_options: Activity options for every compensation of this saga.
+        **activity_options: Activity options for every step of this saga (see
+            :class:`ActivityOptions`).
+
+    Example::
+
+        saga = Saga("buy trip package")
+        plane = saga.step("book plane ticket", book_flight, trip.flight,
+                          compensate=cancel_flight)
+        hotel = saga.step("book hotel room", book_hotel, trip.hotel,
+                          compensate=cancel_hotel)
+        await saga.run()
+        return Booking(plane=plane.result, hotel=hotel.result)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        parallel_compensation: bool = True,
+        cancel_in_flight: bool = False,
+        timeout: timedelta | None = None,
+        compensation_options: ActivityOptions | None = None,
+        **activity_options: Unpack[ActivityOptions],
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise SagaDefinitionError("a saga needs a non-empty name")
+        if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta()):
+            raise SagaDefinitionError(f"saga {name!r}: timeout must be a positive timedelta")
+        self._name = name
+        self._parallel_compensation = parallel_compensation
+        self._cancel_in_flight = cancel_in_flight
+        self._timeout = timeout
+        self._options = merge(STEP_DEFAULTS, check_options(activity_options, f"saga {name!r}"))
+        self._compensation_options = merge(
+            COMPENSATION_DEFAULTS,
+            check_options(compensation_options or {}, f"saga {name!r} compensations"),
+        )
+        self._steps: dict[str, Step[Any]] = {}
+        self._status = SagaStatus.RUNNING
+        self._started = False
+        self._started_at: datetime | None = None
+        self._ended_at: datetime | None = None
+        self._failed_step: Step[Any] | None = None
+        self._reason: str | None = None
+        self._running: dict[asyncio.Task[None], Step[Any]] = {}
+        self._finished_count = 0
+        self._compensation_count = 0
+
+    @property
+    def name(self) -> str:
+        """The saga's name."""
+        return self._name
+
+    @property
+    def steps(self) -> list[Step[Any]]:
+        """The steps, in definition order."""
+        return list(self._steps.values())
+
+    @property
+    def state(self) -> SagaState:
+        """A snapshot of the saga; also the answer to the ``saga_state`` query."""
+        return SagaState(
+            name=self._name,
+            status=self._status,
+            steps=[step.state for step in self._steps.values()],
+            failed_step=self._failed_step.name if self._failed_step else None,
+            reason=self._reason,
+            started_at=self._started_at,
+            ended_at=self._ended_at,
+        )
+
+    @overload
+    def step(
+        self,
+        name: str,
+        activity: Callable[..., Awaitable[R]],
+        arg: Any = None,
+        *,
+        compensate: Activity | None = None,
+        compensate_arg: Any = SAME_ARG,
+        compensation_name: str | None = None,
+        compensate_on_failure: bool = False,
+        after: Iterable[Step[Any] | str] = (),
+        compensation_options: ActivityOptions | None = None,
+        **activity_options: Unpack[ActivityOptions],
+    ) -> Step[R]: ...
+
+    @overload
+    def step(
+        self,
+        name: str,
+        activity: Callable[..., R],
+        arg: Any = None,
+        *,
+        compensate: Activity | None = None,
+        compensate_arg: Any = SAME_ARG,
+        compensation_name: str | None = None,
+        compensate_on_failure: bool = False,
+        after: Iterable[Step[Any] | str] = (),
+        compensation_options: ActivityOptions | None = None,
+        **activity_options: Unpack[ActivityOptions],
+    ) -> Step[R]: ...
+
+    @overload
+    def step(
+        self,
+        name: str,
+        activity: str,
+        arg: Any = None,
+        *,
+        compensate: Activity | None = None,
+        compensate_arg: Any = SAME_ARG,
+        compensation_name: str | None = None,
+        compensate_on_failure: bool = False,
+        after: Iterable[Step[Any] | str] = (),
+        compensation_options: ActivityOptions | None = None,
+        **activity_options: Unpack[ActivityOptions],
+    ) -> Step[Any]: ...
+
+    def step(
+        self,
+        name: str,
+        activity: Activity,
+        arg: Any = None,
+        *,
+        compensate: Activity | None = None,
+        compensate_arg: Any = SAME_ARG,
+        compensation_name: str | None = None,
+        compensate_on_failure: bool = False,
+        after: Iterable[Step[Any] | str] = (),
+        compensation_options: ActivityOptions | None = None,
+        **activity_options: Unpack[ActivityOptions],
+    ) -> Step[Any]:
+        """Add a step: one activity call, with an optional compensation.
+
+        Args:
+            name: Unique within the saga; the activity's summary in the Web UI.
+            activity: The ``@activity.defn`` function, or an activity's name.
+            arg: The activity's single argument. A zero-argument callable is
+                called when the step starts (after its dependencies), so it can
+                read their results: ``lambda: Req(date=plane.result.arrival)``.
+                None calls the activity without arguments.
+            compensate: The activity that undoes this step. It must be idempotent
+                and succeed when there is nothing to undo.
+            compensate_arg: The compensation's argument: by default the step's own
+                (known even when the step's outcome is not); else a value, or a
+                zero-argument callable called when the compensation starts.
+            compensation_name: Name of the compensation in traces and the Web UI
+                (default ``"undo <name>"``).
+            compensate_on_failure: Also compensate the step when it failed with an
+                application error (by default such a step is assumed to have had
+                no effect).
+            after: Steps (or step names) that must succeed before this one starts.
+            compensation_options: Activity options for this step's compensation,
+                over the saga's ``compensation_options``.
+            **activity_options: Activity options for this step, over the saga's.
+
+        Returns:
+            The step, whose :attr:`Step.result` is set once it succeeded.
+
+        Raises:
+            SagaDefinitionError: A duplicate name, a step of another saga, a bad
+                option (a ``ValueError``).
+            TypeError: Something that is not an activity where one belongs.
+        """
+        if self._started:
+            raise SagaDefinitionError(f"saga {self._name!r}: cannot add a step once it runs")
+        if not isinstance(name, str) or not name:
+            raise SagaDefinitionError(f"saga {self._name!r}: a step needs a non-empty name")
+        where = f"saga {self._name!r}, step {name!r}"
+        if name in self._steps:
+            raise SagaDefinitionError(f"{where}: a step with this name already exists")
+        _check_activity(activity, where)
+        if compensate is not None:
+            _check_activity(compensate, f"{where}, compensate")
+        elif compensate_arg is not SAME_ARG or compensate_on_failure:
+            raise SagaDefinitionError(f"{where}: compensation settings without compensate=")
+        deps: list[Step[Any] | str] = []
+        for dep in after:
+            if isinstance(dep, Step):
+                if self._steps.get(dep.name) is not dep:
+                    raise SagaDefinitionError(f"{where}: depends on {dep.name!r} of another saga")
+            elif not isinstance(dep, str):
+                raise TypeError(f"{where}: after= takes steps or step names, not {dep!r}")
+            deps.append(dep)
+        step: Step[Any] = Step(
+            index=len(self._steps),
+            name=name,
+            activity=activity,
+            arg=arg,
+            compensate=compensate,
+            compensate_arg=compensate_arg,
+            compensation_name=compensation_name or f"undo {name}",
+            compensate_on_failure=compensate_on_failure,
+            after=deps,
+            options=merge(self._options, check_options(activity_options, where)),
+            compensation_options=merge(
+                self._compensation_options,
+                check_options(compensation_options or {}, f"{where}, compensation"),
+            ),
+        )
+        self._steps[name] = step
+        return step
+
+    def _resolve_graph(self) -> None:
+        """Resolve dependencies by name and reject unknown ones and cycles."""
+        if not self._steps:
+            raise SagaDefinitionError(f"saga {self._name!r} has no steps")
+        for step in self._steps.values():
+            for dep in step._after:
+                target = self._steps.get(dep if isinstance(dep, str) else dep.name)
+                if target is None:
+                    raise SagaDefinitionError(
+                        f"saga {self._name!r}, step {step.name!r}: depends on unknown step {dep!r}"
+                    )
+                if target is step:
+                    raise SagaDefinitionError(
+                        f"saga {self._name!r}, step {step.name!r}: depends on itself"
+                    )
+                if target not in step._deps:
+                    step._deps.append(target)
+                    target._dependents.append(step)
+        try:
+            TopologicalSorter({s: s._deps for s in self._steps.values()}).prepare()
+        except CycleError as err:
+            cycle = " -> ".join(s.name for s in err.args[1])
+            raise SagaDefinitionError(f"saga {self._name!r}: dependency cycle {cycle}") from None
+
+    async def run(self) -> SagaResult:
+        """Run the saga: execute the steps, and compensate if one fails.
+
+        Also registers the ``saga_state`` query and keeps the workflow's current
+        details (shown by the Web UI) set to the live trace.
+
+        Returns:
+            The state and every step's result, when all steps succeeded.
+
+        Raises:
+            SagaFailed: A step failed or the saga timed out; what took effect was
+                compensated (``state.status`` says whether every compensation
+                succeeded).
+            SagaDefinitionError: The steps' dependencies are unknown or cyclic;
+                nothing was scheduled.
+            asyncio.CancelledError: The workflow was cancelled; what took effect was
+                compensated first.
+        """
+        if self._started:
+            raise RuntimeError(f"saga {self._name!r} has already run")
+        self._resolve_graph()
+        self._started = True
+        self._started_at = workflow.now()
+        workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
+        self._publish()
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            await self._forward()
+        except asyncio.CancelledError as err:
+            # The workflow was cancelled: stop, then undo shielded (the cancel request
+            # has been delivered; the activities scheduled from here on run normally).
+            cancelled = err
+            self._fail(None, "saga cancelled")
+            await self._drain()
+        for step in self._steps.values():
+            if step._outcome is StepStatus.PENDING:
+                step._outcome = StepStatus.SKIPPED
+        if self._reason is None:
+            self._finish(SagaStatus.SUCCEEDED)
+            return SagaResult(
+                state=self.state,
+                results={s.name: s._result for s in self._steps.values()},
+            )
+        await self._compensate()
+        failed = any(
+            s._compensation.status is StepStatus.FAILED
+            for s in self._steps.values()
+            if s._compensation
+        )
+        self._finish(SagaStatus.COMPENSATION_FAILED if failed else SagaStatus.COMPENSATED)
+        if cancelled is not None:
+            raise cancelled
+        raise SagaFailed(self.state)
+
+    async def _forward(self) -> None:
+        """Start every step whose dependencies succeeded, until done or failed."""
+        sorter = TopologicalSorter({s: s._deps for s in self._steps.values()})
+        sorter.prepare()
+        deadline: asyncio.Task[None] | None = None
+        if self._timeout is not None:
+            deadline = asyncio.create_task(workflow.sleep(self._timeout))
+        try:
+            while True:
+                if self._reason is None:
+                    for step in sorter.get_ready():
+                        self._running[asyncio.create_task(self._execute(step))] = step
+                if not self._running:
+                    return
+                waiting: list[asyncio.Task[None]] = list(self._running)
+                if deadline is not None:
+                    waiting.append(deadline)
+                done, _ = await workflow.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is deadline:
+                        deadline = None
+                        self._fail(None, f"saga timed out after {self._timeout}")
+                        self._cancel_in_flight_steps()
+                        continue
+                    step = self._running.pop(task)
+                    if step._outcome is StepStatus.SUCCEEDED:
+                        sorter.done(step)
+                    elif self._reason is None:
+                        self._fail(step, step._error or "failed")
+                        if self._cancel_in_flight:
+                            self._cancel_in_flight_steps()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+
+    def _cancel_in_flight_steps(self) -> None:
+        for task in self._running:
+            task.cancel()
+
+    async def _drain(self) -> None:
+        """Cancel the steps in flight and wait until each one's outcome is known."""
+        self._cancel_in_flight_steps()
+        if self._running:
+            await workflow.wait(list(self._running))
+        self._running.clear()
+
+    async def _execute(self, step: Step[Any]) -> None:
+        step._outcome = StepStatus.RUNNING
+        step._started_at = workflow.now()
+        self._publish()
+        try:
+            try:
+                step._args = _call_args(step._arg)
+            except Exception as err:
+                raise ApplicationError(f"could not build its argument: {err!r}") from err
+            step._result = await workflow.start_activity(
+                step._activity, args=step._args, summary=step.name, **step._options
+            )
+        except (Exception, asyncio.CancelledError) as err:
+            step._outcome, step._uncertain, step._error = _describe(err)
+        else:
+            step._outcome = StepStatus.SUCCEEDED
+        step._ended_at = workflow.now()
+        step._finished = self._finished_count
+        self._finished_count += 1
+        self._publish()
+
+    async def _compensate(self) -> None:
+        """Undo, in reverse dependency order, every step that took effect or may have."""
+        self._status = SagaStatus.COMPENSATING
+        self._publish()
+        steps = list(self._steps.values())
+        if not self._parallel_compensation:
+            todo = [s for s in steps if s._needs_compensation()]
+            for step in sorted(todo, key=lambda s: s._finished or 0, reverse=True):
+                await self._undo(step)
+            return
+        # A step's compensation waits for the compensations of all steps after it.
+        sorter = TopologicalSorter({s: s._dependents for s in steps})
+        sorter.prepare()
+        running: dict[asyncio.Task[None], Step[Any]] = {}
+        while sorter.is_active():
+            for step in sorter.get_ready():
+                if step._needs_compensation():
+                    running[asyncio.create_task(self._undo(step))] = step
+                else:
+                    sorter.done(step)
+            if running:
+                done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    sorter.done(running.pop(task))
+
+    async def _undo(self, step: Step[Any]) -> None:
+        assert step._compensate is not None
+        order = self._compensation_count
+        self._compensation_count += 1
+        started = workflow.now()
+        step._compensation = CompensationState(
+            name=step._compensation_name, status=StepStatus.RUNNING, order=order, started_at=started
+        )
+        self._publish()
+        error: str | None = None
+        try:
+            args = (
+                step._args if step._compensate_arg is SAME_ARG else _call_args(step._compensate_arg)
+            )
+            await workflow.execute_activity(
+                step._compensate,
+                args=args,
+                summary=step._compensation_name,
+                **step._compensation_options,
+            )
+        except (Exception, asyncio.CancelledError) as err:
+            error = _describe(err)[2]
+        step._compensation = step._compensation.model_copy(
+            update={
+                "status": StepStatus.FAILED if error else StepStatus.SUCCEEDED,
+                "ended_at": workflow.now(),
+                "error": error,
+            }
+        )
+        self._publish()
+
+    def _fail(self, step: Step[Any] | None, reason: str) -> None:
+        if self._reason is None:
+            self._failed_step = step
+            self._reason = reason
+
+    def _finish(self, status: SagaStatus) -> None:
+        self._status = status
+        self._ended_at = workflow.now()
+        self._publish()
+
+    def _publish(self) -> None:
+        """Show the live trace on the workflow's page in the Web UI (no history cost)."""
+        workflow.set_current_details(render_trace(self.state))

@@ -1,0 +1,146 @@
+"""The saga's state as users see it: the ``saga_state`` query, ``SagaFailed`` details.
+
+These are pydantic models so that they cross the wire with the pydantic data converter
+and can be read back by any client. The engine keeps its own bookkeeping in
+:class:`temporal_saga.Step`; these values are snapshots built from it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+
+class SagaStatus(StrEnum):
+    """Where the saga as a whole is."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class StepStatus(StrEnum):
+    """Where one step is; the last three describe its compensation."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class CompensationState(BaseModel):
+    """One compensation: its own name, progress and outcome.
+
+    ``status`` is ``RUNNING``, ``SUCCEEDED`` or ``FAILED`` (failed for good); ``order``
+    counts the compensations in the order they started, from 0.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: StepStatus
+    order: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+
+
+_COMPENSATION_TO_STEP_STATUS = {
+    StepStatus.RUNNING: StepStatus.COMPENSATING,
+    StepStatus.SUCCEEDED: StepStatus.COMPENSATED,
+    StepStatus.FAILED: StepStatus.COMPENSATION_FAILED,
+}
+
+
+class StepState(BaseModel):
+    """One step of the saga.
+
+    Attributes:
+        name: The step's name.
+        outcome: What the step itself did: ``PENDING``, ``RUNNING``, ``SUCCEEDED``,
+            ``FAILED``, ``CANCELLED`` or ``SKIPPED`` (never started).
+        uncertain: True when the outcome is unknown (timed out, cancelled while
+            running): the step may have taken effect, so it is compensated.
+        error: The failure's message, for a step that did not succeed.
+        compensation: The compensation, once it has started.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    outcome: StepStatus
+    uncertain: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    compensation: CompensationState | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> StepStatus:
+        """The step's overall status: its outcome, or its compensation's once started."""
+        if self.compensation is None:
+            return self.outcome
+        return _COMPENSATION_TO_STEP_STATUS[self.compensation.status]
+
+
+class SagaState(BaseModel):
+    """A snapshot of a saga: the answer to the ``saga_state`` query.
+
+    Attributes:
+        name: The saga's name.
+        status: Where the saga as a whole is.
+        steps: Every step, in definition order.
+        failed_step: The step whose failure started the compensation (None when the
+            saga succeeded, or was cancelled or timed out).
+        reason: Why the saga is being (or was) compensated.
+        started_at: Workflow time when the saga started.
+        ended_at: Workflow time when the saga ended.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    status: SagaStatus
+    steps: list[StepState]
+    failed_step: str | None = None
+    reason: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def needs_human(self) -> list[str]:
+        """Steps whose compensation failed for good: someone must undo them by hand."""
+        return [s.name for s in self.steps if s.status is StepStatus.COMPENSATION_FAILED]
+
+    def step(self, name: str) -> StepState:
+        """The state of the step called ``name`` (``KeyError`` if there is none)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+
+class SagaResult(BaseModel):
+    """What :meth:`temporal_saga.Saga.run` returns when every step succeeded.
+
+    Attributes:
+        state: The final state (status ``SUCCEEDED``).
+        results: Each step's result, by step name.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    state: SagaState
+    results: dict[str, Any]

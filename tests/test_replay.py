@@ -1,0 +1,51 @@
+"""Replay safety: stored histories of every workflow shape replay without error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from .record_histories import HISTORIES, SHAPES
+from .scripted import ScriptedSaga, ScriptedSpec
+
+with workflow.unsafe.imports_passed_through():
+    from temporal_saga import SagaResult
+
+
+def stored(name: str) -> WorkflowHistory:
+    path = HISTORIES / f"{name}.json"
+    return WorkflowHistory.from_json(f"history-{name}", path.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+async def test_stored_history_replays(name: str) -> None:
+    replayer = Replayer(workflows=[ScriptedSaga], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(stored(name))
+
+
+@workflow.defn(name="ScriptedSaga")
+class ScriptedSagaWithAChangedCommand:
+    """ScriptedSaga after a non-deterministic edit: a timer before the saga."""
+
+    @workflow.run
+    async def run(self, spec: ScriptedSpec) -> SagaResult:
+        await workflow.sleep(1)
+        return await ScriptedSaga().run(spec)
+
+
+async def test_a_non_deterministic_change_is_caught() -> None:
+    replayer = Replayer(
+        workflows=[ScriptedSagaWithAChangedCommand], data_converter=pydantic_data_converter
+    )
+    with pytest.raises(NondeterminismError):
+        await replayer.replay_workflow(stored("success"))
+
+
+def test_every_shape_has_a_stored_history() -> None:
+    assert {p.stem for p in Path(HISTORIES).glob("*.json")} == set(SHAPES)
