@@ -32,3 +32,7 @@ histories: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data
+
+## make demo: dev server + worker + Maria's trip (succeeds) and Kevin's (compensated).
+demo: $(STAMP)
+	$(BIN)/python demo.py

@@ -6,6 +6,8 @@ effect is compensated, in reverse dependency order, and the workflow fails with
 :class:`SagaFailed`. See :class:`Saga`.
 """
 
+from ._activity import idempotency_key
+from ._client import connect
 from ._errors import SagaDefinitionError, SagaFailed
 from ._options import ActivityOptions
 from ._saga import SAGA_STATE_QUERY, SAME_ARG, Saga, Step
@@ -18,6 +20,7 @@ from ._state import (
     StepStatus,
 )
 from ._trace import render_trace
+from ._watch import watch
 
 __all__ = [
     "SAGA_STATE_QUERY",
@@ -33,5 +36,8 @@ __all__ = [
     "Step",
     "StepState",
     "StepStatus",
+    "connect",
+    "idempotency_key",
     "render_trace",
+    "watch",
 ]

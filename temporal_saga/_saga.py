@@ -24,6 +24,7 @@ from temporalio.exceptions import (
     TimeoutError,
 )
 
+from ._activity import COMPENSATION_SUFFIX, step_activity_id
 from ._errors import SagaDefinitionError, SagaFailed
 from ._options import (
     COMPENSATION_DEFAULTS,
@@ -547,7 +548,11 @@ class Saga:
             except Exception as err:
                 raise ApplicationError(f"could not build its argument: {err!r}") from err
             step._result = await workflow.start_activity(
-                step._activity, args=step._args, summary=step.name, **step._options
+                step._activity,
+                args=step._args,
+                summary=step.name,
+                activity_id=step_activity_id(self._name, step.name),
+                **step._options,
             )
         except (Exception, asyncio.CancelledError) as err:
             step._outcome, step._uncertain, step._error = _describe(err)
@@ -601,6 +606,7 @@ class Saga:
                 step._compensate,
                 args=args,
                 summary=step._compensation_name,
+                activity_id=step_activity_id(self._name, step.name) + COMPENSATION_SUFFIX,
                 **step._compensation_options,
             )
         except (Exception, asyncio.CancelledError) as err:

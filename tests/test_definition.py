@@ -36,7 +36,10 @@ def test_public_api_is_pinned() -> None:
         "Step",
         "StepState",
         "StepStatus",
+        "connect",
+        "idempotency_key",
         "render_trace",
+        "watch",
     }
 
 

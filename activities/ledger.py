@@ -1,0 +1,183 @@
+"""The three services' persistent state: one SQLite ledger per service.
+
+Every booking is keyed by the saga step's idempotency key, which gives the services
+the guarantees a saga needs from them:
+
+- a retried booking returns the first booking instead of booking twice;
+- a cancel is idempotent and succeeds when there is nothing to cancel (it leaves a
+  tombstone), so a compensation may run for a step that never took effect;
+- a booking that arrives after its cancel (a late retry of an uncertain step) is
+  refused, so nothing stays booked behind the saga's back.
+
+Files live in ``$TRIP_DATA_DIR`` (default ``data/services``); connections are opened
+per call, so any number of worker threads and processes can share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+BOOKED = "BOOKED"
+CANCELLED = "CANCELLED"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bookings (
+    key         TEXT PRIMARY KEY,
+    booking_id  TEXT,
+    holder      TEXT,
+    city        TEXT,
+    first_day   TEXT,
+    last_day    TEXT,
+    quantity    INTEGER,
+    status      TEXT NOT NULL
+)
+"""
+
+
+class BookingRefused(Exception):
+    """The service refuses the booking for good (full, or already cancelled)."""
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A row of a service's ledger."""
+
+    key: str
+    booking_id: str | None
+    holder: str | None
+    city: str | None
+    first_day: date | None
+    last_day: date | None
+    quantity: int | None
+    status: str
+
+
+def data_dir() -> Path:
+    """Where the services keep their databases (``$TRIP_DATA_DIR``)."""
+    return Path(os.environ.get("TRIP_DATA_DIR", "data/services"))
+
+
+Check = Callable[[sqlite3.Connection], None]
+
+
+class Ledger:
+    """One service's bookings, in ``<data_dir>/<service>.db``."""
+
+    def __init__(self, service: str, prefix: str, directory: Path | None = None) -> None:
+        self.service = service
+        self.prefix = prefix
+        self.path = (directory or data_dir()) / f"{service}.db"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time: capacity checks hold
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def book(
+        self,
+        key: str,
+        *,
+        holder: str,
+        city: str,
+        first_day: date,
+        last_day: date,
+        quantity: int = 1,
+        check: Check | None = None,
+    ) -> str:
+        """Book once per key and return the booking id.
+
+        Raises:
+            BookingRefused: The key was cancelled already, or ``check`` refused.
+        """
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT booking_id, status FROM bookings WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                booking_id, status = row
+                if status == CANCELLED:
+                    raise BookingRefused(
+                        f"{self.service}: booking {key} was cancelled before it arrived"
+                    )
+                return str(booking_id)
+            if check is not None:
+                check(conn)
+            booking_id = f"{self.prefix}-{hashlib.sha256(key.encode()).hexdigest()[:8].upper()}"
+            conn.execute(
+                "INSERT INTO bookings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    booking_id,
+                    holder,
+                    city,
+                    first_day.isoformat(),
+                    last_day.isoformat(),
+                    quantity,
+                    BOOKED,
+                ),
+            )
+            return booking_id
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the booking of ``key``; True if a booking was active."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status FROM bookings WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                # Tombstone: a booking that arrives later for this key is refused.
+                conn.execute("INSERT INTO bookings (key, status) VALUES (?, ?)", (key, CANCELLED))
+                return False
+            conn.execute("UPDATE bookings SET status = ? WHERE key = ?", (CANCELLED, key))
+            return bool(row[0] == BOOKED)
+
+    def bookings(self, *, holder: str | None = None) -> list[Booking]:
+        """Every row (tombstones included), optionally of one holder."""
+        if not self.path.exists():
+            return []
+        conn = sqlite3.connect(self.path, timeout=30)
+        try:
+            rows = conn.execute(
+                "SELECT key, booking_id, holder, city, first_day, last_day, quantity, status "
+                "FROM bookings WHERE ? IS NULL OR holder = ? ORDER BY rowid",
+                (holder, holder),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [
+            Booking(key, booking_id, who, city, _day(first), _day(last), quantity, status)
+            for key, booking_id, who, city, first, last, quantity, status in rows
+        ]
+
+    def active(self, *, holder: str | None = None) -> list[Booking]:
+        """The bookings in force, optionally of one holder."""
+        return [b for b in self.bookings(holder=holder) if b.status == BOOKED]
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+def nights(first_day: date, last_day: date) -> Iterator[date]:
+    """Every night from ``first_day`` up to and including ``last_day``."""
+    day = first_day
+    while day <= last_day:
+        yield day
+        day += timedelta(days=1)

@@ -1,0 +1,115 @@
+"""The trip-package saga's data: one pydantic model per request and per booking."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+City = Literal["Lisbon", "Paris", "Rome", "Venice"]
+
+#: Simulated faults a request can carry, for demos and tests: "down" fails every
+#: attempt (the service is unreachable), "flaky" fails the first attempt only.
+Fault = Literal["down", "flaky"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TripRequest(_Model):
+    """A trip package to buy: a flight, hotel nights and attraction tickets."""
+
+    traveller: str = Field(min_length=1)
+    passport: str = Field(min_length=5)
+    origin: City
+    destination: City
+    check_in: date
+    nights: int = Field(ge=1, le=30)
+    tickets: int = Field(default=1, ge=1, le=10)
+    faults: dict[Literal["airline", "hotel", "attractions"], Fault] = Field(default_factory=dict)
+
+    def flight(self) -> FlightRequest:
+        return FlightRequest(
+            passenger=self.traveller,
+            passport=self.passport,
+            origin=self.origin,
+            destination=self.destination,
+            date=self.check_in,
+            fault=self.faults.get("airline"),
+        )
+
+    def hotel(self) -> HotelRequest:
+        return HotelRequest(
+            guest=self.traveller,
+            city=self.destination,
+            check_in=self.check_in,
+            nights=self.nights,
+            fault=self.faults.get("hotel"),
+        )
+
+    def attractions(self) -> TicketRequest:
+        return TicketRequest(
+            holder=self.traveller,
+            city=self.destination,
+            date=self.check_in + timedelta(days=1),
+            count=self.tickets,
+            fault=self.faults.get("attractions"),
+        )
+
+
+class FlightRequest(_Model):
+    passenger: str
+    passport: str
+    origin: City
+    destination: City
+    date: date
+    fault: Fault | None = None
+
+
+class HotelRequest(_Model):
+    guest: str
+    city: City
+    check_in: date
+    nights: int
+    fault: Fault | None = None
+
+
+class TicketRequest(_Model):
+    holder: str
+    city: City
+    date: date
+    count: int
+    fault: Fault | None = None
+
+
+class FlightBooking(_Model):
+    booking_id: str
+    passenger: str
+    route: str
+    date: date
+
+
+class HotelBooking(_Model):
+    booking_id: str
+    guest: str
+    city: City
+    check_in: date
+    nights: int
+
+
+class TicketBooking(_Model):
+    booking_id: str
+    holder: str
+    city: City
+    date: date
+    count: int
+
+
+class TripBooking(_Model):
+    """A bought trip package: the three bookings."""
+
+    flight: FlightBooking
+    hotel: HotelBooking
+    tickets: TicketBooking

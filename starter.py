@@ -1,0 +1,127 @@
+"""Start a trip-package saga and print its trace as it unfolds.
+
+    python starter.py --traveller Maria --passport X1234567 \\
+        --origin Lisbon --destination Venice --check-in 2027-06-01 --nights 3
+
+``--fault hotel=down`` (or airline/attractions, down/flaky) makes a service fail, to
+see the saga compensate. Exits 0 if the trip was bought, 1 if the saga failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+from activities.models import TripBooking, TripRequest
+from temporal_saga import SagaFailed, SagaState, connect, render_trace, watch
+from workflows.trip import TASK_QUEUE, BuyTripPackage
+
+
+@dataclass(frozen=True)
+class TripOutcome:
+    """How a trip saga ended."""
+
+    workflow_id: str
+    run_id: str
+    state: SagaState
+    booking: TripBooking | None
+    failure: str | None
+
+
+def ui_url(client: Client, handle: WorkflowHandle[Any, Any]) -> str:
+    """The workflow's page in the Temporal Web UI (``$TEMPORAL_UI_URL``)."""
+    base = os.environ.get("TEMPORAL_UI_URL", "http://localhost:8233").rstrip("/")
+    return f"{base}/namespaces/{client.namespace}/workflows/{handle.id}/{handle.result_run_id}"
+
+
+async def buy_trip(
+    client: Client,
+    trip: TripRequest,
+    *,
+    workflow_id: str | None = None,
+    task_queue: str = TASK_QUEUE,
+    on_line: Callable[[str], None] | None = None,
+) -> tuple[WorkflowHandle[Any, Any], TripOutcome]:
+    """Start the saga, report each new trace line to ``on_line``, and wait for the end."""
+    handle = await client.start_workflow(
+        BuyTripPackage.run,
+        trip,
+        id=workflow_id or f"trip-{trip.traveller.lower()}-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+        static_summary=(
+            f"Trip package for {trip.traveller}: {trip.origin} → {trip.destination}, "
+            f"{trip.nights} nights from {trip.check_in}"
+        ),
+    )
+    seen: set[str] = set()
+    async for state in watch(handle):
+        for line in render_trace(state).splitlines():
+            if line and line not in seen and not line.startswith("⬜"):
+                seen.add(line)
+                if on_line:
+                    on_line(line)
+    booking: TripBooking | None = None
+    failure: str | None = None
+    try:
+        booking = await handle.result()
+    except WorkflowFailureError as err:
+        saga = SagaFailed.from_error(err)
+        failure = saga.message if saga else str(err.cause or err)
+    state = await handle.query("saga_state", result_type=SagaState)
+    assert handle.result_run_id is not None
+    return handle, TripOutcome(handle.id, handle.result_run_id, state, booking, failure)
+
+
+def _fault(text: str) -> tuple[str, str]:
+    service, _, kind = text.partition("=")
+    return service, kind
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traveller", required=True)
+    parser.add_argument("--passport", required=True)
+    parser.add_argument("--origin", default="Lisbon")
+    parser.add_argument("--destination", default="Paris")
+    parser.add_argument("--check-in", default=str(date.today() + timedelta(days=30)))
+    parser.add_argument("--nights", type=int, default=3)
+    parser.add_argument("--tickets", type=int, default=1)
+    parser.add_argument("--fault", type=_fault, action="append", default=[])
+    parser.add_argument("--id", help="workflow id (default: trip-<traveller>-<random>)")
+    parser.add_argument("--task-queue", default=TASK_QUEUE)
+    args = parser.parse_args()
+    trip = TripRequest(
+        traveller=args.traveller,
+        passport=args.passport,
+        origin=args.origin,
+        destination=args.destination,
+        check_in=args.check_in,
+        nights=args.nights,
+        tickets=args.tickets,
+        faults=dict(args.fault),
+    )
+    client = await connect(connect_timeout=timedelta(seconds=10))
+    handle, outcome = await buy_trip(
+        client, trip, workflow_id=args.id, task_queue=args.task_queue, on_line=print
+    )
+    print(f"\n{render_trace(outcome.state)}\n\nWeb UI: {ui_url(client, handle)}")
+    return 0 if outcome.booking else 1
+
+
+if __name__ == "__main__":
+    try:
+        code = asyncio.run(main())
+    except Exception as err:  # one line, not a traceback
+        print(f"starter: {err}", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    os._exit(code)  # skip interpreter teardown (sdk-python issue 300)

@@ -1,0 +1,36 @@
+"""Connecting to Temporal the way the ``temporal`` CLI does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+async def connect(
+    *, profile: str | None = None, connect_timeout: timedelta | None = None
+) -> Client:
+    """Connect with the SDK's environment configuration and the pydantic data converter.
+
+    ``TEMPORAL_ADDRESS`` (default ``localhost:7233``), ``TEMPORAL_NAMESPACE``,
+    ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*`` and ``TEMPORAL_PROFILE`` are honoured, as
+    are profiles in the Temporal config file (``TEMPORAL_CONFIG_FILE``), exactly as
+    the ``temporal`` CLI reads them.
+
+    Args:
+        profile: Profile of the config file to use (default: ``TEMPORAL_PROFILE``,
+            else ``default``).
+        connect_timeout: Give up connecting after this long.
+    """
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    return await Client.connect(
+        **config,
+        data_converter=pydantic_data_converter,
+        connect_timeout=connect_timeout,
+    )

@@ -1,0 +1,1 @@
+"""The trip-package example's workflows."""
