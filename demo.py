@@ -51,7 +51,9 @@ def start_dev_server(address: str) -> subprocess.Popen[bytes]:
 def start_worker(log: Path) -> subprocess.Popen[bytes]:
     print(f"Worker: starting (log in {log})")
     return subprocess.Popen(
-        [sys.executable, "worker.py"], stdout=log.open("wb"), stderr=subprocess.STDOUT
+        [sys.executable, str(Path(__file__).with_name("worker.py"))],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
 
 

@@ -11,7 +11,7 @@ import sqlite3
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from temporal_saga import idempotency_key
 
@@ -50,7 +50,13 @@ def _simulate(fault: Fault | None, service: str) -> None:
 
 
 def _refused(err: BookingRefused) -> ApplicationError:
-    return ApplicationError(str(err), type="BookingRefused", non_retryable=True)
+    # An expected business outcome, not a fault: BENIGN keeps it out of the error logs.
+    return ApplicationError(
+        str(err),
+        type="BookingRefused",
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
+    )
 
 
 def _rooms_left(request: HotelRequest) -> Check:

@@ -46,6 +46,7 @@ class ScriptedStep(BaseModel):
     undo_fail: str | None = None
     undo_transient_failures: int = 0
     start_to_close: float | None = None
+    heartbeat_timeout: float | None = None
     max_attempts: int | None = None
 
 
@@ -75,8 +76,10 @@ async def _perform(kind: str, script: Script) -> str:
     started = time.monotonic()
     ok = False
     try:
-        if script.sleep:
-            await asyncio.sleep(script.sleep)
+        deadline = time.monotonic() + script.sleep
+        while time.monotonic() < deadline:  # heartbeats, so cancellation reaches us
+            activity.heartbeat()
+            await asyncio.sleep(min(0.1, deadline - time.monotonic()))
         if script.fail:
             raise ApplicationError(script.fail, non_retryable=True)
         if script.always_retryable_failure or attempt <= script.transient_failures:
@@ -103,6 +106,8 @@ def _options(step: ScriptedStep) -> dict[str, object]:
     options: dict[str, object] = {}
     if step.start_to_close is not None:
         options["start_to_close_timeout"] = timedelta(seconds=step.start_to_close)
+    if step.heartbeat_timeout is not None:
+        options["heartbeat_timeout"] = timedelta(seconds=step.heartbeat_timeout)
     if step.max_attempts is not None:
         options["retry_policy"] = RetryPolicy(
             initial_interval=timedelta(milliseconds=100), maximum_attempts=step.max_attempts

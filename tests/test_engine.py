@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -9,8 +10,8 @@ from collections import Counter
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from temporal_saga import (
     SAGA_STATE_QUERY,
@@ -304,3 +305,63 @@ async def test_success_history_costs_exactly_what_hand_written_code_costs(
         EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
     ):
         assert forbidden not in ours
+
+
+async def test_cancel_in_flight_cancels_and_compensates_the_running_steps(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1),
+        ScriptedStep(name="x", sleep=0.2, fail="boom"),
+        cancel_in_flight=True,
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        began = time.monotonic()
+        failure = await fail_saga(client, task_queue, s)
+        assert time.monotonic() - began < 10
+    slow = failure.state.step("slow")
+    assert slow.outcome is StepStatus.CANCELLED and slow.uncertain
+    assert did(s, "undo") == {"slow"}
+
+
+async def test_deadline_fails_and_compensates_a_saga_not_done_in_time(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a"),
+        ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1),
+        timeout=1.5,
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        began = time.monotonic()
+        failure = await fail_saga(client, task_queue, s)
+        assert time.monotonic() - began < 10
+    assert failure.failed_step is None
+    assert failure.reason == "saga timed out after 0:00:01.500000"
+    assert did(s, "undo") == {"a", "slow"}
+    assert render_trace(failure.state).count("saga timed out after 0:00:01.500000: reverting") == 1
+
+
+async def test_cancelling_the_workflow_compensates_then_ends_cancelled(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a"),
+        ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1),
+        ScriptedStep(name="later", after=["slow"]),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+        )
+        while "a" not in did(s, "do"):
+            await asyncio.sleep(0.1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+        state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
+    assert isinstance(caught.value.cause, CancelledError)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert did(s, "undo") == {"a", "slow"}
+    assert "later" not in did(s, "do")
+    assert state.status is SagaStatus.COMPENSATED and state.reason == "saga cancelled"

@@ -1,0 +1,203 @@
+"""The trip-package example end to end: worker.py as its own process, real SQLite services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.ledger import Ledger
+from activities.models import TripBooking, TripRequest
+from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
+from workflows.trip import BuyTripPackage
+
+from .conftest import temporal_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Path:
+    return tmp_path / "services"
+
+
+@pytest.fixture
+def trip_worker(env: WorkflowEnvironment, task_queue: str, services: Path) -> Iterator[str]:
+    """worker.py in its own process, on this test's task queue; yields the queue."""
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py", "--task-queue", task_queue],
+        cwd=ROOT,
+        env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), "TRIP_DATA_DIR": str(services)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert worker.stdout is not None
+    started = b""
+    while b"serving task queue" not in started:  # ready: signal handlers are in place
+        line = worker.stdout.readline()
+        assert line, f"worker.py exited: {started.decode()}"
+        started += line
+    yield task_queue
+    worker.terminate()
+    output = started + worker.communicate(timeout=30)[0]
+    assert worker.returncode == 0, output.decode()
+    assert output.rstrip().endswith(b"INFO worker: stopped"), output.decode()
+
+
+def active(services: Path, traveller: str) -> dict[str, int]:
+    """How many bookings in force the traveller holds at each service."""
+    return {
+        name: len(Ledger(name, "", services).active(holder=traveller))
+        for name in ("airline", "hotel", "attractions")
+    }
+
+
+def trip(traveller: str, **changes: object) -> TripRequest:
+    fields: dict[str, object] = {
+        "traveller": traveller,
+        "passport": "P1234567",
+        "origin": "Lisbon",
+        "destination": "Venice",
+        "check_in": date(2027, 6, 1),
+        "nights": 2,
+        "tickets": 2,
+    }
+    return TripRequest.model_validate(fields | changes)
+
+
+async def buy(client: Client, queue: str, request: TripRequest) -> TripBooking:
+    return await client.execute_workflow(
+        BuyTripPackage.run, request, id=f"trip-{uuid.uuid4()}", task_queue=queue
+    )
+
+
+async def test_trip_succeeds_and_books_all_three(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    booking = await buy(client, trip_worker, trip("Maria"))
+    assert booking.hotel.city == "Venice" and booking.tickets.count == 2
+    assert booking.flight.booking_id.startswith("FL-")
+    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1}
+
+
+async def test_full_hotel_cancels_the_flight_and_tickets(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    await buy(client, trip_worker, trip("Maria"))  # Venice has one room: Maria takes it
+    with pytest.raises(WorkflowFailureError) as caught:
+        await buy(client, trip_worker, trip("Kevin", check_in=date(2027, 6, 2)))
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None
+    assert failure.failed_step == "book hotel room"
+    assert failure.reason == "no available hotel rooms"
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert active(services, "Kevin") == {"airline": 0, "hotel": 0, "attractions": 0}
+    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1}
+
+
+async def test_airline_down_fails_after_retries_and_releases_everything(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    with pytest.raises(WorkflowFailureError) as caught:
+        await buy(client, trip_worker, trip("Ana", faults={"airline": "down"}))
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None
+    assert failure.failed_step == "book plane ticket"
+    assert failure.reason == "airline is unavailable"
+    flight = failure.state.step("book plane ticket")
+    assert flight.status is StepStatus.FAILED and flight.compensation is None
+    assert active(services, "Ana") == {"airline": 0, "hotel": 0, "attractions": 0}
+
+
+async def test_flaky_service_is_absorbed_by_retries(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    await buy(client, trip_worker, trip("Lea", faults={"hotel": "flaky"}, destination="Rome"))
+    assert active(services, "Lea") == {"airline": 1, "hotel": 1, "attractions": 1}
+
+
+README_INPUT = (
+    '{"traveller": "Maria", "passport": "YA1234567", "origin": "Lisbon", '
+    '"destination": "Paris", "check_in": "2027-06-01", "nights": 3}'
+)
+
+
+async def test_saga_started_from_the_temporal_cli(
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
+) -> None:
+    assert README_INPUT in (ROOT / "README.md").read_text(), "README must show this command"
+    workflow_id = f"trip-cli-{uuid.uuid4()}"
+    started = subprocess.run(
+        [
+            temporal_binary(),
+            "workflow",
+            "start",
+            "--address",
+            server_address(env),
+            "--type",
+            "BuyTripPackage",
+            "--task-queue",
+            trip_worker,
+            "--workflow-id",
+            workflow_id,
+            "--input",
+            README_INPUT,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert started.returncode == 0, started.stderr
+    booking = await client.get_workflow_handle(workflow_id, result_type=TripBooking).result()
+    assert booking.hotel.city == "Paris" and booking.hotel.nights == 3
+    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"passport": None}, "passport"),
+        ({"nights": -2}, "nights"),
+        ({"destination": "Atlantis"}, "destination"),
+    ],
+)
+async def test_invalid_trip_fails_at_once_naming_the_field(
+    client: Client, trip_worker: str, services: Path, change: dict[str, object], field: str
+) -> None:
+    raw = json.loads(trip("Bad").model_dump_json()) | change
+    raw = {k: v for k, v in raw.items() if v is not None}
+    handle = await client.start_workflow(
+        "BuyTripPackage", raw, id=f"trip-bad-{uuid.uuid4()}", task_queue=trip_worker
+    )
+    with pytest.raises(WorkflowFailureError) as caught:
+        await asyncio.wait_for(handle.result(), timeout=10)
+    cause = caught.value.cause
+    assert field in str(cause) and "validation error for TripRequest" in str(cause)
+    assert active(services, "Bad") == {"airline": 0, "hotel": 0, "attractions": 0}
+
+
+async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
+    handle = await client.start_workflow(
+        BuyTripPackage.run, trip("Zoe"), id=f"trip-{uuid.uuid4()}", task_queue=trip_worker
+    )
+    await handle.result()
+    state = await handle.query("saga_state", result_type=SagaState)
+    assert [s.name for s in state.steps] == [
+        "book plane ticket",
+        "book hotel room",
+        "buy tourist tickets",
+    ]
