@@ -43,7 +43,7 @@ def start_dev_server(address: str) -> subprocess.Popen[bytes]:
     log = (DATA / "dev-server.log").open("wb")
     command = [temporal_binary(), "server", "start-dev", "--ip", host or "127.0.0.1"]
     command += ["--port", port, "--ui-port", ui_port, "--db-filename", str(DATA / "temporal.db")]
-    command += ["--log-level", "error"]
+    command += ["--log-level", "error", "--search-attribute", "SagaStatus=Keyword"]
     print(f"Temporal: starting a dev server at {address} (Web UI http://localhost:{ui_port})")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 

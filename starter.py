@@ -22,7 +22,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from activities.models import TripBooking, TripRequest
-from temporal_saga import SagaFailed, SagaState, connect, render_trace, watch
+from temporal_saga import SagaFailed, SagaState, connect, follow_trace, load_state, render_trace
 from workflows.trip import TASK_QUEUE, BuyTripPackage
 
 
@@ -62,13 +62,9 @@ async def buy_trip(
             f"{trip.nights} nights from {trip.check_in}"
         ),
     )
-    seen: set[str] = set()
-    async for state in watch(handle):
-        for line in render_trace(state).splitlines():
-            if line and line not in seen and not line.startswith("⬜"):
-                seen.add(line)
-                if on_line:
-                    on_line(line)
+    async for line in follow_trace(handle):
+        if on_line:
+            on_line(line)
     booking: TripBooking | None = None
     failure: str | None = None
     try:
@@ -76,7 +72,7 @@ async def buy_trip(
     except WorkflowFailureError as err:
         saga = SagaFailed.from_error(err)
         failure = saga.message if saga else str(err.cause or err)
-    state = await handle.query("saga_state", result_type=SagaState)
+    state, _ = await load_state(handle)
     assert handle.result_run_id is not None
     return handle, TripOutcome(handle.id, handle.result_run_id, state, booking, failure)
 

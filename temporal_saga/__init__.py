@@ -9,8 +9,9 @@ effect is compensated, in reverse dependency order, and the workflow fails with
 from ._activity import idempotency_key
 from ._client import connect
 from ._errors import SagaDefinitionError, SagaFailed
+from ._history import NotASaga, state_from_history
 from ._options import ActivityOptions
-from ._saga import SAGA_STATE_QUERY, SAME_ARG, Saga, Step
+from ._saga import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE, SAME_ARG, Saga, Step
 from ._state import (
     CompensationState,
     SagaResult,
@@ -20,13 +21,15 @@ from ._state import (
     StepStatus,
 )
 from ._trace import render_trace
-from ._watch import watch
+from ._watch import follow_trace, load_state, watch
 
 __all__ = [
     "SAGA_STATE_QUERY",
+    "SAGA_STATUS_ATTRIBUTE",
     "SAME_ARG",
     "ActivityOptions",
     "CompensationState",
+    "NotASaga",
     "Saga",
     "SagaDefinitionError",
     "SagaFailed",
@@ -37,7 +40,10 @@ __all__ = [
     "StepState",
     "StepStatus",
     "connect",
+    "follow_trace",
     "idempotency_key",
+    "load_state",
     "render_trace",
+    "state_from_history",
     "watch",
 ]

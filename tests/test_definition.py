@@ -24,9 +24,11 @@ def test_public_api_is_pinned() -> None:
     # Its order is ruff's (RUF022); its content is pinned here.
     assert set(temporal_saga.__all__) == {
         "SAGA_STATE_QUERY",
+        "SAGA_STATUS_ATTRIBUTE",
         "SAME_ARG",
         "ActivityOptions",
         "CompensationState",
+        "NotASaga",
         "Saga",
         "SagaDefinitionError",
         "SagaFailed",
@@ -38,7 +40,10 @@ def test_public_api_is_pinned() -> None:
         "StepStatus",
         "connect",
         "idempotency_key",
+        "follow_trace",
+        "load_state",
         "render_trace",
+        "state_from_history",
         "watch",
     }
 

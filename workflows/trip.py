@@ -33,7 +33,8 @@ class BuyTripPackage:
 
     @workflow.run
     async def run(self, trip: TripRequest) -> TripBooking:
-        saga = Saga("buy trip package")
+        # SagaStatus lets `temporal workflow list` find the sagas that need a human.
+        saga = Saga("buy trip package", search_attributes=True)
         plane = saga.step(
             "book plane ticket",
             book_flight,

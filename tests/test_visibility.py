@@ -1,0 +1,226 @@
+"""Visibility: state query, trace from history, `python -m temporal_saga`, SagaStatus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_saga import (
+    SAGA_STATE_QUERY,
+    SagaState,
+    SagaStatus,
+    load_state,
+    render_trace,
+    state_from_history,
+)
+
+from .conftest import WorkerFactory, temporal_binary
+from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec
+from .scripted import HandWrittenParallel, ScriptedSaga, ScriptedStep
+
+
+def cli(
+    env: WorkflowEnvironment, *args: str, address: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "temporal_saga", *args],
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": address or env.client.service_client.config.target_host,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def history_trace(client: Client, workflow_id: str) -> str:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return render_trace(await state_from_history(history.events, client.data_converter))
+
+
+async def query_state(client: Client, workflow_id: str) -> SagaState:
+    handle = client.get_workflow_handle(workflow_id)
+    return await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param([ScriptedStep(name="a"), ScriptedStep(name="b", sleep=0.2)], id="success"),
+        pytest.param(
+            [
+                ScriptedStep(name="a", sleep=0.3),
+                ScriptedStep(name="b", fail="no rooms"),
+                ScriptedStep(name="c", sleep=0.1, start_to_close=0.5, max_attempts=1),
+            ],
+            id="failure",
+        ),
+        pytest.param(
+            [
+                ScriptedStep(name="a", undo_fail="cannot cancel"),
+                ScriptedStep(name="b", sleep=0.2, fail="boom"),
+            ],
+            id="compensation-failure",
+        ),
+    ],
+)
+async def test_history_alone_rebuilds_the_same_trace(
+    client: Client, task_queue: str, worker: WorkerFactory, steps: list[ScriptedStep]
+) -> None:
+    s = spec(*steps)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        with contextlib.suppress(WorkflowFailureError):
+            await run_saga(client, task_queue, s)
+        live = await query_state(client, f"saga-{s.run}")
+    assert await history_trace(client, f"saga-{s.run}") == render_trace(live)
+
+
+async def test_history_rebuild_of_a_cancelled_saga(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a"), ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+        )
+        while "a" not in did(s, "do"):
+            await asyncio.sleep(0.1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        live = await query_state(client, handle.id)
+    rebuilt = await history_trace(client, handle.id)
+    assert rebuilt == render_trace(live)
+    assert "❗️ saga cancelled: reverting" in rebuilt
+
+
+async def test_show_prints_the_trace_from_the_query_then_from_history(
+    env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a"), ScriptedStep(name="b", fail="no available hotel rooms"))
+    expected = (
+        "❗️ begin saga\n\n✔️ a\n❌ b (no available hotel rooms)\n\n"
+        "❗️ step failed: reverting\n\n✔️ undo a\n\n❌ end saga (no available hotel rooms)\n"
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+        shown = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == expected
+    # No worker runs any more: the trace comes from the history alone.
+    shown = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(expected)
+    assert "rebuilt from the workflow's history" in shown.stdout
+
+
+async def test_show_follow_prints_lines_as_the_saga_unfolds(
+    env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a", sleep=2), ScriptedStep(name="b", sleep=3))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await client.start_workflow(ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue)
+        shown = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}", "--follow")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines.index("⏳ b") < lines.index("✔️ a") < lines.index("✔️ b")
+    assert shown.stdout.endswith("❗️ all steps succeeded\n\n✔️ end saga (success)\n")
+
+
+async def test_show_errors_are_one_line(
+    env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    unknown = await asyncio.to_thread(cli, env, "show", "no-such-workflow")
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr == "temporal-saga: no workflow 'no-such-workflow' in namespace 'default'\n"
+    )
+
+    unreachable = await asyncio.to_thread(cli, env, "show", "x", address="127.0.0.1:1")
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("temporal-saga: cannot reach Temporal at 127.0.0.1:1")
+    assert unreachable.stderr.count("\n") == 1
+
+    s = spec(ScriptedStep(name="a"))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await client.execute_workflow(
+            HandWrittenParallel.run, s, id=f"hand-{s.run}", task_queue=task_queue
+        )
+    not_saga = await asyncio.to_thread(cli, env, "show", f"hand-{s.run}")
+    assert not_saga.returncode == 1
+    assert not_saga.stderr.startswith(f"temporal-saga: workflow 'hand-{s.run}' is not a saga")
+    assert not_saga.stderr.count("\n") == 1
+
+
+async def test_search_attribute_finds_sagas_that_need_a_human(
+    env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    broken = spec(
+        ScriptedStep(name="a", undo_fail="cannot cancel"),
+        ScriptedStep(name="b", sleep=0.2, fail="boom"),
+        search_attributes=True,
+    )
+    fine = spec(ScriptedStep(name="a"), search_attributes=True)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, broken)
+        await run_saga(client, task_queue, fine)
+
+    query = f'SagaStatus="COMPENSATION_FAILED" AND TaskQueue="{task_queue}"'
+    for _ in range(50):  # visibility is eventually consistent
+        found = [w.id async for w in client.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert found == [f"saga-{broken.run}"]
+
+    listed = await asyncio.to_thread(cli, env, "list", "--status", "COMPENSATION_FAILED")
+    assert listed.returncode == 0, listed.stderr
+    assert f"saga-{broken.run}" in listed.stdout and f"saga-{fine.run}" not in listed.stdout
+
+    temporal = await asyncio.to_thread(
+        subprocess.run,
+        [
+            temporal_binary(),
+            "workflow",
+            "list",
+            "--address",
+            env.client.service_client.config.target_host,
+            "--query",
+            query,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert f"saga-{broken.run}" in temporal.stdout, temporal.stderr
+
+    async def upserts(workflow_id: str) -> int:
+        handle = client.get_workflow_handle(workflow_id)
+        events = Counter([e.event_type async for e in handle.fetch_history_events()])
+        return events[EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+
+    assert await upserts(f"saga-{fine.run}") == 2  # RUNNING, SUCCEEDED
+    assert await upserts(f"saga-{broken.run}") == 3  # RUNNING, COMPENSATING, final
+
+
+async def test_load_state_needs_no_worker(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a"), ScriptedStep(name="b", fail="boom"))
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+        state, source = await load_state(client.get_workflow_handle(f"saga-{s.run}"))
+        assert source == "query"
+    rebuilt, source = await load_state(client.get_workflow_handle(f"saga-{s.run}"))
+    assert source == "history" and rebuilt == state
+    assert rebuilt.status is SagaStatus.COMPENSATED
