@@ -1,67 +1,140 @@
 """Re-record the stored workflow histories that ``test_replay.py`` replays.
 
-Run ``make histories`` after a deliberate change to a workflow's commands; commit the
-JSON files with it. Each shape the project ships has one history.
+Run ``make histories`` after a deliberate change to a workflow's commands, and commit
+the JSON files with it. Every workflow shape the project ships has one history.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.models import TripRequest
+from activities.trip import ALL as TRIP_ACTIVITIES
+from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from workflows.trip import BuyTripPackage
+
 from .conftest import temporal_binary
 from .scripted import ScriptedSaga, ScriptedSpec, ScriptedStep, do_step, undo_step
 
 HISTORIES = Path(__file__).parent / "histories"
+WORKFLOWS = [ScriptedSaga, BuyTripPackage]
 
-SHAPES: dict[str, list[ScriptedStep]] = {
-    "success": [
-        ScriptedStep(name="a", sleep=0.1),
-        ScriptedStep(name="b", sleep=0.3),
-        ScriptedStep(name="c", after=["a"]),
-    ],
-    "failure": [
-        ScriptedStep(name="a", sleep=0.1),
-        ScriptedStep(name="b", fail="no available hotel rooms", sleep=0.3),
-        ScriptedStep(name="c", after=["a"]),
-    ],
-    "compensation_failure": [
-        ScriptedStep(name="a", undo_fail="cannot cancel"),
-        ScriptedStep(name="b", fail="boom", sleep=0.3),
-    ],
+
+@dataclass(frozen=True)
+class Shape:
+    workflow: type
+    arg: Any
+    cancel_after: float | None = None  # seconds after start, to record a cancellation
+
+
+def _scripted(*steps: ScriptedStep, **options: Any) -> ScriptedSpec:
+    return ScriptedSpec(run="record", steps=list(steps), **options)
+
+
+def _trip(traveller: str) -> TripRequest:
+    return TripRequest(
+        traveller=traveller,
+        passport="P1234567",
+        origin="Lisbon",
+        destination="Venice",
+        check_in=date(2027, 6, 1),
+        nights=2,
+    )
+
+
+SLOW = ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1)
+
+# Recorded in this order: the second trip finds the hotel full because of the first.
+SHAPES: dict[str, Shape] = {
+    "success": Shape(
+        ScriptedSaga,
+        _scripted(
+            ScriptedStep(name="a", sleep=0.1),
+            ScriptedStep(name="b", sleep=0.3),
+            ScriptedStep(name="c", after=["a"]),
+        ),
+    ),
+    "failure": Shape(
+        ScriptedSaga,
+        _scripted(
+            ScriptedStep(name="a", sleep=0.1),
+            ScriptedStep(name="b", fail="no available hotel rooms", sleep=0.3),
+            ScriptedStep(name="c", after=["a"]),
+        ),
+    ),
+    "compensation_failure": Shape(
+        ScriptedSaga,
+        _scripted(
+            ScriptedStep(name="a", undo_fail="cannot cancel"),
+            ScriptedStep(name="b", fail="boom", sleep=0.3),
+        ),
+    ),
+    "sequential_compensation": Shape(
+        ScriptedSaga,
+        _scripted(
+            ScriptedStep(name="a"),
+            ScriptedStep(name="b", sleep=0.2),
+            ScriptedStep(name="x", sleep=0.4, fail="boom"),
+            parallel_compensation=False,
+        ),
+    ),
+    "cancellation": Shape(ScriptedSaga, _scripted(ScriptedStep(name="a"), SLOW), cancel_after=1),
+    "deadline": Shape(ScriptedSaga, _scripted(ScriptedStep(name="a"), SLOW, timeout=1)),
+    "trip_success": Shape(BuyTripPackage, _trip("Maria")),
+    "trip_hotel_full": Shape(BuyTripPackage, _trip("Kevin")),
 }
 
 
-async def record(client: Client, name: str, steps: list[ScriptedStep]) -> None:
-    queue = f"record-{uuid.uuid4()}"
-    spec = ScriptedSpec(run=f"record-{name}", steps=steps)
-    async with Worker(
-        client, task_queue=queue, workflows=[ScriptedSaga], activities=[do_step, undo_step]
-    ):
-        handle = await client.start_workflow(
-            ScriptedSaga.run, spec, id=f"history-{name}-{uuid.uuid4()}", task_queue=queue
-        )
-        with contextlib.suppress(WorkflowFailureError):
-            await handle.result()
+async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
+    handle = await client.start_workflow(
+        shape.workflow.run,  # type: ignore[attr-defined]
+        shape.arg,
+        id=f"history-{name}-{uuid.uuid4()}",
+        task_queue=queue,
+    )
+    if shape.cancel_after is not None:
+        await asyncio.sleep(shape.cancel_after)
+        await handle.cancel()
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
     history = await handle.fetch_history()
     (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 async def main() -> None:
     HISTORIES.mkdir(exist_ok=True)
+    os.environ["TRIP_DATA_DIR"] = tempfile.mkdtemp(prefix="trip-services-")
+    queue = f"record-{uuid.uuid4()}"
     async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[SAGA_STATUS_ATTRIBUTE],
     ) as env:
-        for name, steps in SHAPES.items():
-            await record(env.client, name, steps)
-            print(f"recorded {name}")
+        with ThreadPoolExecutor(max_workers=8) as executor:
+            async with Worker(
+                env.client,
+                task_queue=queue,
+                workflows=WORKFLOWS,
+                activities=[do_step, undo_step, *TRIP_ACTIVITIES],
+                activity_executor=executor,
+            ):
+                for name, shape in SHAPES.items():
+                    await record(env.client, queue, name, shape)
+                    print(f"recorded {name}")
 
 
 if __name__ == "__main__":

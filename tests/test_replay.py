@@ -11,7 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from .record_histories import HISTORIES, SHAPES
+from .record_histories import HISTORIES, SHAPES, WORKFLOWS
 from .scripted import ScriptedSaga, ScriptedSpec
 
 with workflow.unsafe.imports_passed_through():
@@ -25,7 +25,7 @@ def stored(name: str) -> WorkflowHistory:
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 async def test_stored_history_replays(name: str) -> None:
-    replayer = Replayer(workflows=[ScriptedSaga], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     await replayer.replay_workflow(stored(name))
 
 
