@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,9 +35,24 @@ def temporal_binary() -> str:
     return found
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ui_url() -> str:
+    """The Web UI of the test server (``TEMPORAL_TEST_UI`` with an external server)."""
+    return os.environ.get("TEMPORAL_TEST_UI", f"http://127.0.0.1:{UI_PORT}")
+
+
+UI_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal server for the whole session."""
+    """A real Temporal server (with its Web UI) for the whole session."""
     address = os.environ.get("TEMPORAL_TEST_ADDRESS")
     if address:
         client = await Client.connect(
@@ -50,6 +66,8 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
+        ui=True,
+        ui_port=UI_PORT,
         dev_server_log_level="error",
     ) as local:
         yield local
