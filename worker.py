@@ -1,9 +1,10 @@
 """The trip-package worker: ``python worker.py [--task-queue trip-saga]``.
 
 Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS,
-``TEMPORAL_API_KEY``, profile files), serves the ``BuyTripPackage`` workflow and its
-activities, and on SIGINT/SIGTERM stops polling and lets in-flight activities finish
-(up to ``--grace`` seconds) before exiting.
+``TEMPORAL_API_KEY``, profile files), serves the ``BuyTripPackage`` workflow, the
+generic ``DeclarativeSaga`` (sagas sent as JSON) and the trip activities; on
+SIGINT/SIGTERM it stops polling and lets in-flight activities finish (up to
+``--grace`` seconds) before exiting.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from temporalio.worker import Worker
 
 from activities.ledger import data_dir
 from activities.trip import ALL
-from temporal_saga import connect
+from temporal_saga import DeclarativeSaga, connect
 from workflows.trip import TASK_QUEUE, BuyTripPackage
 
 log = logging.getLogger("worker")
@@ -38,7 +39,7 @@ async def serve(task_queue: str, grace: float, concurrency: int) -> None:
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[BuyTripPackage],
+            workflows=[BuyTripPackage, DeclarativeSaga],
             activities=ALL,
             activity_executor=executor,
             max_concurrent_activities=concurrency,

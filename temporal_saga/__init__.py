@@ -8,6 +8,7 @@ effect is compensated, in reverse dependency order, and the workflow fails with
 
 from ._activity import idempotency_key
 from ._client import connect
+from ._declarative import DeclarativeSaga, OptionsSpec, SagaSpec, StepSpec
 from ._errors import SagaDefinitionError, SagaFailed
 from ._history import NotASaga, state_from_history
 from ._options import ActivityOptions
@@ -29,14 +30,18 @@ __all__ = [
     "SAME_ARG",
     "ActivityOptions",
     "CompensationState",
+    "DeclarativeSaga",
     "NotASaga",
+    "OptionsSpec",
     "Saga",
     "SagaDefinitionError",
     "SagaFailed",
     "SagaResult",
+    "SagaSpec",
     "SagaState",
     "SagaStatus",
     "Step",
+    "StepSpec",
     "StepState",
     "StepStatus",
     "connect",

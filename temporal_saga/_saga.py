@@ -8,6 +8,8 @@ Everything here runs inside a workflow, so it stays deterministic: workflow time
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from enum import Enum
@@ -215,6 +217,7 @@ class Saga:
             waiting for them; their outcome is then uncertain, so they are compensated.
         timeout: Fail and compensate the saga if it has not succeeded by then
             (measured from ``run``; costs one timer in the history).
+        max_parallelism: Run at most this many steps at once (default: no limit).
         search_attributes: Keep the saga's status in the ``SagaStatus`` Keyword
             search attribute, so ``temporal workflow list --query
             'SagaStatus="COMPENSATION_FAILED"'`` finds the sagas that need a human.
@@ -242,6 +245,7 @@ class Saga:
         parallel_compensation: bool = True,
         cancel_in_flight: bool = False,
         timeout: timedelta | None = None,
+        max_parallelism: int | None = None,
         search_attributes: bool = False,
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -253,7 +257,12 @@ class Saga:
         self._name = name
         self._parallel_compensation = parallel_compensation
         self._cancel_in_flight = cancel_in_flight
+        if max_parallelism is not None and (
+            not isinstance(max_parallelism, int) or max_parallelism < 1
+        ):
+            raise SagaDefinitionError(f"saga {name!r}: max_parallelism must be at least 1")
         self._timeout = timeout
+        self._max_parallelism = max_parallelism or sys.maxsize
         self._search_attributes = search_attributes
         self._options = merge(STEP_DEFAULTS, check_options(activity_options, f"saga {name!r}"))
         self._compensation_options = merge(
@@ -509,13 +518,16 @@ class Saga:
         """Start every step whose dependencies succeeded, until done or failed."""
         sorter = TopologicalSorter({s: s._deps for s in self._steps.values()})
         sorter.prepare()
+        ready: deque[Step[Any]] = deque()  # may start, once max_parallelism allows
         deadline: asyncio.Task[None] | None = None
         if self._timeout is not None:
             deadline = asyncio.create_task(workflow.sleep(self._timeout))
         try:
             while True:
                 if self._reason is None:
-                    for step in sorter.get_ready():
+                    ready.extend(sorter.get_ready())
+                    while ready and len(self._running) < self._max_parallelism:
+                        step = ready.popleft()
                         self._running[asyncio.create_task(self._execute(step))] = step
                 if not self._running:
                     return

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,38 @@ def worker(client: Client, task_queue: str) -> WorkerFactory:
         )
 
     return make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Path:
+    return tmp_path / "services"
+
+
+@pytest.fixture
+def trip_worker(env: WorkflowEnvironment, task_queue: str, services: Path) -> Iterator[str]:
+    """worker.py in its own process, on this test's task queue; yields the queue."""
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py", "--task-queue", task_queue],
+        cwd=ROOT,
+        env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), "TRIP_DATA_DIR": str(services)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert worker.stdout is not None
+    started = b""
+    while b"serving task queue" not in started:  # ready: signal handlers are in place
+        line = worker.stdout.readline()
+        assert line, f"worker.py exited: {started.decode()}"
+        started += line
+    yield task_queue
+    worker.terminate()
+    output = started + worker.communicate(timeout=30)[0]
+    assert worker.returncode == 0, output.decode()
+    assert output.rstrip().endswith(b"INFO worker: stopped"), output.decode()

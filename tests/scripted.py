@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_saga import Saga, SagaResult
+    from temporal_saga import Saga, SagaResult, idempotency_key
 
 
 class Script(BaseModel):
@@ -31,6 +31,7 @@ class Script(BaseModel):
     fail: str | None = None  # fail for good (non-retryable) with this message
     transient_failures: int = 0  # fail retryably this many attempts first
     always_retryable_failure: bool = False  # fail retryably on every attempt
+    silent: bool = False  # never heartbeat (to trip a heartbeat timeout)
 
 
 class ScriptedStep(BaseModel):
@@ -40,12 +41,14 @@ class ScriptedStep(BaseModel):
     fail: str | None = None
     transient_failures: int = 0
     always_retryable_failure: bool = False
+    silent: bool = False
     compensate: bool = True
     compensate_on_failure: bool = False
     undo_sleep: float = 0.0
     undo_fail: str | None = None
     undo_transient_failures: int = 0
     start_to_close: float | None = None
+    schedule_to_close: float | None = None
     heartbeat_timeout: float | None = None
     max_attempts: int | None = None
 
@@ -56,6 +59,7 @@ class ScriptedSpec(BaseModel):
     parallel_compensation: bool = True
     cancel_in_flight: bool = False
     timeout: float | None = None
+    max_parallelism: int | None = None
     search_attributes: bool = False
 
 
@@ -67,6 +71,7 @@ class Entry:
     started: float
     ended: float
     ok: bool
+    key: str  # temporal_saga.idempotency_key() as the activity saw it
 
 
 JOURNAL: dict[str, list[Entry]] = defaultdict(list)
@@ -79,7 +84,8 @@ async def _perform(kind: str, script: Script) -> str:
     try:
         deadline = time.monotonic() + script.sleep
         while time.monotonic() < deadline:  # heartbeats, so cancellation reaches us
-            activity.heartbeat()
+            if not script.silent:
+                activity.heartbeat()
             await asyncio.sleep(min(0.1, deadline - time.monotonic()))
         if script.fail:
             raise ApplicationError(script.fail, non_retryable=True)
@@ -88,7 +94,10 @@ async def _perform(kind: str, script: Script) -> str:
         ok = True
         return f"{kind} {script.step}"
     finally:
-        JOURNAL[script.run].append(Entry(kind, script.step, attempt, started, time.monotonic(), ok))
+        ended = time.monotonic()
+        JOURNAL[script.run].append(
+            Entry(kind, script.step, attempt, started, ended, ok, idempotency_key())
+        )
 
 
 @activity.defn
@@ -107,6 +116,8 @@ def _options(step: ScriptedStep) -> dict[str, object]:
     options: dict[str, object] = {}
     if step.start_to_close is not None:
         options["start_to_close_timeout"] = timedelta(seconds=step.start_to_close)
+    if step.schedule_to_close is not None:
+        options["schedule_to_close_timeout"] = timedelta(seconds=step.schedule_to_close)
     if step.heartbeat_timeout is not None:
         options["heartbeat_timeout"] = timedelta(seconds=step.heartbeat_timeout)
     if step.max_attempts is not None:
@@ -128,6 +139,7 @@ class ScriptedSaga:
             cancel_in_flight=spec.cancel_in_flight,
             timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
             search_attributes=spec.search_attributes,
+            max_parallelism=spec.max_parallelism,
             compensation_options={
                 "retry_policy": RetryPolicy(
                     initial_interval=timedelta(milliseconds=100),
@@ -143,6 +155,7 @@ class ScriptedSaga:
                 fail=step.fail,
                 transient_failures=step.transient_failures,
                 always_retryable_failure=step.always_retryable_failure,
+                silent=step.silent,
             )
             undo = Script(
                 run=spec.run,

@@ -24,6 +24,10 @@ def test_public_api_is_pinned() -> None:
     # Its order is ruff's (RUF022); its content is pinned here.
     assert set(temporal_saga.__all__) == {
         "SAGA_STATE_QUERY",
+        "DeclarativeSaga",
+        "OptionsSpec",
+        "SagaSpec",
+        "StepSpec",
         "SAGA_STATUS_ATTRIBUTE",
         "SAME_ARG",
         "ActivityOptions",

@@ -324,3 +324,53 @@ async def test_cancelling_the_workflow_compensates_then_ends_cancelled(
     assert did(s, "undo") == {"a", "slow"}
     assert "later" not in did(s, "do")
     assert state.status is SagaStatus.COMPENSATED and state.reason == "saga cancelled"
+
+
+@pytest.mark.parametrize(
+    ("slow", "kind"),
+    [
+        (ScriptedStep(name="slow", sleep=5, start_to_close=1, max_attempts=1), "START_TO_CLOSE"),
+        (ScriptedStep(name="slow", sleep=5, schedule_to_close=1), "SCHEDULE_TO_CLOSE"),
+        (
+            ScriptedStep(name="slow", sleep=5, silent=True, heartbeat_timeout=1, max_attempts=1),
+            "HEARTBEAT",
+        ),
+    ],
+)
+async def test_every_kind_of_timeout_is_uncertain_and_compensated(
+    client: Client, task_queue: str, worker: WorkerFactory, slow: ScriptedStep, kind: str
+) -> None:
+    s = spec(ScriptedStep(name="a"), slow)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fail_saga(client, task_queue, s)
+    assert failure.reason == f"timed out ({kind})"
+    assert failure.state.step("slow").uncertain
+    assert did(s, "undo") == {"a", "slow"}
+
+
+async def test_idempotency_key_is_stable_across_retries_and_shared_with_the_compensation(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(
+        ScriptedStep(name="a", transient_failures=2, undo_transient_failures=1),
+        ScriptedStep(name="b", sleep=0.2, fail="boom"),
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await fail_saga(client, task_queue, s)
+    keys_of_a = {e.key for e in JOURNAL[s.run] if e.step == "a"}
+    assert len([e for e in JOURNAL[s.run] if e.step == "a"]) == 5  # 3 do, 2 undo
+    assert len(keys_of_a) == 1
+    [key_of_b] = {e.key for e in JOURNAL[s.run] if e.step == "b"}
+    assert key_of_b != next(iter(keys_of_a))
+    assert key_of_b.startswith(f"saga-{s.run}/") and key_of_b.endswith("/scripted/b")
+
+
+async def test_max_parallelism_bounds_the_steps_in_flight(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(*(ScriptedStep(name=f"s{i}", sleep=0.5) for i in range(6)), max_parallelism=2)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await run_saga(client, task_queue, s)
+    spans = [(e.started, e.ended) for e in JOURNAL[s.run]]
+    most = max(sum(1 for b, e in spans if b <= t < e) for t, _ in spans)
+    assert most == 2

@@ -1,0 +1,167 @@
+"""Sagas described as data: ``SagaSpec``, run by the generic ``DeclarativeSaga`` workflow.
+
+Register ``DeclarativeSaga`` on a worker next to your activities; then any client, in
+any language, or the ``temporal`` CLI starts a saga by sending a ``SagaSpec`` as JSON::
+
+    temporal workflow start --type DeclarativeSaga --task-queue trip-saga \\
+        --input-file spec.json
+
+A spec that fails validation fails the workflow at once with pydantic's message,
+which names the field (``steps.1.activity``); dependency errors fail it with a
+``SagaDefinitionError``. Nothing is scheduled in either case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
+from temporalio import workflow
+
+from ._options import COMPENSATION_DEFAULTS, STEP_DEFAULTS, ActivityOptions
+from ._saga import Saga
+from ._state import SagaResult
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptionsSpec(_Spec):
+    """Activity options as JSON: seconds for durations, retry fields flattened.
+
+    Retry fields given here change the default retry policy (steps: 3 attempts;
+    compensations: unlimited) field by field.
+    """
+
+    task_queue: str | None = None
+    start_to_close_seconds: PositiveFloat | None = None
+    schedule_to_close_seconds: PositiveFloat | None = None
+    schedule_to_start_seconds: PositiveFloat | None = None
+    heartbeat_seconds: PositiveFloat | None = None
+    maximum_attempts: int | None = Field(default=None, ge=0)
+    initial_interval_seconds: PositiveFloat | None = None
+    maximum_interval_seconds: PositiveFloat | None = None
+    backoff_coefficient: float | None = Field(default=None, ge=1)
+    non_retryable_error_types: list[str] | None = None
+
+    def to_options(self, defaults: ActivityOptions) -> ActivityOptions:
+        """These options over ``defaults`` (for the retry policy, field by field)."""
+        options: ActivityOptions = {}
+        if self.task_queue is not None:
+            options["task_queue"] = self.task_queue
+        for field, option in (
+            ("start_to_close_seconds", "start_to_close_timeout"),
+            ("schedule_to_close_seconds", "schedule_to_close_timeout"),
+            ("schedule_to_start_seconds", "schedule_to_start_timeout"),
+            ("heartbeat_seconds", "heartbeat_timeout"),
+        ):
+            seconds = getattr(self, field)
+            if seconds is not None:
+                options[option] = timedelta(seconds=seconds)  # type: ignore[literal-required]
+        retry: dict[str, Any] = {}
+        if self.maximum_attempts is not None:
+            retry["maximum_attempts"] = self.maximum_attempts
+        if self.initial_interval_seconds is not None:
+            retry["initial_interval"] = timedelta(seconds=self.initial_interval_seconds)
+        if self.maximum_interval_seconds is not None:
+            retry["maximum_interval"] = timedelta(seconds=self.maximum_interval_seconds)
+        if self.backoff_coefficient is not None:
+            retry["backoff_coefficient"] = self.backoff_coefficient
+        if self.non_retryable_error_types is not None:
+            retry["non_retryable_error_types"] = self.non_retryable_error_types
+        if retry:
+            options["retry_policy"] = dataclasses.replace(defaults["retry_policy"], **retry)
+        return options
+
+
+class StepSpec(_Spec):
+    """One step: an activity by its registered name, with a JSON argument.
+
+    ``compensate_arg``, when present (even ``null``), replaces the step's argument
+    for the compensation; when absent, the compensation gets the step's argument.
+    """
+
+    name: str = Field(min_length=1)
+    activity: str = Field(min_length=1)
+    arg: JsonValue = None
+    compensate: str | None = Field(default=None, min_length=1)
+    compensate_arg: JsonValue = None
+    compensation_name: str | None = None
+    compensate_on_failure: bool = False
+    after: list[str] = Field(default_factory=list)
+    options: OptionsSpec = OptionsSpec()
+    compensation_options: OptionsSpec = OptionsSpec()
+
+
+class SagaSpec(_Spec):
+    """A whole saga as data (see :class:`temporal_saga.Saga` for the semantics)."""
+
+    name: str = Field(min_length=1)
+    steps: list[StepSpec] = Field(min_length=1)
+    parallel_compensation: bool = True
+    cancel_in_flight: bool = False
+    timeout_seconds: PositiveFloat | None = None
+    max_parallelism: PositiveInt | None = None
+    search_attributes: bool = False
+    options: OptionsSpec = OptionsSpec()
+    compensation_options: OptionsSpec = OptionsSpec()
+
+    def build(self) -> Saga:
+        """The :class:`Saga` this spec describes (raises ``SagaDefinitionError``)."""
+        step_defaults = self.options.to_options(STEP_DEFAULTS)
+        compensation_defaults = self.compensation_options.to_options(COMPENSATION_DEFAULTS)
+        saga = Saga(
+            self.name,
+            parallel_compensation=self.parallel_compensation,
+            cancel_in_flight=self.cancel_in_flight,
+            timeout=timedelta(seconds=self.timeout_seconds) if self.timeout_seconds else None,
+            max_parallelism=self.max_parallelism,
+            search_attributes=self.search_attributes,
+            compensation_options=compensation_defaults,
+            **step_defaults,
+        )
+        for step in self.steps:
+            compensation: dict[str, Any] = {}
+            if step.compensate is not None:
+                compensation = {
+                    "compensate": step.compensate,
+                    "compensation_name": step.compensation_name,
+                    "compensate_on_failure": step.compensate_on_failure,
+                    "compensation_options": step.compensation_options.to_options(
+                        {**COMPENSATION_DEFAULTS, **compensation_defaults}
+                    ),
+                }
+                if "compensate_arg" in step.model_fields_set:
+                    compensation["compensate_arg"] = step.compensate_arg
+            saga.step(
+                step.name,
+                step.activity,
+                step.arg,
+                after=step.after,
+                **compensation,
+                **step.options.to_options({**STEP_DEFAULTS, **step_defaults}),
+            )
+        return saga
+
+
+# A spec that fails validation fails the workflow at once, naming the field, instead
+# of retrying the first workflow task forever.
+@workflow.defn(name="DeclarativeSaga", failure_exception_types=[ValidationError])
+class DeclarativeSaga:
+    """The generic workflow that runs a :class:`SagaSpec`; register it on your worker."""
+
+    @workflow.run
+    async def run(self, spec: SagaSpec) -> SagaResult:
+        """Run the saga the spec describes."""
+        return await spec.build().run()

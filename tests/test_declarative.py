@@ -1,0 +1,177 @@
+"""Declarative sagas: a SagaSpec as data, run by the generic DeclarativeSaga workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_saga import DeclarativeSaga, SagaFailed, SagaResult, SagaStatus
+
+from .conftest import WorkerFactory, server_address, temporal_binary
+from .scripted import JOURNAL, do_step, undo_step
+from .test_trip import active
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def script(run: str, step: str, **behaviour: Any) -> dict[str, Any]:
+    return {"run": run, "step": step, **behaviour}
+
+
+async def start(client: Client, queue: str, spec: dict[str, Any]) -> Any:
+    return await client.start_workflow(
+        "DeclarativeSaga", spec, id=f"declarative-{uuid.uuid4()}", task_queue=queue
+    )
+
+
+async def test_spec_runs_steps_in_dependency_order_and_compensates(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    run = str(uuid.uuid4())
+    spec = {
+        "name": "from json",
+        "options": {"maximum_attempts": 2, "initial_interval_seconds": 0.1},
+        "steps": [
+            {
+                "name": "a",
+                "activity": "do_step",
+                "arg": script(run, "a"),
+                "compensate": "undo_step",
+            },
+            {
+                "name": "b",
+                "activity": "do_step",
+                "arg": script(run, "b"),
+                "after": ["a"],
+                "compensate": "undo_step",
+                "compensate_arg": script(run, "b-undone-differently"),
+            },
+            {
+                "name": "c",
+                "activity": "do_step",
+                "arg": script(run, "c", always_retryable_failure=True),
+                "after": ["b"],
+            },
+        ],
+    }
+    async with worker(workflows=[DeclarativeSaga], activities=[do_step, undo_step]):
+        handle = await start(client, task_queue, spec)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None and failure.failed_step == "c"
+    assert failure.state.status is SagaStatus.COMPENSATED
+    journal = [(e.kind, e.step, e.attempt) for e in JOURNAL[run]]
+    assert journal == [
+        ("do", "a", 1),
+        ("do", "b", 1),
+        ("do", "c", 1),
+        ("do", "c", 2),  # the spec's maximum_attempts
+        ("undo", "b-undone-differently", 1),
+        ("undo", "a", 1),
+    ]
+
+
+async def test_spec_success_returns_every_result(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    run = str(uuid.uuid4())
+    spec = {
+        "name": "ok",
+        "steps": [{"name": n, "activity": "do_step", "arg": script(run, n)} for n in "xyz"],
+    }
+    async with worker(workflows=[DeclarativeSaga], activities=[do_step, undo_step]):
+        handle = await start(client, task_queue, spec)
+        result = await handle.result()
+    assert SagaResult.model_validate(result).results == {"x": "do x", "y": "do y", "z": "do z"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "s", "steps": [{"name": "a"}]}, "steps.0.activity"),
+        ({"name": "s", "steps": []}, "steps"),
+        ({"name": "s", "steps": [{"name": "a", "activity": "x", "retries": 3}]}, "steps.0.retries"),
+        (
+            {
+                "name": "s",
+                "steps": [{"name": "a", "activity": "x", "options": {"maximum_attempts": -1}}],
+            },
+            "steps.0.options.maximum_attempts",
+        ),
+        (
+            {
+                "name": "s",
+                "steps": [
+                    {"name": "a", "activity": "do_step", "after": ["b"]},
+                    {"name": "b", "activity": "do_step", "after": ["a"]},
+                ],
+            },
+            "dependency cycle",
+        ),
+    ],
+)
+async def test_invalid_spec_fails_at_once_naming_the_problem(
+    client: Client, task_queue: str, worker: WorkerFactory, spec: dict[str, Any], message: str
+) -> None:
+    async with worker(workflows=[DeclarativeSaga], activities=[do_step, undo_step]):
+        handle = await start(client, task_queue, spec)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await asyncio.wait_for(handle.result(), timeout=10)
+    assert message in str(caught.value.cause)
+
+
+async def test_unknown_activity_name_fails_the_step_within_seconds(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    spec = {"name": "s", "steps": [{"name": "a", "activity": "no_such_activity"}]}
+    async with worker(workflows=[DeclarativeSaga], activities=[do_step, undo_step]):
+        began = time.monotonic()
+        handle = await start(client, task_queue, spec)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+        assert time.monotonic() - began < 10
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert "no_such_activity" in cause.message and "not registered" in cause.message
+
+
+async def test_trip_spec_started_from_the_temporal_cli(
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
+) -> None:
+    spec_file = ROOT / "workflows" / "trip_spec.json"
+    assert "--input-file workflows/trip_spec.json" in (ROOT / "README.md").read_text()
+    workflow_id = f"declarative-trip-{uuid.uuid4()}"
+    started = subprocess.run(
+        [
+            temporal_binary(),
+            "workflow",
+            "start",
+            "--address",
+            server_address(env),
+            "--type",
+            "DeclarativeSaga",
+            "--task-queue",
+            trip_worker,
+            "--workflow-id",
+            workflow_id,
+            "--input-file",
+            str(spec_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert started.returncode == 0, started.stderr
+    result = await client.get_workflow_handle(workflow_id, result_type=SagaResult).result()
+    assert result.results["book hotel room"]["city"] == "Rome"
+    assert active(services, "Ana") == {"airline": 1, "hotel": 1, "attractions": 1}
