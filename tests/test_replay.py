@@ -11,11 +11,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from .record_histories import HISTORIES, SHAPES, WORKFLOWS
-from .scripted import ScriptedSaga, ScriptedSpec
-
 with workflow.unsafe.imports_passed_through():
     from temporal_saga import SagaResult
+
+    from .record_histories import HISTORIES, SHAPES, WORKFLOWS
+    from .scripted import ScriptedSaga, ScriptedSpec
 
 
 def stored(name: str) -> WorkflowHistory:
