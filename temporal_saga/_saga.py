@@ -8,6 +8,7 @@ Everything here runs inside a workflow, so it stays deterministic: workflow time
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -66,16 +67,20 @@ class _Same(Enum):
 SAME_ARG = _Same.ARG
 
 Activity = Callable[..., Any] | str
-"""An ``@activity.defn`` function (or method), or an activity's registered name."""
+"""An ``@activity.defn`` function (or method), an activity's registered name, or a
+workflow's ``@workflow.run`` method (run as a child workflow: a nested saga)."""
 
 
-def _check_activity(fn: Activity, where: str) -> Activity:
+def _is_child_workflow(fn: Activity, where: str) -> bool:
+    """Check ``fn`` is an activity or a workflow; True for a workflow."""
     if isinstance(fn, str):
         if not fn:
             raise SagaDefinitionError(f"{where}: an activity name cannot be empty")
-        return fn
+        return False
     if not callable(fn):
         raise TypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
+    if workflow._Definition.from_run_fn(fn) is not None:
+        return True
     definition = activity._Definition.from_callable(fn)
     if definition is None:
         raise TypeError(
@@ -84,7 +89,25 @@ def _check_activity(fn: Activity, where: str) -> Activity:
         )
     if definition.name is None:
         raise TypeError(f"{where}: a dynamic activity cannot be called by a saga step")
-    return fn
+    return False
+
+
+async def _invoke(
+    fn: Activity, child: bool, args: list[Any], *, name: str, ident: str, options: ActivityOptions
+) -> Any:
+    """Run one step or compensation: an activity, or a child workflow (a nested saga)."""
+    if child:
+        # A child saga compensates itself when it fails; waiting for its cancellation
+        # to complete keeps that true when the parent cancels it.
+        return await workflow.execute_child_workflow(
+            fn,
+            args=args,
+            id=f"{workflow.info().workflow_id}/{ident}",
+            task_queue=options.get("task_queue"),
+            static_summary=name,
+            cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+    return await workflow.start_activity(fn, args=args, summary=name, activity_id=ident, **options)
 
 
 def _describe(error: BaseException) -> tuple[StepStatus, bool, str]:
@@ -98,6 +121,18 @@ def _describe(error: BaseException) -> tuple[StepStatus, bool, str]:
     if isinstance(cause, FailureError):
         return StepStatus.FAILED, False, cause.message
     return StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}"
+
+
+def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
+    """The steps reachable from ``start`` along ``_deps`` or ``_dependents``."""
+    seen: set[Step[Any]] = set()
+    todo = list(getattr(start, direction))
+    while todo:
+        step = todo.pop()
+        if step not in seen:
+            seen.add(step)
+            todo.extend(getattr(step, direction))
+    return seen
 
 
 def _call_args(arg: Any) -> list[Any]:
@@ -118,8 +153,10 @@ class Step(Generic[R]):
         index: int,
         name: str,
         activity: Activity,
+        is_child: bool,
         arg: Any,
         compensate: Activity | None,
+        compensate_is_child: bool,
         compensate_arg: Any,
         compensation_name: str,
         compensate_on_failure: bool,
@@ -130,8 +167,10 @@ class Step(Generic[R]):
         self._index = index
         self._name = name
         self._activity = activity
+        self._is_child = is_child
         self._arg = arg
         self._compensate = compensate
+        self._compensate_is_child = compensate_is_child
         self._compensate_arg = compensate_arg
         self._compensation_name = compensation_name
         self._compensate_on_failure = compensate_on_failure
@@ -151,6 +190,8 @@ class Step(Generic[R]):
         self._result: Any = None
         self._finished: int | None = None
         self._compensation: CompensationState | None = None
+        self._explicit_retry = False
+        self._after_pivot = False
 
     def __repr__(self) -> str:
         return f"<Step {self._name!r} {self.status.value}>"
@@ -175,6 +216,7 @@ class Step(Generic[R]):
             started_at=self._started_at,
             ended_at=self._ended_at,
             error=self._error,
+            after_pivot=self._after_pivot,
             compensation=self._compensation,
         )
 
@@ -270,6 +312,7 @@ class Saga:
             check_options(compensation_options or {}, f"saga {name!r} compensations"),
         )
         self._steps: dict[str, Step[Any]] = {}
+        self._pivot: Step[Any] | None = None
         self._status = SagaStatus.RUNNING
         self._started = False
         self._started_at: datetime | None = None
@@ -286,6 +329,11 @@ class Saga:
         return self._name
 
     @property
+    def pivot_uncertain(self) -> bool:
+        """The pivot's outcome is unknown: it may have taken effect, and cannot be undone."""
+        return self._pivot is not None and self._pivot._uncertain
+
+    @property
     def steps(self) -> list[Step[Any]]:
         """The steps, in definition order."""
         return list(self._steps.values())
@@ -299,6 +347,7 @@ class Saga:
             steps=[step.state for step in self._steps.values()],
             failed_step=self._failed_step.name if self._failed_step else None,
             reason=self._reason,
+            pivot=self._pivot.name if self._pivot else None,
             started_at=self._started_at,
             ended_at=self._ended_at,
         )
@@ -314,6 +363,7 @@ class Saga:
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
         compensate_on_failure: bool = False,
+        pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -330,6 +380,7 @@ class Saga:
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
         compensate_on_failure: bool = False,
+        pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -346,6 +397,7 @@ class Saga:
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
         compensate_on_failure: bool = False,
+        pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -361,6 +413,7 @@ class Saga:
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
         compensate_on_failure: bool = False,
+        pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -369,7 +422,9 @@ class Saga:
 
         Args:
             name: Unique within the saga; the activity's summary in the Web UI.
-            activity: The ``@activity.defn`` function, or an activity's name.
+            activity: The ``@activity.defn`` function, an activity's name, or a
+                workflow's ``@workflow.run`` method: the step is then a child
+                workflow (a nested saga, which compensates itself if it fails).
             arg: The activity's single argument. A zero-argument callable is
                 called when the step starts (after its dependencies), so it can
                 read their results: ``lambda: Req(date=plane.result.arrival)``.
@@ -384,6 +439,13 @@ class Saga:
             compensate_on_failure: Also compensate the step when it failed with an
                 application error (by default such a step is assumed to have had
                 no effect).
+            pivot: This step is the point of no return. Every other step must come
+                before it (be among its dependencies, recursively) or after it
+                (depend on it). A failure before the pivot succeeded is undone
+                backwards; once it succeeded, the steps after it are retried until
+                they succeed (unlimited attempts unless the step sets its own
+                ``retry_policy``), so they cannot declare compensations, and the
+                pivot itself cannot have one.
             after: Steps (or step names) that must succeed before this one starts.
             compensation_options: Activity options for this step's compensation,
                 over the saga's ``compensation_options``.
@@ -404,11 +466,20 @@ class Saga:
         where = f"saga {self._name!r}, step {name!r}"
         if name in self._steps:
             raise SagaDefinitionError(f"{where}: a step with this name already exists")
-        _check_activity(activity, where)
+        is_child = _is_child_workflow(activity, where)
+        compensate_is_child = False
         if compensate is not None:
-            _check_activity(compensate, f"{where}, compensate")
+            compensate_is_child = _is_child_workflow(compensate, f"{where}, compensate")
         elif compensate_arg is not SAME_ARG or compensate_on_failure:
             raise SagaDefinitionError(f"{where}: compensation settings without compensate=")
+        if pivot and compensate is not None:
+            raise SagaDefinitionError(
+                f"{where}: the pivot is the point of no return; it has no compensation"
+            )
+        if pivot and self._pivot is not None:
+            raise SagaDefinitionError(
+                f"{where}: the saga already has a pivot, {self._pivot.name!r}"
+            )
         deps: list[Step[Any] | str] = []
         for dep in after:
             if isinstance(dep, Step):
@@ -421,8 +492,10 @@ class Saga:
             index=len(self._steps),
             name=name,
             activity=activity,
+            is_child=is_child,
             arg=arg,
             compensate=compensate,
+            compensate_is_child=compensate_is_child,
             compensate_arg=compensate_arg,
             compensation_name=compensation_name or f"undo {name}",
             compensate_on_failure=compensate_on_failure,
@@ -433,6 +506,9 @@ class Saga:
                 check_options(compensation_options or {}, f"{where}, compensation"),
             ),
         )
+        step._explicit_retry = "retry_policy" in activity_options
+        if pivot:
+            self._pivot = step
         self._steps[name] = step
         return step
 
@@ -459,6 +535,29 @@ class Saga:
         except CycleError as err:
             cycle = " -> ".join(s.name for s in err.args[1])
             raise SagaDefinitionError(f"saga {self._name!r}: dependency cycle {cycle}") from None
+        if self._pivot is not None:
+            self._place_around_pivot(self._pivot)
+
+    def _place_around_pivot(self, pivot: Step[Any]) -> None:
+        """Check every step is before or after the pivot; make those after retry forever."""
+        before, after = _reachable(pivot, "_deps"), _reachable(pivot, "_dependents")
+        for step in self._steps.values():
+            where = f"saga {self._name!r}, step {step.name!r}"
+            if step in after:
+                if step._compensate is not None:
+                    raise SagaDefinitionError(
+                        f"{where}: comes after the pivot {pivot.name!r}, so it is retried "
+                        "until it succeeds and cannot declare a compensation"
+                    )
+                step._after_pivot = True
+                if not step._explicit_retry:
+                    forever = dataclasses.replace(step._options["retry_policy"], maximum_attempts=0)
+                    step._options = merge(step._options, {"retry_policy": forever})
+            elif step is not pivot and step not in before:
+                raise SagaDefinitionError(
+                    f"{where}: neither before nor after the pivot {pivot.name!r}; with a "
+                    "pivot, every step must depend on it or be one of its dependencies"
+                )
 
     async def run(self) -> SagaResult:
         """Run the saga: execute the steps, and compensate if one fails.
@@ -503,8 +602,14 @@ class Saga:
                 state=self.state,
                 results={s.name: s._result for s in self._steps.values()},
             )
+        if self._pivot is not None and self._pivot._outcome is StepStatus.SUCCEEDED:
+            # Past the point of no return: nothing can be undone; a human must finish.
+            self._finish(SagaStatus.COMPENSATION_FAILED)
+            if cancelled is not None:
+                raise cancelled
+            raise SagaFailed(self.state)
         await self._compensate()
-        failed = any(
+        failed = self.pivot_uncertain or any(
             s._compensation.status is StepStatus.FAILED
             for s in self._steps.values()
             if s._compensation
@@ -572,12 +677,13 @@ class Saga:
                 step._args = _call_args(step._arg)
             except Exception as err:
                 raise ApplicationError(f"could not build its argument: {err!r}") from err
-            step._result = await workflow.start_activity(
+            step._result = await _invoke(
                 step._activity,
-                args=step._args,
-                summary=step.name,
-                activity_id=step_activity_id(self._name, step.name),
-                **step._options,
+                step._is_child,
+                step._args,
+                name=step.name,
+                ident=step_activity_id(self._name, step.name),
+                options=step._options,
             )
         except (Exception, asyncio.CancelledError) as err:
             step._outcome, step._uncertain, step._error = _describe(err)
@@ -626,12 +732,13 @@ class Saga:
             args = (
                 step._args if step._compensate_arg is SAME_ARG else _call_args(step._compensate_arg)
             )
-            await workflow.execute_activity(
+            await _invoke(
                 step._compensate,
-                args=args,
-                summary=step._compensation_name,
-                activity_id=step_activity_id(self._name, step.name) + COMPENSATION_SUFFIX,
-                **step._compensation_options,
+                step._compensate_is_child,
+                args,
+                name=step._compensation_name,
+                ident=step_activity_id(self._name, step.name) + COMPENSATION_SUFFIX,
+                options=step._compensation_options,
             )
         except (Exception, asyncio.CancelledError) as err:
             error = _describe(err)[2]

@@ -63,6 +63,9 @@ _COMPENSATION_TO_STEP_STATUS = {
 }
 
 
+_NOT_DONE = (StepStatus.FAILED, StepStatus.CANCELLED)
+
+
 class StepState(BaseModel):
     """One step of the saga.
 
@@ -76,6 +79,8 @@ class StepState(BaseModel):
         attempts: How many attempts the activity took. Only history records it, so
             it is known in a state rebuilt from history and None in the live query
             (workflow code cannot see attempts).
+        after_pivot: The step comes after the saga's pivot: it is retried until it
+            succeeds, never compensated.
         compensation: The compensation, once it has started.
     """
 
@@ -88,6 +93,7 @@ class StepState(BaseModel):
     ended_at: datetime | None = None
     attempts: int | None = None
     error: str | None = None
+    after_pivot: bool = False
     compensation: CompensationState | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -108,6 +114,7 @@ class SagaState(BaseModel):
         steps: Every step, in definition order.
         failed_step: The step whose failure started the compensation (None when the
             saga succeeded, or was cancelled or timed out).
+        pivot: The name of the saga's pivot step, if it has one.
         reason: Why the saga is being (or was) compensated.
         started_at: Workflow time when the saga started.
         ended_at: Workflow time when the saga ended.
@@ -120,14 +127,29 @@ class SagaState(BaseModel):
     steps: list[StepState]
     failed_step: str | None = None
     reason: str | None = None
+    pivot: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def past_pivot(self) -> bool:
+        """The pivot succeeded: from here on the saga only goes forward."""
+        return any(s.name == self.pivot and s.outcome is StepStatus.SUCCEEDED for s in self.steps)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def needs_human(self) -> list[str]:
-        """Steps whose compensation failed for good: someone must undo them by hand."""
-        return [s.name for s in self.steps if s.status is StepStatus.COMPENSATION_FAILED]
+        """Steps someone must finish by hand: their compensation failed for good, they
+        failed after the pivot (no way back), or they are a pivot of unknown outcome."""
+        past_pivot = self.past_pivot
+        return [
+            s.name
+            for s in self.steps
+            if s.status is StepStatus.COMPENSATION_FAILED
+            or (past_pivot and s.after_pivot and s.outcome in _NOT_DONE)
+            or (s.name == self.pivot and s.uncertain)
+        ]
 
     def step(self, name: str) -> StepState:
         """The state of the step called ``name`` (``KeyError`` if there is none)."""

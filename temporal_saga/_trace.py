@@ -36,8 +36,10 @@ def _line(icon: str, name: str, note: str | None = None) -> str:
     return f"{icon} {name} ({note})" if note else f"{icon} {name}"
 
 
-def _step_line(step: StepState) -> str:
+def _step_line(step: StepState, pivot: str | None) -> str:
     note = "skipped" if step.outcome is StepStatus.SKIPPED else step.error
+    if step.name == pivot and step.outcome is StepStatus.SUCCEEDED:
+        note = "pivot: no way back"
     return _line(_ICONS[step.outcome], step.name, note)
 
 
@@ -50,9 +52,13 @@ def render_trace(state: SagaState) -> str:
     Returns:
         The trace, without a trailing newline.
     """
-    blocks = ["❗️ begin saga", "\n".join(_step_line(s) for s in state.steps)]
+    blocks = ["❗️ begin saga", "\n".join(_step_line(s, state.pivot) for s in state.steps)]
     if state.status is SagaStatus.SUCCEEDED:
         blocks += ["❗️ all steps succeeded", "✔️ end saga (success)"]
+    elif state.reason is not None and state.past_pivot:
+        blocks.append("❗️ step failed after the pivot: no way back")
+        if state.status is SagaStatus.COMPENSATION_FAILED:
+            blocks.append(_end_needing_human(state))
     elif state.reason is not None:
         cause = "step failed" if state.failed_step else state.reason
         blocks.append(f"❗️ {cause}: reverting")
@@ -68,8 +74,12 @@ def render_trace(state: SagaState) -> str:
         if state.status is SagaStatus.COMPENSATED:
             blocks.append(f"❌ end saga ({state.reason})")
         elif state.status is SagaStatus.COMPENSATION_FAILED:
-            blocks.append(
-                f"❌ end saga ({state.reason}; manual intervention needed for: "
-                f"{', '.join(state.needs_human)})"
-            )
+            blocks.append(_end_needing_human(state))
     return "\n\n".join(block for block in blocks if block)
+
+
+def _end_needing_human(state: SagaState) -> str:
+    return (
+        f"❌ end saga ({state.reason}; manual intervention needed for: "
+        f"{', '.join(state.needs_human)})"
+    )

@@ -28,10 +28,18 @@ from temporal_saga import SAGA_STATUS_ATTRIBUTE
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_binary
-from .scripted import ScriptedSaga, ScriptedSpec, ScriptedStep, do_step, undo_step
+from .scripted import (
+    NestedSaga,
+    NestedSpec,
+    ScriptedSaga,
+    ScriptedSpec,
+    ScriptedStep,
+    do_step,
+    undo_step,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
-WORKFLOWS = [ScriptedSaga, BuyTripPackage]
+WORKFLOWS = [ScriptedSaga, NestedSaga, BuyTripPackage]
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,23 @@ SHAPES: dict[str, Shape] = {
     ),
     "cancellation": Shape(ScriptedSaga, _scripted(ScriptedStep(name="a"), SLOW), cancel_after=1),
     "deadline": Shape(ScriptedSaga, _scripted(ScriptedStep(name="a"), SLOW, timeout=1)),
+    "pivot": Shape(
+        ScriptedSaga,
+        _scripted(
+            ScriptedStep(name="reserve"),
+            ScriptedStep(name="charge", after=["reserve"], pivot=True, compensate=False),
+            ScriptedStep(name="ship", after=["charge"], compensate=False, transient_failures=1),
+            ScriptedStep(name="mail", after=["charge"], compensate=False, fail="no address"),
+        ),
+    ),
+    "nested": Shape(
+        NestedSaga,
+        NestedSpec(
+            run="record",
+            child=_scripted(ScriptedStep(name="room")),
+            sibling_fails=True,
+        ),
+    ),
     "trip_success": Shape(BuyTripPackage, _trip("Maria")),
     "trip_hotel_full": Shape(BuyTripPackage, _trip("Kevin")),
 }
@@ -103,7 +128,7 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
     handle = await client.start_workflow(
         shape.workflow.run,  # type: ignore[attr-defined]
         shape.arg,
-        id=f"history-{name}-{uuid.uuid4()}",
+        id=f"history-{name}",  # the id test_replay.py replays it under
         task_queue=queue,
     )
     if shape.cancel_after is not None:

@@ -44,6 +44,7 @@ class ScriptedStep(BaseModel):
     silent: bool = False
     compensate: bool = True
     compensate_on_failure: bool = False
+    pivot: bool = False
     undo_sleep: float = 0.0
     undo_fail: str | None = None
     undo_transient_failures: int = 0
@@ -140,6 +141,12 @@ class ScriptedSaga:
             timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
             search_attributes=spec.search_attributes,
             max_parallelism=spec.max_parallelism,
+            # Fast retries keep the tests quick; the attempt limit stays the default 3.
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=100),
+                maximum_interval=timedelta(milliseconds=200),
+                maximum_attempts=3,
+            ),
             compensation_options={
                 "retry_policy": RetryPolicy(
                     initial_interval=timedelta(milliseconds=100),
@@ -176,6 +183,7 @@ class ScriptedSaga:
                 do_step,
                 do,
                 after=step.after,
+                pivot=step.pivot,
                 **undo_options,  # type: ignore[arg-type]
                 **_options(step),  # type: ignore[arg-type]
             )
@@ -200,3 +208,37 @@ class HandWrittenParallel:
                 )
             )
         )
+
+
+class NestedSpec(BaseModel):
+    run: str
+    child: ScriptedSpec
+    sibling_fails: bool = False
+
+
+@workflow.defn
+class NestedSaga:
+    """A saga whose first step is a whole child saga (a ScriptedSaga workflow)."""
+
+    @workflow.run
+    async def run(self, spec: NestedSpec) -> SagaResult:
+        saga = Saga("parent")
+        saga.step(
+            "child saga",
+            ScriptedSaga.run,
+            spec.child,
+            compensate=undo_step,
+            compensate_arg=Script(run=spec.run, step="child saga"),
+        )
+        saga.step(
+            "sibling",
+            do_step,
+            Script(
+                run=spec.run,
+                step="sibling",
+                sleep=1.0,
+                fail="sibling failed" if spec.sibling_fails else None,
+            ),
+            compensate=undo_step,
+        )
+        return await saga.run()
