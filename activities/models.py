@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 City = Literal["Lisbon", "Paris", "Rome", "Venice"]
 
 #: Simulated faults a request can carry, for demos and tests: "down" fails every
-#: attempt (the service is unreachable), "flaky" fails the first attempt only.
-Fault = Literal["down", "flaky"]
+#: attempt (the service is unreachable), "flaky" fails the first attempt only,
+#: "slow" answers after a second (heartbeating, so a cancellation can reach it).
+Fault = Literal["down", "flaky", "slow"]
 
 
 class _Model(BaseModel):

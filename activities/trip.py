@@ -8,6 +8,7 @@ so retries never book twice and the cancel finds what its booking did.
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import timedelta
 
 from temporalio import activity
@@ -44,7 +45,11 @@ def attractions() -> Ledger:
 
 
 def _simulate(fault: Fault | None, service: str) -> None:
-    """Fail as the request asks: 'down' every attempt, 'flaky' the first one."""
+    """Misbehave as the request asks: 'down', 'flaky' or 'slow' (see ``Fault``)."""
+    if fault == "slow":
+        for _ in range(10):
+            activity.heartbeat()  # raises in this thread once the step is cancelled
+            time.sleep(0.1)
     if fault == "down" or (fault == "flaky" and activity.info().attempt == 1):
         raise ApplicationError(f"{service} is unavailable", type="ServiceUnavailable")
 

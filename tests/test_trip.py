@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import subprocess
 import uuid
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import Ledger
@@ -166,3 +170,34 @@ async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
         "book hotel room",
         "buy tourist tickets",
     ]
+
+
+async def test_cancelled_at_random_moments_nothing_stays_booked(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    rng = random.Random(7)
+    travellers = [f"Guest{i}" for i in range(12)]
+    handles = []
+    for i, name in enumerate(travellers):
+        slow = rng.choice(["airline", "hotel", "attractions"])
+        request = trip(name, destination=("Paris", "Rome")[i % 2], faults={slow: "slow"})
+        handles.append(
+            await client.start_workflow(
+                BuyTripPackage.run, request, id=f"trip-{uuid.uuid4()}", task_queue=trip_worker
+            )
+        )
+
+    async def cancel_later(handle: WorkflowHandle[Any, Any]) -> str:
+        await asyncio.sleep(rng.uniform(0, 2.0))
+        with contextlib.suppress(RPCError):  # it may have finished already
+            await handle.cancel()
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        return (await handle.describe()).status.name  # type: ignore[union-attr]
+
+    endings = await asyncio.gather(*(cancel_later(h) for h in handles))
+    assert set(endings) <= {"CANCELED", "COMPLETED"}
+    assert "CANCELED" in endings
+    for name, ending in zip(travellers, endings, strict=True):
+        held = sum(active(services, name).values())
+        assert held == (3 if ending == "COMPLETED" else 0), (name, ending, held)
