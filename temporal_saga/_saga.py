@@ -45,7 +45,7 @@ from ._state import (
     StepState,
     StepStatus,
 )
-from ._trace import render_trace
+from ._trace import assemble_trace, compensation_line, step_line
 
 R = TypeVar("R")
 
@@ -320,6 +320,10 @@ class Saga:
         self._failed_step: Step[Any] | None = None
         self._reason: str | None = None
         self._running: dict[asyncio.Task[None], Step[Any]] = {}
+        # The live trace's lines, kept up to date step by step (see _publish).
+        self._step_lines: list[str] = []
+        self._compensation_lines: list[str] = []
+        self._flush_pending = False
         self._finished_count = 0
         self._compensation_count = 0
 
@@ -580,6 +584,8 @@ class Saga:
         if self._started:
             raise RuntimeError(f"saga {self._name!r} has already run")
         self._resolve_graph()
+        pivot = self._pivot.name if self._pivot else None
+        self._step_lines = [step_line(s.state, pivot) for s in self._steps.values()]
         self._started = True
         self._started_at = workflow.now()
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
@@ -596,6 +602,7 @@ class Saga:
         for step in self._steps.values():
             if step._outcome is StepStatus.PENDING:
                 step._outcome = StepStatus.SKIPPED
+                self._publish(step)
         if self._reason is None:
             self._finish(SagaStatus.SUCCEEDED)
             return SagaResult(
@@ -671,7 +678,7 @@ class Saga:
     async def _execute(self, step: Step[Any]) -> None:
         step._outcome = StepStatus.RUNNING
         step._started_at = workflow.now()
-        self._publish()
+        self._publish(step)
         try:
             try:
                 step._args = _call_args(step._arg)
@@ -692,7 +699,7 @@ class Saga:
         step._ended_at = workflow.now()
         step._finished = self._finished_count
         self._finished_count += 1
-        self._publish()
+        self._publish(step)
 
     async def _compensate(self) -> None:
         """Undo, in reverse dependency order, every step that took effect or may have."""
@@ -726,7 +733,7 @@ class Saga:
         step._compensation = CompensationState(
             name=step._compensation_name, status=StepStatus.RUNNING, order=order, started_at=started
         )
-        self._publish()
+        self._publish(step)
         error: str | None = None
         try:
             args = (
@@ -749,7 +756,7 @@ class Saga:
                 "error": error,
             }
         )
-        self._publish()
+        self._publish(step)
 
     def _fail(self, step: Step[Any] | None, reason: str) -> None:
         if self._reason is None:
@@ -766,6 +773,38 @@ class Saga:
             workflow.upsert_search_attributes([SAGA_STATUS_ATTRIBUTE.value_set(status.value)])
         self._publish()
 
-    def _publish(self) -> None:
-        """Show the live trace on the workflow's page in the Web UI (no history cost)."""
-        workflow.set_current_details(render_trace(self.state))
+    def _publish(self, step: Step[Any] | None = None) -> None:
+        """Show the live trace on the workflow's page in the Web UI (no history cost).
+
+        Only the changed step's lines are re-rendered, and the text is assembled once
+        per workflow activation (a callback that runs before the activation ends), so
+        a long saga costs O(1) per step change, not O(steps).
+        """
+        if step is not None:
+            pivot = self._pivot.name if self._pivot else None
+            self._step_lines[step._index] = step_line(step.state, pivot)
+            if step._compensation is not None:
+                line = compensation_line(step._compensation)
+                order = step._compensation.order
+                if order == len(self._compensation_lines):
+                    self._compensation_lines.append(line)
+                else:
+                    self._compensation_lines[order] = line
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        final = self._status is SagaStatus.COMPENSATION_FAILED
+        workflow.set_current_details(
+            assemble_trace(
+                self._step_lines,
+                self._compensation_lines,
+                status=self._status,
+                reason=self._reason,
+                failed_step=self._failed_step.name if self._failed_step else None,
+                past_pivot=self._pivot is not None and self._pivot._outcome is StepStatus.SUCCEEDED,
+                needs_human=self.state.needs_human if final else (),
+            )
+        )

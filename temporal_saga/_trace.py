@@ -20,7 +20,9 @@ While the saga runs, unfinished lines carry ⏳ (running) or ⬜ (not started ye
 
 from __future__ import annotations
 
-from ._state import SagaState, SagaStatus, StepState, StepStatus
+from collections.abc import Iterable, Sequence
+
+from ._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
 
 _ICONS = {
     StepStatus.PENDING: "⬜",
@@ -36,11 +38,52 @@ def _line(icon: str, name: str, note: str | None = None) -> str:
     return f"{icon} {name} ({note})" if note else f"{icon} {name}"
 
 
-def _step_line(step: StepState, pivot: str | None) -> str:
+def step_line(step: StepState, pivot: str | None) -> str:
+    """One step's line of the trace."""
     note = "skipped" if step.outcome is StepStatus.SKIPPED else step.error
     if step.name == pivot and step.outcome is StepStatus.SUCCEEDED:
         note = "pivot: no way back"
     return _line(_ICONS[step.outcome], step.name, note)
+
+
+def compensation_line(compensation: CompensationState) -> str:
+    """One compensation's line of the trace."""
+    failed = compensation.status is StepStatus.FAILED
+    return _line(
+        _ICONS[compensation.status], compensation.name, compensation.error if failed else None
+    )
+
+
+def assemble_trace(
+    step_lines: Iterable[str],
+    compensation_lines: Iterable[str],
+    *,
+    status: SagaStatus,
+    reason: str | None,
+    failed_step: str | None,
+    past_pivot: bool,
+    needs_human: Sequence[str],
+) -> str:
+    """The trace from its lines; the engine keeps the lines, so each update is cheap.
+
+    ``compensation_lines`` come in the order the compensations started.
+    """
+    blocks = ["❗️ begin saga", "\n".join(step_lines)]
+    human = f"❌ end saga ({reason}; manual intervention needed for: {', '.join(needs_human)})"
+    if status is SagaStatus.SUCCEEDED:
+        blocks += ["❗️ all steps succeeded", "✔️ end saga (success)"]
+    elif reason is not None and past_pivot:
+        blocks.append("❗️ step failed after the pivot: no way back")
+        if status is SagaStatus.COMPENSATION_FAILED:
+            blocks.append(human)
+    elif reason is not None:
+        blocks.append(f"❗️ {'step failed' if failed_step else reason}: reverting")
+        blocks.append("\n".join(compensation_lines))
+        if status is SagaStatus.COMPENSATED:
+            blocks.append(f"❌ end saga ({reason})")
+        elif status is SagaStatus.COMPENSATION_FAILED:
+            blocks.append(human)
+    return "\n\n".join(block for block in blocks if block)
 
 
 def render_trace(state: SagaState) -> str:
@@ -52,34 +95,13 @@ def render_trace(state: SagaState) -> str:
     Returns:
         The trace, without a trailing newline.
     """
-    blocks = ["❗️ begin saga", "\n".join(_step_line(s, state.pivot) for s in state.steps)]
-    if state.status is SagaStatus.SUCCEEDED:
-        blocks += ["❗️ all steps succeeded", "✔️ end saga (success)"]
-    elif state.reason is not None and state.past_pivot:
-        blocks.append("❗️ step failed after the pivot: no way back")
-        if state.status is SagaStatus.COMPENSATION_FAILED:
-            blocks.append(_end_needing_human(state))
-    elif state.reason is not None:
-        cause = "step failed" if state.failed_step else state.reason
-        blocks.append(f"❗️ {cause}: reverting")
-        undone = sorted(
-            (s.compensation for s in state.steps if s.compensation), key=lambda c: c.order
-        )
-        blocks.append(
-            "\n".join(
-                _line(_ICONS[c.status], c.name, c.error if c.status is StepStatus.FAILED else None)
-                for c in undone
-            )
-        )
-        if state.status is SagaStatus.COMPENSATED:
-            blocks.append(f"❌ end saga ({state.reason})")
-        elif state.status is SagaStatus.COMPENSATION_FAILED:
-            blocks.append(_end_needing_human(state))
-    return "\n\n".join(block for block in blocks if block)
-
-
-def _end_needing_human(state: SagaState) -> str:
-    return (
-        f"❌ end saga ({state.reason}; manual intervention needed for: "
-        f"{', '.join(state.needs_human)})"
+    undone = sorted((s.compensation for s in state.steps if s.compensation), key=lambda c: c.order)
+    return assemble_trace(
+        (step_line(s, state.pivot) for s in state.steps),
+        (compensation_line(c) for c in undone),
+        status=state.status,
+        reason=state.reason,
+        failed_step=state.failed_step,
+        past_pivot=state.past_pivot,
+        needs_human=state.needs_human,
     )

@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
@@ -82,7 +83,12 @@ async def test_history_alone_rebuilds_the_same_trace(
         with contextlib.suppress(WorkflowFailureError):
             await run_saga(client, task_queue, s)
         live = await query_state(client, f"saga-{s.run}")
+        metadata = await client.get_workflow_handle(f"saga-{s.run}").query(
+            "__temporal_workflow_metadata", result_type=WorkflowMetadata
+        )
     assert await history_trace(client, f"saga-{s.run}") == render_trace(live)
+    # The live trace that the engine keeps up to date line by line says the same.
+    assert metadata.current_details == render_trace(live)
 
 
 async def test_history_rebuild_of_a_cancelled_saga(
