@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format histories demo clean
+.PHONY: install test lint format histories demo bench chaos clean
 
 install: $(STAMP)
 
@@ -36,3 +36,12 @@ clean:
 ## make demo: dev server + worker + Maria's trip (succeeds) and Kevin's (compensated).
 demo: $(STAMP)
 	$(BIN)/python demo.py
+
+## make bench: helper vs hand-written Temporal saga (several minutes); see bench/README.md.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.compare
+
+## make chaos: 1,000 trip sagas under worker kills and a server restart (bench/chaos.py).
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos

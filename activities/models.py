@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 City = Literal["Lisbon", "Paris", "Rome", "Venice"]
 
 #: Simulated faults a request can carry, for demos and tests: "down" fails every
-#: attempt (the service is unreachable), "flaky" fails the first attempt only,
+#: booking attempt (the service is unreachable; its cancel fails once, then it is
+#: back), "flaky" fails the first attempt only,
 #: "slow" answers after a second (heartbeating, so a cancellation can reach it).
 Fault = Literal["down", "flaky", "slow"]
 

@@ -44,8 +44,15 @@ def attractions() -> Ledger:
     return Ledger("attractions", "AT")
 
 
-def _simulate(fault: Fault | None, service: str) -> None:
-    """Misbehave as the request asks: 'down', 'flaky' or 'slow' (see ``Fault``)."""
+def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
+    """Misbehave as the request asks: 'down', 'flaky' or 'slow' (see ``Fault``).
+
+    A cancel comes later than its booking: by then a service that was down is back
+    after one more failed attempt (a compensation that could never succeed would
+    keep the saga compensating forever, as it should).
+    """
+    if undo and fault == "down":
+        fault = "flaky"
     if fault == "slow":
         for _ in range(10):
             activity.heartbeat()  # raises in this thread once the step is cancelled
@@ -106,7 +113,7 @@ def book_flight(request: FlightRequest) -> FlightBooking:
 @activity.defn
 def cancel_flight(request: FlightRequest) -> None:
     """Cancel the flight booking of this step (nothing to cancel is fine)."""
-    _simulate(request.fault, "airline")
+    _simulate(request.fault, "airline", undo=True)
     airline().cancel(idempotency_key())
     activity.logger.info("cancelled flight of %s", request.passenger)
 
@@ -139,7 +146,7 @@ def book_hotel(request: HotelRequest) -> HotelBooking:
 @activity.defn
 def cancel_hotel(request: HotelRequest) -> None:
     """Cancel the hotel booking of this step (nothing to cancel is fine)."""
-    _simulate(request.fault, "hotel")
+    _simulate(request.fault, "hotel", undo=True)
     hotel().cancel(idempotency_key())
     activity.logger.info("cancelled hotel room of %s", request.guest)
 
@@ -172,7 +179,7 @@ def buy_tickets(request: TicketRequest) -> TicketBooking:
 @activity.defn
 def cancel_tickets(request: TicketRequest) -> None:
     """Cancel the ticket reservation of this step (nothing to cancel is fine)."""
-    _simulate(request.fault, "attractions")
+    _simulate(request.fault, "attractions", undo=True)
     attractions().cancel(idempotency_key())
     activity.logger.info("cancelled tickets of %s", request.holder)
 

@@ -207,6 +207,16 @@ class Step(Generic[R]):
         return self.state.status
 
     @property
+    def outcome(self) -> StepStatus:
+        """What the step itself did so far (see :attr:`StepState.outcome`)."""
+        return self._outcome
+
+    @property
+    def error(self) -> str | None:
+        """The failure's message, if the step did not succeed."""
+        return self._error
+
+    @property
     def state(self) -> StepState:
         """A snapshot of the step."""
         return StepState(
@@ -585,7 +595,7 @@ class Saga:
             raise RuntimeError(f"saga {self._name!r} has already run")
         self._resolve_graph()
         pivot = self._pivot.name if self._pivot else None
-        self._step_lines = [step_line(s.state, pivot) for s in self._steps.values()]
+        self._step_lines = [step_line(s, pivot) for s in self._steps.values()]
         self._started = True
         self._started_at = workflow.now()
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
@@ -782,7 +792,7 @@ class Saga:
         """
         if step is not None:
             pivot = self._pivot.name if self._pivot else None
-            self._step_lines[step._index] = step_line(step.state, pivot)
+            self._step_lines[step._index] = step_line(step, pivot)
             if step._compensation is not None:
                 line = compensation_line(step._compensation)
                 order = step._compensation.order

@@ -21,8 +21,9 @@ While the saga runs, unfinished lines carry ⏳ (running) or ⬜ (not started ye
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
-from ._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
+from ._state import CompensationState, SagaState, SagaStatus, StepStatus
 
 _ICONS = {
     StepStatus.PENDING: "⬜",
@@ -38,7 +39,18 @@ def _line(icon: str, name: str, note: str | None = None) -> str:
     return f"{icon} {name} ({note})" if note else f"{icon} {name}"
 
 
-def step_line(step: StepState, pivot: str | None) -> str:
+class _StepLike(Protocol):
+    """What a step line needs: a ``StepState``, or the engine's live ``Step``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def outcome(self) -> StepStatus: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+def step_line(step: _StepLike, pivot: str | None) -> str:
     """One step's line of the trace."""
     note = "skipped" if step.outcome is StepStatus.SKIPPED else step.error
     if step.name == pivot and step.outcome is StepStatus.SUCCEEDED:

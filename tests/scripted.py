@@ -32,6 +32,7 @@ class Script(BaseModel):
     transient_failures: int = 0  # fail retryably this many attempts first
     always_retryable_failure: bool = False  # fail retryably on every attempt
     silent: bool = False  # never heartbeat (to trip a heartbeat timeout)
+    result_bytes: int = 0  # return a result this large (to exceed the payload limit)
 
 
 class ScriptedStep(BaseModel):
@@ -42,6 +43,7 @@ class ScriptedStep(BaseModel):
     transient_failures: int = 0
     always_retryable_failure: bool = False
     silent: bool = False
+    result_bytes: int = 0
     compensate: bool = True
     compensate_on_failure: bool = False
     pivot: bool = False
@@ -93,7 +95,7 @@ async def _perform(kind: str, script: Script) -> str:
         if script.always_retryable_failure or attempt <= script.transient_failures:
             raise ApplicationError(f"transient failure, attempt {attempt}")
         ok = True
-        return f"{kind} {script.step}"
+        return "x" * script.result_bytes if script.result_bytes else f"{kind} {script.step}"
     finally:
         ended = time.monotonic()
         JOURNAL[script.run].append(
@@ -163,6 +165,7 @@ class ScriptedSaga:
                 transient_failures=step.transient_failures,
                 always_retryable_failure=step.always_retryable_failure,
                 silent=step.silent,
+                result_bytes=step.result_bytes,
             )
             undo = Script(
                 run=spec.run,
@@ -239,6 +242,24 @@ class NestedSaga:
                 sleep=1.0,
                 fail="sibling failed" if spec.sibling_fails else None,
             ),
+            compensate=undo_step,
+        )
+        return await saga.run()
+
+
+@workflow.defn
+class BrokenArgumentSaga:
+    """Step b's argument is built from a result that lacks the key it reads."""
+
+    @workflow.run
+    async def run(self, run: str) -> SagaResult:
+        saga = Saga("broken")
+        a = saga.step("a", do_step, Script(run=run, step="a"), compensate=undo_step)
+        saga.step(
+            "b",
+            do_step,
+            lambda: Script(run=run, step={"x": a.result}["missing"]),
+            after=[a],
             compensate=undo_step,
         )
         return await saga.run()

@@ -7,6 +7,8 @@ others are cancelled by their compensations and the workflow fails with
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import ValidationError
 from temporalio import workflow
 
@@ -34,7 +36,12 @@ class BuyTripPackage:
     @workflow.run
     async def run(self, trip: TripRequest) -> TripBooking:
         # SagaStatus lets `temporal workflow list` find the sagas that need a human.
-        saga = Saga("buy trip package", search_attributes=True)
+        # A booking call answers in well under 10 s; past that, retry elsewhere.
+        saga = Saga(
+            "buy trip package",
+            search_attributes=True,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
         plane = saga.step(
             "book plane ticket",
             book_flight,

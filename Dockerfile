@@ -1,0 +1,27 @@
+# The saga worker (worker.py): slim Python, non-root, runtime dependencies only.
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TRIP_DATA_DIR=/data/services
+
+RUN useradd --create-home --uid 10001 saga && mkdir -p /data/services && chown saga /data/services
+WORKDIR /app
+
+# Runtime dependencies only (pyproject.toml's, not the dev extra), in their own layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY temporal_saga/ temporal_saga/
+COPY activities/ activities/
+COPY workflows/ workflows/
+COPY worker.py starter.py ./
+ENV PYTHONPATH=/app
+
+USER 10001
+VOLUME ["/data/services"]
+CMD ["python", "worker.py"]

