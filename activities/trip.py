@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -87,101 +87,105 @@ def _rooms_left(request: HotelRequest) -> Check:
     return check
 
 
-@activity.defn
-def book_flight(request: FlightRequest) -> FlightBooking:
-    """Book a seat on the flight."""
-    _simulate(request.fault, "airline")
+def _book(
+    ledger: Ledger,
+    fault: Fault | None,
+    *,
+    holder: str,
+    city: str,
+    first_day: date,
+    last_day: date,
+    quantity: int = 1,
+    check: Check | None = None,
+) -> str:
+    """Book at ``ledger`` under this step's idempotency key; returns the booking id."""
+    _simulate(fault, ledger.service)
     try:
-        booking_id = airline().book(
+        booking_id = ledger.book(
             idempotency_key(),
-            holder=request.passenger,
-            city=request.destination,
-            first_day=request.date,
-            last_day=request.date,
+            holder=holder,
+            city=city,
+            first_day=first_day,
+            last_day=last_day,
+            quantity=quantity,
+            check=check,
         )
     except BookingRefused as err:
         raise _refused(err) from err
-    activity.logger.info("booked flight %s for %s", booking_id, request.passenger)
+    activity.logger.info("%s: booked %s for %s", ledger.service, booking_id, holder)
+    return booking_id
+
+
+def _cancel(ledger: Ledger, fault: Fault | None, holder: str) -> None:
+    """Cancel this step's booking at ``ledger`` (nothing to cancel is fine)."""
+    _simulate(fault, ledger.service, undo=True)
+    ledger.cancel(idempotency_key())
+    activity.logger.info("%s: cancelled the booking of %s", ledger.service, holder)
+
+
+@activity.defn
+def book_flight(request: FlightRequest) -> FlightBooking:
+    """Book a seat on the flight."""
+    booking_id = _book(
+        airline(),
+        request.fault,
+        holder=request.passenger,
+        city=request.destination,
+        first_day=request.date,
+        last_day=request.date,
+    )
+    route = f"{request.origin} → {request.destination}"
     return FlightBooking(
-        booking_id=booking_id,
-        passenger=request.passenger,
-        route=f"{request.origin} → {request.destination}",
-        date=request.date,
+        booking_id=booking_id, passenger=request.passenger, route=route, date=request.date
     )
 
 
 @activity.defn
 def cancel_flight(request: FlightRequest) -> None:
     """Cancel the flight booking of this step (nothing to cancel is fine)."""
-    _simulate(request.fault, "airline", undo=True)
-    airline().cancel(idempotency_key())
-    activity.logger.info("cancelled flight of %s", request.passenger)
+    _cancel(airline(), request.fault, request.passenger)
 
 
 @activity.defn
 def book_hotel(request: HotelRequest) -> HotelBooking:
     """Book a room for every night of the stay, if one is free each night."""
-    _simulate(request.fault, "hotel")
-    try:
-        booking_id = hotel().book(
-            idempotency_key(),
-            holder=request.guest,
-            city=request.city,
-            first_day=request.check_in,
-            last_day=request.check_in + timedelta(days=request.nights - 1),
-            check=_rooms_left(request),
-        )
-    except BookingRefused as err:
-        raise _refused(err) from err
-    activity.logger.info("booked hotel %s for %s", booking_id, request.guest)
-    return HotelBooking(
-        booking_id=booking_id,
-        guest=request.guest,
+    booking_id = _book(
+        hotel(),
+        request.fault,
+        holder=request.guest,
         city=request.city,
-        check_in=request.check_in,
-        nights=request.nights,
+        first_day=request.check_in,
+        last_day=request.check_in + timedelta(days=request.nights - 1),
+        check=_rooms_left(request),
     )
+    return HotelBooking(booking_id=booking_id, **request.model_dump(exclude={"fault"}))
 
 
 @activity.defn
 def cancel_hotel(request: HotelRequest) -> None:
     """Cancel the hotel booking of this step (nothing to cancel is fine)."""
-    _simulate(request.fault, "hotel", undo=True)
-    hotel().cancel(idempotency_key())
-    activity.logger.info("cancelled hotel room of %s", request.guest)
+    _cancel(hotel(), request.fault, request.guest)
 
 
 @activity.defn
 def buy_tickets(request: TicketRequest) -> TicketBooking:
     """Reserve attraction tickets for the day after arrival."""
-    _simulate(request.fault, "attractions")
-    try:
-        booking_id = attractions().book(
-            idempotency_key(),
-            holder=request.holder,
-            city=request.city,
-            first_day=request.date,
-            last_day=request.date,
-            quantity=request.count,
-        )
-    except BookingRefused as err:
-        raise _refused(err) from err
-    activity.logger.info("reserved tickets %s for %s", booking_id, request.holder)
-    return TicketBooking(
-        booking_id=booking_id,
+    booking_id = _book(
+        attractions(),
+        request.fault,
         holder=request.holder,
         city=request.city,
-        date=request.date,
-        count=request.count,
+        first_day=request.date,
+        last_day=request.date,
+        quantity=request.count,
     )
+    return TicketBooking(booking_id=booking_id, **request.model_dump(exclude={"fault"}))
 
 
 @activity.defn
 def cancel_tickets(request: TicketRequest) -> None:
     """Cancel the ticket reservation of this step (nothing to cancel is fine)."""
-    _simulate(request.fault, "attractions", undo=True)
-    attractions().cancel(idempotency_key())
-    activity.logger.info("cancelled tickets of %s", request.holder)
+    _cancel(attractions(), request.fault, request.holder)
 
 
 ALL = [book_flight, cancel_flight, book_hotel, cancel_hotel, buy_tickets, cancel_tickets]

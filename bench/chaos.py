@@ -193,7 +193,7 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(rng.uniform(0, 5))
             with contextlib.suppress(Exception):
                 await handle.cancel()
-            chaos.count("cancellation")
+            chaos.count("cancellation requests")
 
         cancels = [
             asyncio.create_task(cancel_later(h))

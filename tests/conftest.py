@@ -137,3 +137,13 @@ def trip_worker(env: WorkflowEnvironment, task_queue: str, services: Path) -> It
     output = started + worker.communicate(timeout=30)[0]
     assert worker.returncode == 0, output.decode()
     assert output.rstrip().endswith(b"INFO worker: stopped"), output.decode()
+
+
+def temporal_cli(env: WorkflowEnvironment, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``temporal`` CLI against the test server."""
+    return subprocess.run(
+        [temporal_binary(), *args, "--address", server_address(env)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )

@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 import temporal_saga
 from temporal_saga import Saga, SagaDefinitionError, SagaFailed
 
-from .conftest import ROOT, WorkerFactory, server_address, temporal_binary
+from .conftest import ROOT, WorkerFactory, server_address, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, spec
 from .scripted import JOURNAL, BrokenArgumentSaga, ScriptedStep, do_step, undo_step
 
@@ -196,12 +196,10 @@ async def test_malformed_json_to_the_temporal_cli_starts_nothing(
 ) -> None:
     workflow_id = f"malformed-{uuid.uuid4()}"
     started = await asyncio.to_thread(
-        run_cli,
-        temporal_binary(),
+        temporal_cli,
+        env,
         "workflow",
         "start",
-        "--address",
-        server_address(env),
         "--type",
         "BuyTripPackage",
         "--task-queue",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from temporal_saga import DeclarativeSaga, SagaFailed, SagaResult, SagaStatus
 
-from .conftest import WorkerFactory, server_address, temporal_binary
+from .conftest import WorkerFactory, temporal_cli
 from .scripted import JOURNAL, do_step, undo_step
 from .test_trip import active
 
@@ -151,25 +150,18 @@ async def test_trip_spec_started_from_the_temporal_cli(
     spec_file = ROOT / "workflows" / "trip_spec.json"
     assert "--input-file workflows/trip_spec.json" in (ROOT / "README.md").read_text()
     workflow_id = f"declarative-trip-{uuid.uuid4()}"
-    started = subprocess.run(
-        [
-            temporal_binary(),
-            "workflow",
-            "start",
-            "--address",
-            server_address(env),
-            "--type",
-            "DeclarativeSaga",
-            "--task-queue",
-            trip_worker,
-            "--workflow-id",
-            workflow_id,
-            "--input-file",
-            str(spec_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    started = temporal_cli(
+        env,
+        "workflow",
+        "start",
+        "--type",
+        "DeclarativeSaga",
+        "--task-queue",
+        trip_worker,
+        "--workflow-id",
+        workflow_id,
+        "--input-file",
+        str(spec_file),
     )
     assert started.returncode == 0, started.stderr
     result = await client.get_workflow_handle(workflow_id, result_type=SagaResult).result()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import random
-import subprocess
 import uuid
 from datetime import date
 from pathlib import Path
@@ -22,7 +21,7 @@ from activities.models import TripBooking, TripRequest
 from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
 from workflows.trip import BuyTripPackage
 
-from .conftest import server_address, temporal_binary
+from .conftest import temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,25 +109,18 @@ async def test_saga_started_from_the_temporal_cli(
 ) -> None:
     assert README_INPUT in (ROOT / "README.md").read_text(), "README must show this command"
     workflow_id = f"trip-cli-{uuid.uuid4()}"
-    started = subprocess.run(
-        [
-            temporal_binary(),
-            "workflow",
-            "start",
-            "--address",
-            server_address(env),
-            "--type",
-            "BuyTripPackage",
-            "--task-queue",
-            trip_worker,
-            "--workflow-id",
-            workflow_id,
-            "--input",
-            README_INPUT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    started = temporal_cli(
+        env,
+        "workflow",
+        "start",
+        "--type",
+        "BuyTripPackage",
+        "--task-queue",
+        trip_worker,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        README_INPUT,
     )
     assert started.returncode == 0, started.stderr
     booking = await client.get_workflow_handle(workflow_id, result_type=TripBooking).result()

@@ -24,7 +24,7 @@ from temporal_saga import (
     state_from_history,
 )
 
-from .conftest import WorkerFactory, temporal_binary
+from .conftest import WorkerFactory, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec
 from .scripted import HandWrittenParallel, ScriptedSaga, ScriptedStep
 
@@ -193,21 +193,7 @@ async def test_search_attribute_finds_sagas_that_need_a_human(
     assert listed.returncode == 0, listed.stderr
     assert f"saga-{broken.run}" in listed.stdout and f"saga-{fine.run}" not in listed.stdout
 
-    temporal = await asyncio.to_thread(
-        subprocess.run,
-        [
-            temporal_binary(),
-            "workflow",
-            "list",
-            "--address",
-            env.client.service_client.config.target_host,
-            "--query",
-            query,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    temporal = await asyncio.to_thread(temporal_cli, env, "workflow", "list", "--query", query)
     assert f"saga-{broken.run}" in temporal.stdout, temporal.stderr
 
     async def upserts(workflow_id: str) -> int:
