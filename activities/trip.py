@@ -1,6 +1,10 @@
 """The trip package's activities: book and cancel at the airline, hotel and attractions.
 
 They are plain (synchronous) functions: the worker runs them in its thread pool.
+Each is declared ``no_thread_cancel_exception=True``: by default the SDK raises a
+cancellation into a thread at any bytecode, which could interrupt a ledger
+transaction half-way and leave its SQLite lock held; instead a slow call checks
+``activity.is_cancelled()`` where stopping is safe.
 Each one takes the step's idempotency key from ``temporal_saga.idempotency_key()``,
 so retries never book twice and the cancel finds what its booking did.
 """
@@ -12,7 +16,7 @@ import time
 from datetime import date, timedelta
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
 from temporal_saga import idempotency_key
 
@@ -55,7 +59,9 @@ def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
         fault = "flaky"
     if fault == "slow":
         for _ in range(10):
-            activity.heartbeat()  # raises in this thread once the step is cancelled
+            activity.heartbeat()
+            if activity.is_cancelled():  # checked here, at a safe point (see ALL)
+                raise CancelledError("cancelled while waiting for the service")
             time.sleep(0.1)
     if fault == "down" or (fault == "flaky" and activity.info().attempt == 1):
         raise ApplicationError(f"{service} is unavailable", type="ServiceUnavailable")
@@ -123,7 +129,7 @@ def _cancel(ledger: Ledger, fault: Fault | None, holder: str) -> None:
     activity.logger.info("%s: cancelled the booking of %s", ledger.service, holder)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def book_flight(request: FlightRequest) -> FlightBooking:
     """Book a seat on the flight."""
     booking_id = _book(
@@ -140,13 +146,13 @@ def book_flight(request: FlightRequest) -> FlightBooking:
     )
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def cancel_flight(request: FlightRequest) -> None:
     """Cancel the flight booking of this step (nothing to cancel is fine)."""
     _cancel(airline(), request.fault, request.passenger)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def book_hotel(request: HotelRequest) -> HotelBooking:
     """Book a room for every night of the stay, if one is free each night."""
     booking_id = _book(
@@ -161,13 +167,13 @@ def book_hotel(request: HotelRequest) -> HotelBooking:
     return HotelBooking(booking_id=booking_id, **request.model_dump(exclude={"fault"}))
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def cancel_hotel(request: HotelRequest) -> None:
     """Cancel the hotel booking of this step (nothing to cancel is fine)."""
     _cancel(hotel(), request.fault, request.guest)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def buy_tickets(request: TicketRequest) -> TicketBooking:
     """Reserve attraction tickets for the day after arrival."""
     booking_id = _book(
@@ -182,7 +188,7 @@ def buy_tickets(request: TicketRequest) -> TicketBooking:
     return TicketBooking(booking_id=booking_id, **request.model_dump(exclude={"fault"}))
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def cancel_tickets(request: TicketRequest) -> None:
     """Cancel the ticket reservation of this step (nothing to cancel is fine)."""
     _cancel(attractions(), request.fault, request.holder)

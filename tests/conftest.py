@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -117,26 +118,29 @@ def services(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def trip_worker(env: WorkflowEnvironment, task_queue: str, services: Path) -> Iterator[str]:
+def trip_worker(
+    env: WorkflowEnvironment, task_queue: str, services: Path, tmp_path: Path
+) -> Iterator[str]:
     """worker.py in its own process, on this test's task queue; yields the queue."""
+    log = tmp_path / "worker.log"  # a file, not a pipe: a full pipe would stall the worker
     worker = subprocess.Popen(
         [sys.executable, "worker.py", "--task-queue", task_queue],
         cwd=ROOT,
         env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), "TRIP_DATA_DIR": str(services)},
-        stdout=subprocess.PIPE,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    assert worker.stdout is not None
-    started = b""
-    while b"serving task queue" not in started:  # ready: signal handlers are in place
-        line = worker.stdout.readline()
-        assert line, f"worker.py exited: {started.decode()}"
-        started += line
+    deadline = time.monotonic() + 30
+    while b"serving task queue" not in log.read_bytes():  # ready: signal handlers set
+        assert worker.poll() is None, f"worker.py exited: {log.read_text()}"
+        assert time.monotonic() < deadline, f"worker.py did not start: {log.read_text()}"
+        time.sleep(0.05)
     yield task_queue
     worker.terminate()
-    output = started + worker.communicate(timeout=30)[0]
-    assert worker.returncode == 0, output.decode()
-    assert output.rstrip().endswith(b"INFO worker: stopped"), output.decode()
+    worker.wait(timeout=30)
+    output = log.read_text()
+    assert worker.returncode == 0, output
+    assert output.rstrip().endswith("INFO worker: stopped"), output
 
 
 def temporal_cli(env: WorkflowEnvironment, *args: str) -> subprocess.CompletedProcess[str]:

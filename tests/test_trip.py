@@ -164,15 +164,21 @@ async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
     ]
 
 
-async def test_cancelled_at_random_moments_nothing_stays_booked(
+async def test_cancellation_storm_leaves_nothing_booked(
     client: Client, trip_worker: str, services: Path
 ) -> None:
+    """100 sagas, each with one slow service, cancelled at random moments."""
     rng = random.Random(7)
-    travellers = [f"Guest{i}" for i in range(12)]
+    travellers = [f"Guest{i:03d}" for i in range(100)]
     handles = []
     for i, name in enumerate(travellers):
         slow = rng.choice(["airline", "hotel", "attractions"])
-        request = trip(name, destination=("Paris", "Rome")[i % 2], faults={slow: "slow"})
+        request = trip(
+            name,
+            destination=("Paris", "Rome", "Lisbon")[i % 3],
+            check_in=date(2027, 3, 1 + i % 28),
+            faults={slow: "slow"},
+        )
         handles.append(
             await client.start_workflow(
                 BuyTripPackage.run, request, id=f"trip-{uuid.uuid4()}", task_queue=trip_worker
@@ -180,7 +186,7 @@ async def test_cancelled_at_random_moments_nothing_stays_booked(
         )
 
     async def cancel_later(handle: WorkflowHandle[Any, Any]) -> str:
-        await asyncio.sleep(rng.uniform(0, 2.0))
+        await asyncio.sleep(rng.uniform(0, 4.0))
         with contextlib.suppress(RPCError):  # it may have finished already
             await handle.cancel()
         with contextlib.suppress(WorkflowFailureError):
@@ -189,7 +195,7 @@ async def test_cancelled_at_random_moments_nothing_stays_booked(
 
     endings = await asyncio.gather(*(cancel_later(h) for h in handles))
     assert set(endings) <= {"CANCELED", "COMPLETED"}
-    assert "CANCELED" in endings
+    assert endings.count("CANCELED") >= len(handles) // 5, endings.count("CANCELED")
     for name, ending in zip(travellers, endings, strict=True):
         held = sum(active(services, name).values())
         assert held == (3 if ending == "COMPLETED" else 0), (name, ending, held)
