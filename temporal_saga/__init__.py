@@ -7,7 +7,8 @@ effect is compensated, in reverse dependency order, and the workflow fails with
 """
 
 from ._activity import idempotency_key
-from ._client import connect
+from ._client import connect, data_converter
+from ._codec import EncryptionCodec
 from ._declarative import DeclarativeSaga, OptionsSpec, SagaSpec, StepSpec
 from ._errors import SagaDefinitionError, SagaFailed
 from ._history import NotASaga, state_from_history
@@ -31,6 +32,7 @@ __all__ = [
     "ActivityOptions",
     "CompensationState",
     "DeclarativeSaga",
+    "EncryptionCodec",
     "NotASaga",
     "OptionsSpec",
     "Saga",
@@ -45,6 +47,7 @@ __all__ = [
     "StepState",
     "StepStatus",
     "connect",
+    "data_converter",
     "follow_trace",
     "idempotency_key",
     "load_state",

@@ -2,6 +2,7 @@
 
     python -m temporal_saga show WORKFLOW_ID [--run-id ID] [--follow]
     python -m temporal_saga list [--status STATUS] [--limit N]
+    python -m temporal_saga codec-server [--port 8888] [--origin http://localhost:8233]
 
 Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS,
 ``TEMPORAL_API_KEY``, profile files). Errors print one line and exit 1.
@@ -20,6 +21,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from ._client import connect
+from ._codec import EncryptionCodec
+from ._codec_server import make_server
 from ._history import NotASaga
 from ._saga import SAGA_STATUS_ATTRIBUTE
 from ._state import SagaStatus
@@ -67,7 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     list_cmd = commands.add_parser("list", help="list sagas (needs the SagaStatus attribute)")
     list_cmd.add_argument("--status", choices=[s.value for s in SagaStatus])
     list_cmd.add_argument("--limit", type=int, default=50)
+    codec_cmd = commands.add_parser("codec-server", help="decrypt payloads for the Web UI")
+    codec_cmd.add_argument("--host", default="127.0.0.1")
+    codec_cmd.add_argument("--port", type=int, default=8888)
+    codec_cmd.add_argument("--origin", default="http://localhost:8233", help="the Web UI")
     return parser
+
+
+def codec_server(args: argparse.Namespace) -> None:
+    codec = EncryptionCodec.from_env()
+    if codec is None:
+        raise CliError("no keys: set TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE")
+    token = os.environ.get("TEMPORAL_SAGA_CODEC_TOKEN", "")
+    if not token:
+        raise CliError("no token: set TEMPORAL_SAGA_CODEC_TOKEN")
+    server = make_server(codec, token, host=args.host, port=args.port, origin=args.origin)
+    print(f"codec server on http://{args.host}:{args.port} for {args.origin}", flush=True)
+    server.serve_forever()
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -100,8 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        asyncio.run(_run(args))
-    except CliError as err:
+        if args.command == "codec-server":
+            codec_server(args)
+        else:
+            asyncio.run(_run(args))
+    except (CliError, ValueError) as err:  # ValueError: malformed keys
         print(f"temporal-saga: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
+
+from ._codec import EncryptionCodec
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -20,7 +24,8 @@ async def connect(
     ``TEMPORAL_ADDRESS`` (default ``localhost:7233``), ``TEMPORAL_NAMESPACE``,
     ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*`` and ``TEMPORAL_PROFILE`` are honoured, as
     are profiles in the Temporal config file (``TEMPORAL_CONFIG_FILE``), exactly as
-    the ``temporal`` CLI reads them.
+    the ``temporal`` CLI reads them. With ``TEMPORAL_SAGA_KEYS`` or
+    ``TEMPORAL_SAGA_KEY_FILE`` set, payloads are encrypted (see ``EncryptionCodec``).
 
     Args:
         profile: Profile of the config file to use (default: ``TEMPORAL_PROFILE``,
@@ -31,6 +36,18 @@ async def connect(
     config.setdefault("target_host", DEFAULT_ADDRESS)
     return await Client.connect(
         **config,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         connect_timeout=connect_timeout,
     )
+
+
+def data_converter() -> DataConverter:
+    """The pydantic data converter, encrypting payloads when keys are configured.
+
+    Raises:
+        ValueError: ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE`` is malformed.
+    """
+    codec = EncryptionCodec.from_env()
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)

@@ -41,6 +41,7 @@ def test_public_api_is_pinned() -> None:
     assert set(temporal_saga.__all__) == {
         "SAGA_STATE_QUERY",
         "DeclarativeSaga",
+        "EncryptionCodec",
         "OptionsSpec",
         "SagaSpec",
         "StepSpec",
@@ -59,6 +60,7 @@ def test_public_api_is_pinned() -> None:
         "StepState",
         "StepStatus",
         "connect",
+        "data_converter",
         "idempotency_key",
         "follow_trace",
         "load_state",
