@@ -14,7 +14,8 @@ from .helpers import ACTIVITIES, WORKFLOWS, fail_saga, spec
 from .scripted import ScriptedStep
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS = Path(__file__).resolve().parent.parent / "docs"  # the README shows the screenshots
+# The README shows these screenshots; UPDATE_SCREENSHOTS=1 rewrites them in docs/.
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,8 +27,9 @@ pytestmark = [
 
 
 async def test_web_ui_shows_step_names_and_the_trace(
-    client: Client, task_queue: str, worker: WorkerFactory, ui_url: str
+    client: Client, task_queue: str, worker: WorkerFactory, ui_url: str, tmp_path: Path
 ) -> None:
+    shots = DOCS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
     from playwright.async_api import async_playwright
 
     s = spec(
@@ -51,7 +53,7 @@ async def test_web_ui_shows_step_names_and_the_trace(
             # "<activity type> • <summary>" labels, one per activity.
             labels = await page.get_by_text(" • ").all_text_contents()
             timeline_text = "\n".join(labels)
-            await page.screenshot(path=str(DOCS / "webui-timeline.png"))
+            await page.screenshot(path=str(shots / "webui-timeline.png"))
             # The workflow's current details hold the trace.
             await page.get_by_text("User Metadata").first.click()
             for _ in range(6):  # the UI queries the worker; "r" asks again
@@ -61,7 +63,7 @@ async def test_web_ui_shows_step_names_and_the_trace(
                     break
                 await page.wait_for_timeout(2500)
                 await page.keyboard.press("r")
-            await page.screenshot(path=str(DOCS / "webui-trace.png"))
+            await page.screenshot(path=str(shots / "webui-trace.png"))
             await browser.close()
     for name in ("book plane ticket", "book hotel room", "buy tourist tickets"):
         assert name in timeline_text
