@@ -19,20 +19,21 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 
 from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel
 from starter import buy_trip, ui_url
 from temporal_saga import connect, render_trace
+from temporal_saga._client import local_temporal_cli
 
 DATA = Path("data")
 SERVICES = DATA / "demo" / "services"
-
-
-def temporal_binary() -> str:
-    beside = Path(sys.executable).parent / "temporal"
-    return str(beside) if beside.exists() else shutil.which("temporal") or "temporal"
 
 
 def start_dev_server(address: str) -> subprocess.Popen[bytes]:
@@ -41,7 +42,7 @@ def start_dev_server(address: str) -> subprocess.Popen[bytes]:
     os.environ.setdefault("TEMPORAL_UI_URL", f"http://localhost:{ui_port}")
     DATA.mkdir(exist_ok=True)
     log = (DATA / "dev-server.log").open("wb")
-    command = [temporal_binary(), "server", "start-dev", "--ip", host or "127.0.0.1"]
+    command = [local_temporal_cli(), "server", "start-dev", "--ip", host or "127.0.0.1"]
     command += ["--port", port, "--ui-port", ui_port, "--db-filename", str(DATA / "temporal.db")]
     command += ["--log-level", "error", "--search-attribute", "SagaStatus=Keyword"]
     print(f"Temporal: starting a dev server at {address} (Web UI http://localhost:{ui_port})")
@@ -68,6 +69,23 @@ async def wait_for_server(server: subprocess.Popen[bytes], seconds: float = 60) 
     raise RuntimeError(f"the dev server did not answer within {seconds} s")
 
 
+async def ensure_saga_status_attribute(client: Client) -> None:
+    """Register SagaStatus on a server that lacks it (the trip saga keeps it), or the
+    saga's workflow tasks would fail on every attempt."""
+    operator = client.operator_service
+    listed = await operator.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    if "SagaStatus" not in listed.custom_attributes:
+        await operator.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={"SagaStatus": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+            )
+        )
+        print("Temporal: registered the SagaStatus search attribute")
+
+
 def stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -90,6 +108,7 @@ async def demo() -> bool:
                 raise
             server = start_dev_server(address)
             client = await wait_for_server(server)
+        await ensure_saga_status_attribute(client)
         shutil.rmtree(SERVICES, ignore_errors=True)
         SERVICES.mkdir(parents=True)
         os.environ["TRIP_DATA_DIR"] = str(SERVICES)  # for the worker, and our checks

@@ -43,6 +43,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
+from temporal_saga._client import local_temporal_cli
 from workflows.trip import BuyTripPackage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ class Chaos:
         log = (self.workdir / "server.log").open("ab")
         self.server = subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "temporal"),
+                local_temporal_cli(),
                 "server",
                 "start-dev",
                 "--ip",

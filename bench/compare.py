@@ -39,6 +39,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_saga._client import local_temporal_cli
+
 from .sagas import ACTIVITIES, WORKFLOWS, BenchSpec, BenchStep, HandWrittenSaga, HelperSaga
 
 HERE = Path(__file__).resolve().parent
@@ -304,10 +306,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.address:
             client = await Client.connect(args.address, data_converter=pydantic_data_converter)
         else:
-            binary = Path(sys.executable).parent / "temporal"
             env = await stack.enter_async_context(
                 await WorkflowEnvironment.start_local(
-                    dev_server_existing_path=str(binary),
+                    dev_server_existing_path=local_temporal_cli(),
                     data_converter=pydantic_data_converter,
                     dev_server_log_level="error",
                 )

