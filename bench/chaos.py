@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
+from temporal_saga import data_converter
 from temporal_saga._client import local_temporal_cli
 from workflows.trip import BuyTripPackage
 
@@ -136,7 +136,7 @@ async def connect(address: str, seconds: float = 60) -> Client:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            return await Client.connect(address, data_converter=data_converter())
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise

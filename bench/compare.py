@@ -34,11 +34,11 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from temporal_saga import data_converter
 from temporal_saga._client import local_temporal_cli
 
 from .sagas import ACTIVITIES, WORKFLOWS, BenchSpec, BenchStep, HandWrittenSaga, HelperSaga
@@ -304,12 +304,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     async with contextlib.AsyncExitStack() as stack:
         if args.address:
-            client = await Client.connect(args.address, data_converter=pydantic_data_converter)
+            client = await Client.connect(args.address, data_converter=data_converter())
         else:
             env = await stack.enter_async_context(
                 await WorkflowEnvironment.start_local(
                     dev_server_existing_path=local_temporal_cli(),
-                    data_converter=pydantic_data_converter,
+                    data_converter=data_converter(),
                     dev_server_log_level="error",
                 )
             )

@@ -7,8 +7,9 @@ effect is compensated, in reverse dependency order, and the workflow fails with
 """
 
 from ._activity import idempotency_key
-from ._client import connect, data_converter
+from ._client import connect
 from ._codec import EncryptionCodec
+from ._converter import data_converter
 from ._declarative import DeclarativeSaga, OptionsSpec, SagaSpec, StepSpec
 from ._errors import SagaDefinitionError, SagaFailed
 from ._history import NotASaga, state_from_history

@@ -85,7 +85,11 @@ def codec_server(args: argparse.Namespace) -> None:
     if not token:
         raise CliError("no token: set TEMPORAL_SAGA_CODEC_TOKEN")
     server = make_server(codec, token, host=args.host, port=args.port, origin=args.origin)
-    print(f"codec server on http://{args.host}:{args.port} for {args.origin}", flush=True)
+    print(
+        f"codec server on http://{args.host}:{args.port} for the Web UI at {args.origin}; "
+        f"sign in at http://{args.host}:{args.port}/",
+        flush=True,
+    )
     server.serve_forever()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
 from datetime import timedelta
@@ -10,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
-from ._codec import EncryptionCodec
+from ._converter import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -56,15 +53,3 @@ async def connect(
         data_converter=data_converter(),
         connect_timeout=connect_timeout,
     )
-
-
-def data_converter() -> DataConverter:
-    """The pydantic data converter, encrypting payloads when keys are configured.
-
-    Raises:
-        ValueError: ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE`` is malformed.
-    """
-    codec = EncryptionCodec.from_env()
-    if codec is None:
-        return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)

@@ -29,6 +29,7 @@ from temporalio.exceptions import (
 )
 
 from ._activity import COMPENSATION_SUFFIX, step_activity_id
+from ._converter import PublicText
 from ._errors import SagaDefinitionError, SagaFailed
 from ._options import (
     COMPENSATION_DEFAULTS,
@@ -104,10 +105,12 @@ async def _invoke(
             args=args,
             id=f"{workflow.info().workflow_id}/{ident}",
             task_queue=options.get("task_queue"),
-            static_summary=name,
+            static_summary=PublicText(name),
             cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-    return await workflow.start_activity(fn, args=args, summary=name, activity_id=ident, **options)
+    return await workflow.start_activity(
+        fn, args=args, summary=PublicText(name), activity_id=ident, **options
+    )
 
 
 def _describe(error: BaseException) -> tuple[StepStatus, bool, str]:
@@ -698,7 +701,11 @@ class Saga:
             try:
                 step._args = _call_args(step._arg)
             except Exception as err:
-                raise ApplicationError(f"could not build its argument: {err!r}") from err
+                # The message is public (the trace shows it); the error's text may
+                # quote saga data, so it goes to the details, which are encrypted.
+                raise ApplicationError(
+                    f"could not build its argument: {type(err).__name__}", repr(err)
+                ) from None
             step._result = await _invoke(
                 step._activity,
                 step._is_child,

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, data_converter
 from temporal_saga._client import local_temporal_cli
 
 temporal_binary = local_temporal_cli  # the tests' name for it
@@ -53,13 +52,13 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         client = await Client.connect(
             address,
             namespace=os.environ.get("TEMPORAL_TEST_NAMESPACE", "default"),
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(),
         )
         yield WorkflowEnvironment.from_client(client)
         return
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
         ui=True,
         ui_port=UI_PORT,

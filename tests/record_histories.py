@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
-from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, data_converter
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_binary
@@ -146,7 +145,7 @@ async def main() -> None:
     queue = f"record-{uuid.uuid4()}"
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
     ) as env:
         with ThreadPoolExecutor(max_workers=8) as executor:

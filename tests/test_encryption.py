@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -20,16 +21,17 @@ from pathlib import Path
 import pytest
 from google.protobuf.json_format import MessageToJson
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.models import TripRequest
 from activities.trip import ALL
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, data_converter
 from temporal_saga._codec import parse_keys
-from temporal_saga._codec_server import make_server
+from temporal_saga._codec_server import SESSION_COOKIE, make_server, session_value
 from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, free_port, temporal_binary
@@ -61,8 +63,19 @@ async def test_rotation_keeps_old_payloads_readable() -> None:
         await EncryptionCodec({"b": b"b" * 32}).decode([old])
 
 
-async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> bytes:
-    """Run one trip saga on a dev server persisting to SQLite; return the files' bytes."""
+@dataclasses.dataclass
+class Stored:
+    """What a run of trip sagas left in the server's files and shows a keyless reader."""
+
+    files: bytes
+    refusal: str  # the failed saga's message
+    invalid: str  # the message of a saga started with a bad request
+    trace_without_key: str  # the failed saga's current details, read with no key
+
+
+async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Stored:
+    """Buy two Venice trips (the second finds no room) and start one with a bad city,
+    on a dev server persisting to SQLite."""
     tmp_path.mkdir()
     database = tmp_path / "temporal.db"
     async with await WorkflowEnvironment.start_local(
@@ -73,6 +86,15 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> byt
         dev_server_log_level="error",
     ) as env:
         queue = f"secret-{uuid.uuid4()}"
+        trip = TripRequest(
+            traveller=NAME,
+            passport=PASSPORT,
+            origin="Lisbon",
+            destination="Venice",
+            check_in=date(2027, 5, 1),
+            nights=2,
+        )
+        bad = trip.model_dump(mode="json") | {"origin": NAME}
         with ThreadPoolExecutor(4) as executor:
             async with Worker(
                 env.client,
@@ -81,43 +103,69 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> byt
                 activities=ALL,
                 activity_executor=executor,
             ):
-                trip = TripRequest(
-                    traveller=NAME,
-                    passport=PASSPORT,
-                    origin="Lisbon",
-                    destination="Rome",
-                    check_in=date(2027, 5, 1),
-                    nights=2,
-                )
                 await env.client.execute_workflow(
                     BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
                 )
-    return b"".join(p.read_bytes() for p in tmp_path.glob("temporal.db*"))
+                refused = await env.client.start_workflow(
+                    BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
+                )
+                with pytest.raises(WorkflowFailureError) as refusal:
+                    await refused.result()
+                with pytest.raises(WorkflowFailureError) as invalid:
+                    await env.client.execute_workflow(
+                        "BuyTripPackage", bad, id=f"trip-{uuid.uuid4()}", task_queue=queue
+                    )
+                # What the Web UI shows without the codec server: a client with no key.
+                keyless = await Client.connect(
+                    env.client.service_client.config.target_host,
+                    data_converter=data_converter(codec=None),
+                )
+                metadata = await keyless.get_workflow_handle(refused.id).query(
+                    "__temporal_workflow_metadata", result_type=WorkflowMetadata
+                )
+    return Stored(
+        files=b"".join(p.read_bytes() for p in tmp_path.glob("temporal.db*")),
+        refusal=str(refusal.value.cause),
+        invalid=str(invalid.value.cause),
+        trace_without_key=metadata.current_details,
+    )
 
 
 async def test_with_a_key_no_personal_data_is_stored_in_clear(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("TEMPORAL_SAGA_KEYS", raising=False)
+    monkeypatch.delenv("TEMPORAL_SAGA_KEY_FILE", raising=False)
     monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
-    clear = await buy_on_a_fresh_server(tmp_path / "clear", pydantic_data_converter)
-    assert PASSPORT.encode() in clear and NAME.encode() in clear  # the control
+    clear = await buy_on_a_fresh_server(tmp_path / "clear", data_converter())
+    assert PASSPORT.encode() in clear.files and NAME.encode() in clear.files  # the control
+
+    monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services-encrypted"))
     codec = EncryptionCodec({"k1": b"k" * 32})
-    encrypted = await buy_on_a_fresh_server(
-        tmp_path / "encrypted", dataclasses.replace(pydantic_data_converter, payload_codec=codec)
-    )
-    assert PASSPORT.encode() not in encrypted and NAME.encode() not in encrypted
+    stored = await buy_on_a_fresh_server(tmp_path / "encrypted", data_converter(codec=codec))
+    assert PASSPORT.encode() not in stored.files and NAME.encode() not in stored.files
+    # The operators' view stays readable without the key: step names (the
+    # activities' summaries), error messages and the trace.
+    for public in ("book hotel room", "cancel plane ticket booking", "no available hotel"):
+        assert public.encode() in stored.files, public
+    assert "no available hotel rooms" in stored.refusal
+    assert stored.trace_without_key.endswith("❌ end saga (no available hotel rooms)")
+    # A validation error names the field and the rule, never the input it refused.
+    assert "origin: Input should be 'Lisbon'" in stored.invalid and NAME not in stored.invalid
 
 
-def post(url: str, body: bytes, token: str | None) -> tuple[int, bytes]:
-    headers = {"Content-Type": "application/json"}
+def post(
+    url: str, body: bytes, token: str | None = None, **headers: str
+) -> tuple[int, bytes, str | None]:
+    """POST; return the status, the body and the Set-Cookie header."""
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
+            return response.status, response.read(), response.headers["Set-Cookie"]
     except urllib.error.HTTPError as err:
-        return err.code, err.read()
+        return err.code, err.read(), err.headers["Set-Cookie"]
 
 
 async def test_codec_server_decodes_for_the_token_holder_only() -> None:
@@ -125,20 +173,38 @@ async def test_codec_server_decodes_for_the_token_holder_only() -> None:
     port = free_port()
     server = make_server(codec, "s3cret", port=port, origin="http://localhost:8233")
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    base = f"http://127.0.0.1:{port}"
+
+    async def decode(token: str | None = None, **headers: str) -> tuple[int, bytes]:
         plain = Payload(metadata={"encoding": b"json/plain"}, data=f'"{PASSPORT}"'.encode())
         sealed = MessageToJson(Payloads(payloads=await codec.encode([plain]))).encode()
-        url = f"http://127.0.0.1:{port}/decode"
-        status, body = await asyncio.to_thread(post, url, sealed, "s3cret")
-        assert status == 200
-        [payload] = json.loads(body)["payloads"]
-        assert base64.b64decode(payload["data"]).decode() == f'"{PASSPORT}"'
+        status, body, _ = await asyncio.to_thread(post, f"{base}/decode", sealed, token, **headers)
+        if status == 200:
+            [payload] = json.loads(body)["payloads"]
+            return status, base64.b64decode(payload["data"])
+        return status, body
+
+    try:
+        assert await decode("s3cret") == (200, f'"{PASSPORT}"'.encode())
         for token in (None, "wrong"):
-            status, body = await asyncio.to_thread(post, url, sealed, token)
+            status, body = await decode(token)
             assert status == 401 and PASSPORT.encode() not in body
-        preflight = urllib.request.Request(url, method="OPTIONS")
+        # A browser signs in on the server's page and gets a session cookie.
+        status, _, cookie = await asyncio.to_thread(post, f"{base}/login", b"token=wrong")
+        assert status == 401 and cookie is None
+        status, _, cookie = await asyncio.to_thread(post, f"{base}/login", b"token=s3cret")
+        assert status == 200 and cookie is not None
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        session = cookie.split(";")[0]
+        assert await decode(Cookie=session) == (200, f'"{PASSPORT}"'.encode())
+        forged = f"{SESSION_COOKIE}={session_value('not the token')}"
+        expired = f"{SESSION_COOKIE}={session_value('s3cret', now=time.time() - 9 * 3600)}"
+        for bad in (forged, expired, f"{SESSION_COOKIE}=garbage"):
+            assert (await decode(Cookie=bad))[0] == 401
+        preflight = urllib.request.Request(f"{base}/decode", method="OPTIONS")
         with urllib.request.urlopen(preflight, timeout=10) as response:
             assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8233"
+            assert response.headers["Access-Control-Allow-Credentials"] == "true"
     finally:
         server.shutdown()
 

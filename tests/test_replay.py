@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
+
+from temporal_saga import data_converter
 
 with workflow.unsafe.imports_passed_through():
     from temporal_saga import SagaResult
@@ -25,7 +26,7 @@ def stored(name: str) -> WorkflowHistory:
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 async def test_stored_history_replays(name: str) -> None:
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
     await replayer.replay_workflow(stored(name))
 
 
@@ -41,7 +42,7 @@ class ScriptedSagaWithAChangedCommand:
 
 async def test_a_non_deterministic_change_is_caught() -> None:
     replayer = Replayer(
-        workflows=[ScriptedSagaWithAChangedCommand], data_converter=pydantic_data_converter
+        workflows=[ScriptedSagaWithAChangedCommand], data_converter=data_converter()
     )
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(stored("success"))

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 
 import pytest
+from playwright.async_api import BrowserContext
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from .conftest import WorkerFactory
+from activities.models import TripRequest
+from activities.trip import ALL
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, data_converter
+from temporal_saga._codec_server import make_server
+from workflows.trip import BuyTripPackage
+
+from .conftest import WorkerFactory, free_port, temporal_binary
 from .helpers import ACTIVITIES, WORKFLOWS, fail_saga, spec
 from .scripted import ScriptedStep
 
@@ -73,3 +87,101 @@ async def test_web_ui_shows_step_names_and_the_trace(
     assert "undo book hotel room" not in timeline_text
     assert "book hotel room (no available hotel rooms)" in details
     assert "end saga (no available hotel rooms)" in details
+
+
+async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playwright.async_api import async_playwright
+
+    monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
+    codec = EncryptionCodec({"k1": os.urandom(32)})
+    ui_port, codec_port = free_port(), free_port()
+    ui, codec_url = f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{codec_port}"
+    server = make_server(codec, "s3cret", port=codec_port, origin=ui)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    trip = TripRequest(
+        traveller="Zoltan Secretname",
+        passport="ZX9876543",
+        origin="Lisbon",
+        destination="Rome",
+        check_in=date(2027, 5, 1),
+        nights=2,
+    )
+    workflow_id = f"trip-{uuid.uuid4()}"
+    try:
+        async with await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary(),
+            data_converter=data_converter(codec=codec),
+            ui=True,
+            ui_port=ui_port,
+            dev_server_extra_args=["--ui-codec-endpoint", codec_url],
+            search_attributes=[SAGA_STATUS_ATTRIBUTE],
+            dev_server_log_level="error",
+        ) as env:
+            queue = f"codec-{uuid.uuid4()}"
+            with ThreadPoolExecutor(4) as executor:
+                async with Worker(
+                    env.client,
+                    task_queue=queue,
+                    workflows=[BuyTripPackage],
+                    activities=ALL,
+                    activity_executor=executor,
+                ):
+                    await env.client.execute_workflow(
+                        BuyTripPackage.run, trip, id=workflow_id, task_queue=queue
+                    )
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=shutil.which("chromium") or CHROMIUM,
+                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+                )
+                page_url = f"{ui}/namespaces/default/workflows/{workflow_id}"
+
+                async def workflow_page(context: BrowserContext, shows: str) -> str:
+                    page = await context.new_page()
+                    await page.goto(page_url)
+                    # Step names are public text: readable with or without the codec.
+                    await page.get_by_text("book_flight • book plane ticket").wait_for(
+                        timeout=30_000
+                    )
+                    # (Playwright deems the UI's text hidden: its layout has a 0-size
+                    # wrapper. Poll the document instead.)
+                    for _ in range(60):
+                        content = await page.content()
+                        if shows in content:
+                            break
+                        await page.wait_for_timeout(500)
+                    await page.screenshot(path=f"/tmp/dbg-{shows[:4]}.png")
+                    return content
+
+                # Settings the Web UI keeps in local storage: this browser uses the codec
+                # server with credentials (its session cookie).
+                with_credentials = {
+                    "origins": [
+                        {
+                            "origin": ui,
+                            "localStorage": [
+                                {"name": "endpoint", "value": json.dumps(codec_url)},
+                                {"name": "includeCredentials", "value": "true"},
+                                {"name": "overrideRemoteCodecConfiguration", "value": "true"},
+                            ],
+                        }
+                    ]
+                }
+                stranger = await browser.new_context(storage_state=with_credentials)
+                anonymous_view = await workflow_page(stranger, "Codec Server could not connect")
+                operator = await browser.new_context(storage_state=with_credentials)
+                sign_in = await operator.new_page()
+                await sign_in.goto(codec_url)
+                await sign_in.get_by_label("Token").fill("s3cret")
+                await sign_in.get_by_role("button", name="Sign in").click()
+                await sign_in.get_by_text("Signed in.").wait_for(timeout=10_000)
+                operator_view = await workflow_page(operator, "Zoltan Secretname")
+                if os.environ.get("UPDATE_SCREENSHOTS"):
+                    await operator.pages[-1].screenshot(path=str(DOCS / "webui-decoded.png"))
+                await browser.close()
+    finally:
+        server.shutdown()
+    assert "Zoltan Secretname" in operator_view and "ZX9876543" in operator_view
+    assert "Zoltan Secretname" not in anonymous_view and "ZX9876543" not in anonymous_view

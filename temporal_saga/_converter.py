@@ -1,0 +1,108 @@
+"""What sagas hand to Temporal, and which of it may be stored in clear.
+
+The data converter is the pydantic one with two additions:
+
+* **Public text.** A saga's step and compensation names (the activities' summaries)
+  and its trace (the workflow's current details) are the operators' view of a saga,
+  so they stay readable in the Web UI even when payloads are encrypted. The engine
+  marks them with :class:`PublicText`; the converter tags such payloads (and the
+  workflow metadata query answer that carries the current details) with
+  ``temporal-saga-public`` metadata, and :class:`EncryptionCodec` leaves tagged
+  payloads in clear. Everything else (inputs, results, ``saga_state``, failure
+  details) is encrypted. The engine writes only step names, statuses and error
+  messages into public text: payload content gets there only if a step opts in
+  with ``public_note=``.
+* **Validation errors without the input.** A pydantic ``ValidationError``'s message
+  quotes the offending input (a mistyped passport number, say); failures store the
+  field, the rule and the error type instead, so the message is safe to store in
+  clear.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadConverter
+from temporalio.exceptions import ApplicationError
+
+from ._codec import PUBLIC, EncryptionCodec
+
+
+class PublicText(str):
+    """Text a saga publishes in clear even when payloads are encrypted."""
+
+    # Checked by attribute, not isinstance: the workflow sandbox re-imports this
+    # module, so the engine's PublicText is not the converter's class.
+    __temporal_saga_public__ = True
+
+
+def _is_public(value: Any) -> bool:
+    return getattr(type(value), "__temporal_saga_public__", False) or isinstance(
+        value, WorkflowMetadata
+    )
+
+
+class SagaPayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter, tagging public text (see the module docs)."""
+
+    def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
+        """Convert like pydantic; tag the payloads of public values."""
+        payloads = super().to_payloads(values)
+        for value, payload in zip(values, payloads, strict=True):
+            if _is_public(value):
+                payload.metadata[PUBLIC] = b"1"
+        return payloads
+
+
+def _without_input(error: BaseException) -> str | None:
+    """A pydantic ValidationError's message without the input it quotes; else None."""
+    errors = getattr(error, "errors", None)
+    if type(error).__name__ != "ValidationError" or not callable(errors):
+        return None
+    found = errors(include_url=False, include_input=False, include_context=False)
+    lines = [f"{'.'.join(map(str, e['loc'])) or '(input)'}: {e['msg']}" for e in found]
+    noun = "error" if len(lines) == 1 else "errors"
+    title = getattr(error, "title", "input")
+    return f"{len(lines)} validation {noun} for {title}\n" + "\n".join(lines)
+
+
+class SagaFailureConverter(DefaultFailureConverter):
+    """The default failure converter; validation errors lose the input they quote."""
+
+    def to_failure(
+        self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure
+    ) -> None:
+        """Convert like the SDK, with validation messages stripped of input values."""
+        message = _without_input(exception)
+        if message is not None:
+            safe = ApplicationError(message, type=type(exception).__name__)
+            safe.__traceback__ = exception.__traceback__
+            safe.__cause__ = exception.__cause__
+            exception = safe
+        super().to_failure(exception, payload_converter, failure)
+
+
+def data_converter(*, codec: EncryptionCodec | None = None) -> DataConverter:
+    """The data converter sagas use: pydantic, public text tagged, safe validation
+    messages, and payloads encrypted when keys are configured.
+
+    Args:
+        codec: Encrypt with this codec (default: ``EncryptionCodec.from_env()``,
+            that is, the keys in ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE``;
+            none configured means no encryption).
+
+    Raises:
+        ValueError: ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE`` is malformed.
+    """
+    return dataclasses.replace(
+        DataConverter.default,
+        payload_converter_class=SagaPayloadConverter,
+        failure_converter_class=SagaFailureConverter,
+        payload_codec=codec if codec is not None else EncryptionCodec.from_env(),
+    )
