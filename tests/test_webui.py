@@ -94,6 +94,7 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
 ) -> None:
     from playwright.async_api import async_playwright
 
+    shots = DOCS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
     monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
     codec = EncryptionCodec({"k1": os.urandom(32)})
     ui_port, codec_port = free_port(), free_port()
@@ -138,7 +139,9 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
                 )
                 page_url = f"{ui}/namespaces/default/workflows/{workflow_id}"
 
-                async def workflow_page(context: BrowserContext, shows: str) -> str:
+                async def workflow_page(
+                    context: BrowserContext, shows: str, screenshot: str
+                ) -> str:
                     page = await context.new_page()
                     await page.goto(page_url)
                     # Step names are public text: readable with or without the codec.
@@ -152,7 +155,7 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
                         if shows in content:
                             break
                         await page.wait_for_timeout(500)
-                    await page.screenshot(path=f"/tmp/dbg-{shows[:4]}.png")
+                    await page.screenshot(path=str(shots / screenshot))
                     return content
 
                 # Settings the Web UI keeps in local storage: this browser uses the codec
@@ -170,16 +173,18 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
                     ]
                 }
                 stranger = await browser.new_context(storage_state=with_credentials)
-                anonymous_view = await workflow_page(stranger, "Codec Server could not connect")
+                anonymous_view = await workflow_page(
+                    stranger, "Codec Server could not connect", "webui-encrypted.png"
+                )
                 operator = await browser.new_context(storage_state=with_credentials)
                 sign_in = await operator.new_page()
                 await sign_in.goto(codec_url)
                 await sign_in.get_by_label("Token").fill("s3cret")
                 await sign_in.get_by_role("button", name="Sign in").click()
                 await sign_in.get_by_text("Signed in.").wait_for(timeout=10_000)
-                operator_view = await workflow_page(operator, "Zoltan Secretname")
-                if os.environ.get("UPDATE_SCREENSHOTS"):
-                    await operator.pages[-1].screenshot(path=str(DOCS / "webui-decoded.png"))
+                operator_view = await workflow_page(
+                    operator, "Zoltan Secretname", "webui-decoded.png"
+                )
                 await browser.close()
     finally:
         server.shutdown()
