@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format histories demo bench chaos clean
+.PHONY: install test lint format histories demo demo-encrypted bench chaos clean
 
 install: $(STAMP)
 
@@ -34,8 +34,16 @@ clean:
 	rm -rf $(VENV) data
 
 ## make demo: dev server + worker + Maria's trip (succeeds) and Kevin's (compensated).
+## DEMO_ARGS=--keep leaves it all running for the Web UI until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/python demo.py
+	$(BIN)/python demo.py $(DEMO_ARGS)
+
+## make demo-encrypted: the same with payloads encrypted (key in data/demo.key), the
+## codec server for the Web UI, and a check of what Temporal stored.
+demo-encrypted: $(STAMP)
+	mkdir -p data
+	test -s data/demo.key || $(BIN)/python -m temporal_saga new-key --id demo-1 > data/demo.key
+	TEMPORAL_SAGA_KEY_FILE=data/demo.key $(BIN)/python demo.py $(DEMO_ARGS)
 
 ## make bench: helper vs hand-written Temporal saga (several minutes); see bench/README.md.
 bench: $(STAMP)

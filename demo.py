@@ -5,47 +5,69 @@ else starts a dev server there (SQLite history in ``data/temporal.db``, Web UI o
 ``$TEMPORAL_UI_PORT``, default 8233). Starts the worker, runs Maria's trip (it
 succeeds) and Kevin's (Maria took the last hotel room in Venice, so it is
 compensated), prints both traces, checks the services' databases, and stops what it
-started. Exits 0 when everything went as described.
+started (``--keep``: not before Ctrl-C, to look around in the Web UI). Exits 0 when
+everything went as described.
+
+With an encryption key configured (``make demo-encrypted`` makes one in
+``data/demo.key``), payloads are encrypted: the demo also starts the codec server,
+points the dev server's Web UI at it, and checks that the stored histories hold no
+traveller's name or passport in clear while the codec server decodes them for the
+token holder.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from datetime import date, timedelta
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from google.protobuf.json_format import MessageToJson
+from temporalio.api.common.v1 import Payloads
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel
 from starter import buy_trip, ui_url
-from temporal_saga import connect, render_trace
+from temporal_saga import EncryptionCodec, connect, data_converter, render_trace
 from temporal_saga._client import local_temporal_cli
+from temporal_saga._codec_server import make_server
 
 DATA = Path("data")
 SERVICES = DATA / "demo" / "services"
 
 
-def start_dev_server(address: str) -> subprocess.Popen[bytes]:
+UI_PORT = os.environ.get("TEMPORAL_UI_PORT", "8233")
+UI = f"http://localhost:{UI_PORT}"
+
+
+def start_dev_server(address: str, codec_endpoint: str | None) -> subprocess.Popen[bytes]:
     host, _, port = address.rpartition(":")
-    ui_port = os.environ.get("TEMPORAL_UI_PORT", "8233")
-    os.environ.setdefault("TEMPORAL_UI_URL", f"http://localhost:{ui_port}")
+    os.environ.setdefault("TEMPORAL_UI_URL", UI)
     DATA.mkdir(exist_ok=True)
     log = (DATA / "dev-server.log").open("wb")
     command = [local_temporal_cli(), "server", "start-dev", "--ip", host or "127.0.0.1"]
-    command += ["--port", port, "--ui-port", ui_port, "--db-filename", str(DATA / "temporal.db")]
+    command += ["--port", port, "--ui-port", UI_PORT, "--db-filename", str(DATA / "temporal.db")]
     command += ["--log-level", "error", "--search-attribute", "SagaStatus=Keyword"]
-    print(f"Temporal: starting a dev server at {address} (Web UI http://localhost:{ui_port})")
+    if codec_endpoint:
+        command += ["--ui-codec-endpoint", codec_endpoint]
+    print(f"Temporal: starting a dev server at {address} (Web UI {UI})")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -86,6 +108,62 @@ async def ensure_saga_status_attribute(client: Client) -> None:
         print("Temporal: registered the SagaStatus search attribute")
 
 
+def start_codec_server(codec: EncryptionCodec) -> tuple[ThreadingHTTPServer, str, str]:
+    """The codec server for the Web UI, in a thread; returns it, its URL and token."""
+    token = os.environ.get("TEMPORAL_SAGA_CODEC_TOKEN") or secrets.token_urlsafe(16)
+    port = int(os.environ.get("TEMPORAL_SAGA_CODEC_PORT", "8888"))
+    server = make_server(codec, token, port=port, origin=UI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://localhost:{port}"
+    print(f"Codec server: {url} (sign in there with the token {token})")
+    return server, url, token
+
+
+def decode_as_operator(codec_url: str, token: str, payloads: Payloads) -> str:
+    """What the codec server answers the token holder (as the Web UI asks it)."""
+    request = urllib.request.Request(
+        f"{codec_url}/decode",
+        data=MessageToJson(payloads).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    return "".join(base64.b64decode(p["data"]).decode() for p in answer["payloads"])
+
+
+async def check_stored(
+    client: Client,
+    handle: WorkflowHandle[object, object],
+    trip: TripRequest,
+    codec: tuple[str, str] | None,
+) -> bool:
+    """Read the saga's history as someone without the key would, then decode its
+    input through the codec server as an operator with the token."""
+    keyless = await Client.connect(
+        client.service_client.config.target_host,
+        namespace=client.namespace,
+        data_converter=data_converter(from_env=False),
+    )
+    history = await keyless.get_workflow_handle(handle.id).fetch_history()
+    stored = b"".join(event.SerializeToString() for event in history.events)
+    secrets_found = [s for s in (trip.traveller, trip.passport) if s.encode() in stored]
+    public = [s for s in ("book hotel room", "no available hotel rooms") if s.encode() in stored]
+    mark = "❌" if secrets_found else "✔️"
+    found = ", ".join(secrets_found) or "no name, no passport"
+    print(f"{mark} {handle.id}: {len(history.events)} events in Temporal, {found} in clear")
+    print(f"   in clear for the Web UI: {', '.join(repr(p) for p in public)}")
+    if codec is None:
+        print("   (no codec server: this demo did not start the dev server)")
+        return not secrets_found
+    start = history.events[0].workflow_execution_started_event_attributes
+    decoded = decode_as_operator(*codec, start.input)
+    readable = trip.passport in decoded
+    mark = "✔️" if readable else "❌"
+    print(f"{mark} the codec server decodes the input for the token holder: {trip.traveller}")
+    return not secrets_found and len(public) == 2 and readable
+
+
 def stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -95,10 +173,13 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
             process.kill()
 
 
-async def demo() -> bool:
+async def demo(keep: bool) -> bool:
     address = os.environ.setdefault("TEMPORAL_ADDRESS", "localhost:7233")
+    encryption = EncryptionCodec.from_env()
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    codec_server: ThreadingHTTPServer | None = None
+    codec: tuple[str, str] | None = None  # the codec server's URL and token
     try:
         try:
             client = await connect(connect_timeout=timedelta(seconds=2))
@@ -106,8 +187,13 @@ async def demo() -> bool:
         except Exception:
             if not address.startswith(("localhost:", "127.0.0.1:")):
                 raise
-            server = start_dev_server(address)
+            if encryption is not None:
+                codec_server, codec_url, token = start_codec_server(encryption)
+                codec = (codec_url, token)
+            server = start_dev_server(address, codec[0] if codec else None)
             client = await wait_for_server(server)
+        if encryption is not None:
+            print("Encryption: on (payloads are AES-256-GCM encrypted before they leave)")
         await ensure_saga_status_attribute(client)
         shutil.rmtree(SERVICES, ignore_errors=True)
         SERVICES.mkdir(parents=True)
@@ -120,6 +206,8 @@ async def demo() -> bool:
             ("Kevin buys the same trip: Maria took the last hotel room", "Kevin", "KB7654321"),
         ]
         outcomes = {}
+        handles = {}
+        requests = {}
         for title, traveller, passport in trips:
             print(f"\n── {title} ──\n")
             trip = TripRequest(
@@ -132,7 +220,7 @@ async def demo() -> bool:
                 tickets=2,
             )
             handle, outcome = await buy_trip(client, trip)
-            outcomes[traveller] = outcome
+            outcomes[traveller], handles[traveller], requests[traveller] = outcome, handle, trip
             print(render_trace(outcome.state))
             print(f"\nWeb UI: {ui_url(client, handle)}")
 
@@ -152,15 +240,34 @@ async def demo() -> bool:
         print(f"{mark} Maria holds {len(maria)} active bookings: {ids}")
         mark = "✔️" if not kevin else "❌"
         print(f"{mark} Kevin holds {len(kevin)} active bookings ({len(kevin_rows)} cancelled)")
+        if encryption is not None:
+            print("\n── What Temporal stored ──\n")
+            ok &= await check_stored(client, handles["Kevin"], requests["Kevin"], codec)
+        if keep:
+            print(f"\nKept running: the Web UI at {UI}. Ctrl-C stops everything.")
+            if codec:
+                print(
+                    f"To read payloads there, sign in at {codec[0]}, then in the UI's codec "
+                    "settings turn on 'Include cross-origin credentials' "
+                    "and 'Use my browser setting'."
+                )
+            await asyncio.Event().wait()
         return ok
     finally:
         stop(worker)
         stop(server)
+        if codec_server is not None:
+            codec_server.shutdown()
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    args = parser.parse_args()
     try:
-        ok = asyncio.run(demo())
+        ok = asyncio.run(demo(args.keep))
+    except KeyboardInterrupt:
+        ok = True
     except Exception as err:
         print(f"demo failed: {err}", file=sys.stderr)
         ok = False

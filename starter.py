@@ -55,7 +55,8 @@ async def buy_trip(
     handle = await client.start_workflow(
         BuyTripPackage.run,
         trip,
-        id=workflow_id or f"trip-{trip.traveller.lower()}-{uuid.uuid4().hex[:8]}",
+        # No personal data in ids: Temporal stores ids in clear, even with encryption.
+        id=workflow_id or f"trip-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue,
         static_summary=(
             f"Trip package for {trip.traveller}: {trip.origin} → {trip.destination}, "

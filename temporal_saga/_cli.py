@@ -3,6 +3,7 @@
     python -m temporal_saga show WORKFLOW_ID [--run-id ID] [--follow]
     python -m temporal_saga list [--status STATUS] [--limit N]
     python -m temporal_saga codec-server [--port 8888] [--origin http://localhost:8233]
+    python -m temporal_saga new-key [--id ID]
 
 Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS,
 ``TEMPORAL_API_KEY``, profile files). Errors print one line and exit 1.
@@ -21,7 +22,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from ._client import connect
-from ._codec import EncryptionCodec
+from ._codec import EncryptionCodec, new_key
 from ._codec_server import make_server
 from ._history import NotASaga
 from ._saga import SAGA_STATUS_ATTRIBUTE
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     codec_cmd.add_argument("--host", default="127.0.0.1")
     codec_cmd.add_argument("--port", type=int, default=8888)
     codec_cmd.add_argument("--origin", default="http://localhost:8233", help="the Web UI")
+    key_cmd = commands.add_parser("new-key", help="print a fresh encryption key entry")
+    key_cmd.add_argument("--id", default="k1", help="the key's id, stored with each payload")
     return parser
 
 
@@ -125,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "codec-server":
             codec_server(args)
+        elif args.command == "new-key":
+            print(new_key(args.id))
         else:
             asyncio.run(_run(args))
     except (CliError, ValueError) as err:  # ValueError: malformed keys

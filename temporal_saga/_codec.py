@@ -9,8 +9,10 @@ encrypts, every configured key decrypts.
 
 Keys come from ``TEMPORAL_SAGA_KEYS`` (``id:base64key,id2:base64key``, the first one
 current) or from the file named by ``TEMPORAL_SAGA_KEY_FILE`` (one ``id:base64key``
-per line, the first one current). A key is 32 random bytes, base64-encoded:
-``python -c "import os, base64; print(base64.b64encode(os.urandom(32)).decode())"``.
+per line, the first one current). A key is 32 random bytes, base64-encoded;
+``python -m temporal_saga new-key --id 2027-01`` prints a fresh entry. To rotate, put
+the new entry first and keep the old ones after it as long as histories encrypted
+with them must stay readable.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ KEY_ID = "encryption-key-id"
 # the trace): left in clear so the Web UI shows them without the codec server.
 PUBLIC = "temporal-saga-public"
 _NONCE = 12
+
+
+def new_key(key_id: str) -> str:
+    """A fresh random key as an ``id:base64key`` entry (for a key file or the env)."""
+    if not key_id or ":" in key_id or "," in key_id:
+        raise ValueError(f"a key id must be non-empty, without ':' or ',': {key_id!r}")
+    return f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"
 
 
 def parse_keys(text: str, source: str) -> dict[str, bytes]:

@@ -28,7 +28,12 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    PayloadCodec,
+    PayloadConverter,
+)
 from temporalio.exceptions import ApplicationError
 
 from ._codec import PUBLIC, EncryptionCodec
@@ -88,21 +93,26 @@ class SagaFailureConverter(DefaultFailureConverter):
         super().to_failure(exception, payload_converter, failure)
 
 
-def data_converter(*, codec: EncryptionCodec | None = None) -> DataConverter:
-    """The data converter sagas use: pydantic, public text tagged, safe validation
-    messages, and payloads encrypted when keys are configured.
+def data_converter(*, codec: PayloadCodec | None = None, from_env: bool = True) -> DataConverter:
+    """The data converter sagas use: pydantic, public text tagged, validation messages
+    without input values, and payloads encrypted when a codec is given or configured.
 
     Args:
-        codec: Encrypt with this codec (default: ``EncryptionCodec.from_env()``,
-            that is, the keys in ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE``;
-            none configured means no encryption).
+        codec: Encode payloads with this codec. A codec of your own should leave
+            payloads with ``temporal-saga-public`` metadata as they are, or step
+            names and the trace become unreadable without it.
+        from_env: Without ``codec``, use ``EncryptionCodec.from_env()``: the keys in
+            ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE``, if any. False: no
+            encryption (what a reader without the keys sees).
 
     Raises:
         ValueError: ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE`` is malformed.
     """
+    if codec is None and from_env:
+        codec = EncryptionCodec.from_env()
     return dataclasses.replace(
         DataConverter.default,
         payload_converter_class=SagaPayloadConverter,
         failure_converter_class=SagaFailureConverter,
-        payload_codec=codec if codec is not None else EncryptionCodec.from_env(),
+        payload_codec=codec,
     )

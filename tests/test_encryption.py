@@ -118,7 +118,7 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Sto
                 # What the Web UI shows without the codec server: a client with no key.
                 keyless = await Client.connect(
                     env.client.service_client.config.target_host,
-                    data_converter=data_converter(codec=None),
+                    data_converter=data_converter(from_env=False),
                 )
                 metadata = await keyless.get_workflow_handle(refused.id).query(
                     "__temporal_workflow_metadata", result_type=WorkflowMetadata
