@@ -45,7 +45,10 @@ async def show(client: Client, workflow_id: str, run_id: str | None, follow: boo
     state, source = await load_state(handle)
     print(render_trace(state))
     if source == "history":
-        print("\n(rebuilt from the workflow's history: no worker answered the query)")
+        print(
+            "\n(rebuilt from the workflow's history: no worker answered the query, "
+            "or its answer is encrypted with a key this machine lacks)"
+        )
 
 
 async def list_sagas(client: Client, status: str | None, limit: int) -> None:

@@ -75,6 +75,8 @@ class EncryptionCodec(PayloadCodec):
     """
 
     def __init__(self, keys: Mapping[str, bytes]) -> None:
+        # Imported here: workflow code imports this module (through the converter)
+        # inside the sandbox, where cryptography's native module cannot load.
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if not keys:
@@ -116,7 +118,14 @@ class EncryptionCodec(PayloadCodec):
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        """Decrypt encrypted payloads (with the key they name); pass others through."""
+        """Decrypt encrypted payloads (with the key they name); pass others through.
+
+        Raises:
+            ValueError: A payload's key is unknown here, or it does not decrypt
+                (tampered with, or a different key under the same id).
+        """
+        from cryptography.exceptions import InvalidTag
+
         decoded = []
         for payload in payloads:
             if payload.metadata.get("encoding") != ENCODING:
@@ -127,6 +136,9 @@ class EncryptionCodec(PayloadCodec):
             if cipher is None:
                 raise ValueError(f"payload encrypted with unknown key {key_id!r}")
             data = payload.data
-            plain = cipher.decrypt(data[:_NONCE], data[_NONCE:], key_id.encode())
+            try:
+                plain = cipher.decrypt(data[:_NONCE], data[_NONCE:], key_id.encode())
+            except InvalidTag:
+                raise ValueError(f"payload does not decrypt with key {key_id!r}") from None
             decoded.append(Payload.FromString(plain))
         return decoded

@@ -124,6 +124,8 @@ async def state_from_history(events: Sequence[HistoryEvent], converter: DataConv
     Args:
         events: The workflow's history events, oldest first.
         converter: The client's data converter (to decode summaries and details).
+            Without the key of encrypted details, the state comes from the events
+            alone: step names, outcomes and error messages are public text.
 
     Raises:
         NotASaga: No saga step was ever scheduled in this workflow.
@@ -133,8 +135,11 @@ async def state_from_history(events: Sequence[HistoryEvent], converter: DataConv
     if failure is not None:
         info = failure.application_failure_info
         if info.type == "SagaFailed" and info.details.payloads:
-            state: SagaState = await _decode(converter, info.details.payloads, SagaState)
-            return state
+            try:
+                state: SagaState = await _decode(converter, info.details.payloads, SagaState)
+                return state
+            except (KeyError, ValueError):
+                pass  # encrypted, and no key here: the events alone tell the story
 
     # The saga's name is what a step's activity id has before "/<summary>".
     steps: dict[str, _Activity] = {}
@@ -198,7 +203,9 @@ async def state_from_history(events: Sequence[HistoryEvent], converter: DataConv
     elif closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
         reason, failed = "workflow timed out", None
     elif failure is not None:
-        reason = failure.message
+        reason = failure.message  # SagaFailed's: "<failed step>: <reason>[; ...]"
+        if failed is not None and failure.application_failure_info.type == "SagaFailed":
+            reason = reason.removeprefix(f"{failed.name}: ").split("; manual intervention")[0]
     elif failed is not None and compensations:
         reason = failed.error
 

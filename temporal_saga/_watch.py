@@ -23,7 +23,8 @@ async def load_state(handle: WorkflowHandle[Any, Any]) -> tuple[SagaState, str]:
     """The saga's state, and where it came from (``"query"`` or ``"history"``).
 
     Asks the ``saga_state`` query, which needs a worker; when none answers (or the
-    workflow has not run its first task yet), rebuilds the state from the history.
+    workflow has not run its first task yet, or the answer is encrypted with a key
+    this client lacks), rebuilds the state from the history.
 
     Raises:
         temporal_saga._history.NotASaga: The workflow is not a saga.
@@ -35,7 +36,8 @@ async def load_state(handle: WorkflowHandle[Any, Any]) -> tuple[SagaState, str]:
             SAGA_STATE_QUERY, result_type=SagaState, rpc_timeout=QUERY_TIMEOUT
         )
         return state, "query"
-    except (WorkflowQueryFailedError, RPCError):
+    # KeyError, ValueError: an encrypted answer and no key for it (see _codec).
+    except (WorkflowQueryFailedError, RPCError, KeyError, ValueError):
         history = await handle.fetch_history()
         converter = handle._client.data_converter  # the SDK exposes it nowhere else
         return await state_from_history(history.events, converter), "history"

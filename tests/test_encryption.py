@@ -29,7 +29,13 @@ from temporalio.worker import Worker
 
 from activities.models import TripRequest
 from activities.trip import ALL
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, data_converter
+from temporal_saga import (
+    SAGA_STATUS_ATTRIBUTE,
+    EncryptionCodec,
+    data_converter,
+    load_state,
+    render_trace,
+)
 from temporal_saga._codec import parse_keys
 from temporal_saga._codec_server import SESSION_COOKIE, make_server, session_value
 from workflows.trip import BuyTripPackage
@@ -71,6 +77,7 @@ class Stored:
     refusal: str  # the failed saga's message
     invalid: str  # the message of a saga started with a bad request
     trace_without_key: str  # the failed saga's current details, read with no key
+    rebuilt_without_key: str  # its trace as `show` prints it on a machine with no key
 
 
 async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Stored:
@@ -123,11 +130,13 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Sto
                 metadata = await keyless.get_workflow_handle(refused.id).query(
                     "__temporal_workflow_metadata", result_type=WorkflowMetadata
                 )
+                state, source = await load_state(keyless.get_workflow_handle(refused.id))
     return Stored(
         files=b"".join(p.read_bytes() for p in tmp_path.glob("temporal.db*")),
         refusal=str(refusal.value.cause),
         invalid=str(invalid.value.cause),
         trace_without_key=metadata.current_details,
+        rebuilt_without_key=f"{render_trace(state)}\n(from the {source})",
     )
 
 
@@ -150,6 +159,8 @@ async def test_with_a_key_no_personal_data_is_stored_in_clear(
         assert public.encode() in stored.files, public
     assert "no available hotel rooms" in stored.refusal
     assert stored.trace_without_key.endswith("❌ end saga (no available hotel rooms)")
+    # `show` without the key: the query's answer is encrypted, the history is not all.
+    assert stored.rebuilt_without_key == f"{stored.trace_without_key}\n(from the history)"
     # A validation error names the field and the rule, never the input it refused.
     assert "origin: Input should be 'Lisbon'" in stored.invalid and NAME not in stored.invalid
 
