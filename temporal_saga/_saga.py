@@ -166,6 +166,7 @@ class Step(Generic[R]):
         after: list[Step[Any] | str],
         options: ActivityOptions,
         compensation_options: ActivityOptions,
+        public_note: Callable[[Any], str] | None,
     ) -> None:
         self._index = index
         self._name = name
@@ -180,6 +181,7 @@ class Step(Generic[R]):
         self._after = after
         self._options = options
         self._compensation_options = compensation_options
+        self._public_note = public_note
         # Resolved by Saga.run: the steps this one waits for, and those that wait for it.
         self._deps: list[Step[Any]] = []
         self._dependents: list[Step[Any]] = []
@@ -189,6 +191,7 @@ class Step(Generic[R]):
         self._started_at: datetime | None = None
         self._ended_at: datetime | None = None
         self._error: str | None = None
+        self._note: str | None = None
         self._args: list[Any] = []
         self._result: Any = None
         self._finished: int | None = None
@@ -220,6 +223,11 @@ class Step(Generic[R]):
         return self._error
 
     @property
+    def note(self) -> str | None:
+        """The public note on the step's result (``public_note=`` of :meth:`Saga.step`)."""
+        return self._note
+
+    @property
     def state(self) -> StepState:
         """A snapshot of the step."""
         return StepState(
@@ -229,6 +237,7 @@ class Step(Generic[R]):
             started_at=self._started_at,
             ended_at=self._ended_at,
             error=self._error,
+            note=self._note,
             after_pivot=self._after_pivot,
             compensation=self._compensation,
         )
@@ -391,6 +400,7 @@ class Saga:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
+        public_note: Callable[[R], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
     ) -> Step[R]: ...
 
@@ -408,6 +418,7 @@ class Saga:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
+        public_note: Callable[[R], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
     ) -> Step[R]: ...
 
@@ -425,6 +436,7 @@ class Saga:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
+        public_note: Callable[[Any], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
     ) -> Step[Any]: ...
 
@@ -441,6 +453,7 @@ class Saga:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         compensation_options: ActivityOptions | None = None,
+        public_note: Callable[[Any], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
     ) -> Step[Any]:
         """Add a step: one activity call, with an optional compensation.
@@ -474,6 +487,12 @@ class Saga:
             after: Steps (or step names) that must succeed before this one starts.
             compensation_options: Activity options for this step's compensation,
                 over the saga's ``compensation_options``.
+            public_note: Opt in to showing something of the step's result in the
+                trace, which is public text (readable without the encryption key):
+                called with the result when the step succeeds, its text follows the
+                step's name, ``✔️ book plane ticket (FL-0042)``. By default no
+                payload content reaches the trace. A note that raises shows only
+                the exception's type.
             **activity_options: Activity options for this step, over the saga's.
 
         Returns:
@@ -505,6 +524,8 @@ class Saga:
             raise SagaDefinitionError(
                 f"{where}: the saga already has a pivot, {self._pivot.name!r}"
             )
+        if public_note is not None and not callable(public_note):
+            raise TypeError(f"{where}: public_note= takes a function of the result")
         deps: list[Step[Any] | str] = []
         for dep in after:
             if isinstance(dep, Step):
@@ -530,6 +551,7 @@ class Saga:
                 self._compensation_options,
                 check_options(compensation_options or {}, f"{where}, compensation"),
             ),
+            public_note=public_note,
         )
         step._explicit_retry = "retry_policy" in activity_options
         if pivot:
@@ -718,6 +740,11 @@ class Saga:
             step._outcome, step._uncertain, step._error = _describe(err)
         else:
             step._outcome = StepStatus.SUCCEEDED
+            if step._public_note is not None:
+                try:
+                    step._note = str(step._public_note(step._result))
+                except Exception as err:
+                    step._note = f"note failed: {type(err).__name__}"
         step._ended_at = workflow.now()
         step._finished = self._finished_count
         self._finished_count += 1

@@ -76,6 +76,8 @@ class StepState(BaseModel):
         uncertain: True when the outcome is unknown (timed out, cancelled while
             running): the step may have taken effect, so it is compensated.
         error: The failure's message, for a step that did not succeed.
+        note: The step's public note on its result (``public_note=``), shown in the
+            trace. Only the live saga knows it: a state rebuilt from history has none.
         attempts: How many attempts the activity took. Only history records it, so
             it is known in a state rebuilt from history and None in the live query
             (workflow code cannot see attempts).
@@ -93,6 +95,7 @@ class StepState(BaseModel):
     ended_at: datetime | None = None
     attempts: int | None = None
     error: str | None = None
+    note: str | None = None
     after_pivot: bool = False
     compensation: CompensationState | None = None
 

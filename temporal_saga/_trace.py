@@ -48,13 +48,17 @@ class _StepLike(Protocol):
     def outcome(self) -> StepStatus: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def note(self) -> str | None: ...
 
 
 def step_line(step: _StepLike, pivot: str | None) -> str:
     """One step's line of the trace."""
     note = "skipped" if step.outcome is StepStatus.SKIPPED else step.error
-    if step.name == pivot and step.outcome is StepStatus.SUCCEEDED:
-        note = "pivot: no way back"
+    if step.outcome is StepStatus.SUCCEEDED:
+        note = step.note
+        if step.name == pivot:
+            note = "; ".join(filter(None, ["pivot: no way back", step.note]))
     return _line(_ICONS[step.outcome], step.name, note)
 
 

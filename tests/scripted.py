@@ -263,3 +263,24 @@ class BrokenArgumentSaga:
             compensate=undo_step,
         )
         return await saga.run()
+
+
+@workflow.defn
+class NotedSaga:
+    """Steps that opt in to a public note on their result, one whose note raises."""
+
+    @workflow.run
+    async def run(self, run: str) -> SagaResult:
+        saga = Saga("noted")
+        saga.step("a", do_step, Script(run=run, step="a"), public_note=lambda r: f"got {r}")
+        saga.step("b", do_step, Script(run=run, step="b"), public_note=lambda r: str(1 / 0))
+        saga.step("c", do_step, Script(run=run, step="c"))
+        saga.step(
+            "d",
+            do_step,
+            Script(run=run, step="d"),
+            after=["a", "b", "c"],
+            pivot=True,
+            public_note=lambda r: r.upper(),
+        )
+        return await saga.run()

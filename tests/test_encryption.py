@@ -17,6 +17,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from google.protobuf.json_format import MessageToJson
@@ -27,11 +28,12 @@ from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import TripRequest
+from activities.models import TripBooking, TripRequest
 from activities.trip import ALL
 from temporal_saga import (
     SAGA_STATUS_ATTRIBUTE,
     EncryptionCodec,
+    SagaStatus,
     data_converter,
     load_state,
     render_trace,
@@ -40,7 +42,9 @@ from temporal_saga._codec import parse_keys
 from temporal_saga._codec_server import SESSION_COOKIE, make_server, session_value
 from workflows.trip import BuyTripPackage
 
-from .conftest import ROOT, free_port, temporal_binary
+from .conftest import ROOT, WorkerFactory, free_port, temporal_binary
+from .helpers import ACTIVITIES
+from .scripted import NotedSaga
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()
@@ -235,3 +239,81 @@ def test_worker_refuses_to_start_with_a_malformed_key() -> None:
     )
     assert result.returncode == 1
     assert "not valid base64" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_after_a_rotation_old_sagas_stay_readable_and_new_ones_use_the_new_key(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
+    old, new = {"2026-11": os.urandom(32)}, {"2027-01": os.urandom(32)}
+
+    async def client(keys: dict[str, bytes] | None) -> Client:
+        return await Client.connect(
+            env.client.service_client.config.target_host,
+            namespace=env.client.namespace,
+            data_converter=data_converter(codec=EncryptionCodec(keys))
+            if keys
+            else data_converter(from_env=False),
+        )
+
+    async def buy(through: Client, destination: Literal["Rome", "Paris"]) -> str:
+        queue = f"rotation-{uuid.uuid4()}"
+        trip = TripRequest(
+            traveller=NAME,
+            passport=PASSPORT,
+            origin="Lisbon",
+            destination=destination,
+            check_in=date(2027, 5, 1),
+            nights=2,
+        )
+        with ThreadPoolExecutor(4) as executor:
+            async with Worker(
+                through,
+                task_queue=queue,
+                workflows=[BuyTripPackage],
+                activities=ALL,
+                activity_executor=executor,
+            ):
+                handle = await through.start_workflow(
+                    BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
+                )
+                await handle.result()
+        return handle.id
+
+    async def key_id(workflow_id: str) -> bytes:
+        history = await (await client(None)).get_workflow_handle(workflow_id).fetch_history()
+        [payload] = history.events[0].workflow_execution_started_event_attributes.input.payloads
+        return payload.metadata["encryption-key-id"]
+
+    before = await buy(await client(old), "Rome")
+    rotated = await client(new | old)  # the new key first: it encrypts
+    after = await buy(rotated, "Paris")
+    assert await key_id(before) == b"2026-11" and await key_id(after) == b"2027-01"
+    booking = await rotated.get_workflow_handle(before, result_type=TripBooking).result()
+    assert booking.flight.passenger == NAME
+    state, _ = await load_state(rotated.get_workflow_handle(before))
+    assert state.status is SagaStatus.SUCCEEDED
+    # Dropping the old key too early makes old payloads unreadable, and says why.
+    with pytest.raises(ValueError, match="unknown key '2026-11'"):
+        await (await client(new)).get_workflow_handle(before).result()
+
+
+async def test_a_step_opts_in_to_a_public_note_on_its_result(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    run = str(uuid.uuid4())
+    async with worker(workflows=[NotedSaga], activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            NotedSaga.run, run, id=f"noted-{run}", task_queue=task_queue
+        )
+        result = await handle.result()
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    lines = [line for line in metadata.current_details.splitlines() if line.startswith("✔️")]
+    assert lines == [
+        "✔️ a (got do a)",
+        "✔️ b (note failed: ZeroDivisionError)",  # the error's type only, never its text
+        "✔️ c",  # no note: nothing of the result
+        "✔️ d (pivot: no way back; DO D)",
+        "✔️ end saga (success)",
+    ]
+    assert result.state.steps[0].note == "got do a"
