@@ -38,7 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import data_converter
+from temporal_saga import EncryptionCodec, data_converter
 from temporal_saga._client import local_temporal_cli
 
 from .sagas import ACTIVITIES, WORKFLOWS, BenchSpec, BenchStep, HandWrittenSaga, HelperSaga
@@ -197,6 +197,46 @@ async def concurrency(client: Client, queue: str, levels: list[int]) -> dict[str
     return out
 
 
+async def encryption(
+    client: Client, queue: str, executor: ThreadPoolExecutor, rounds: int, sagas: int
+) -> dict[str, Any]:
+    """What payload encryption costs on the success path, and whether the helper still
+    matches hand-written code when both encrypt (same codec, same server, same run)."""
+    sealed = await Client.connect(
+        client.service_client.config.target_host,
+        namespace=client.namespace,
+        data_converter=data_converter(codec=EncryptionCodec({"bench": os.urandom(32)})),
+    )
+    sealed_queue = f"{queue}-encrypted"
+    runs = {
+        "temporal_saga, clear": (client, queue, HelperSaga),
+        "temporal_saga, encrypted": (sealed, sealed_queue, HelperSaga),
+        "hand-written, encrypted": (sealed, sealed_queue, HandWrittenSaga),
+    }
+    throughput: dict[str, list[float]] = {name: [] for name in runs}
+    async with Worker(
+        sealed,
+        task_queue=sealed_queue,
+        workflows=WORKFLOWS,
+        activities=ACTIVITIES,
+        activity_executor=executor,
+        max_concurrent_activities=512,
+        max_cached_workflows=4000,
+    ):
+        for _ in range(rounds):
+            for name, (through, on, workflow) in runs.items():
+                seconds, _ = await run_batch(through, on, workflow, three_steps(False), sagas)
+                throughput[name].append(sagas / seconds)
+    medians = {name: statistics.median(values) for name, values in throughput.items()}
+    return {
+        "throughput_median": medians,
+        "throughput_rounds": throughput,
+        "encrypted / clear": medians["temporal_saga, encrypted"] / medians["temporal_saga, clear"],
+        "helper / hand, both encrypted": medians["temporal_saga, encrypted"]
+        / medians["hand-written, encrypted"],
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     rows = [
         "| figure | hand-written | temporal_saga | ratio (helper / hand) | target |",
@@ -254,6 +294,19 @@ def table(results: dict[str, Any]) -> str:
         f"{conc['hand-written high / low']:.2f} | {conc['temporal_saga high / low']:.2f} | | "
         "≥ 0.8 |"
     )
+    sealed = results.get("encryption")
+    if sealed:
+        medians = sealed["throughput_median"]
+        rows.append(
+            "| encryption on, success path: sagas/s (median) | "
+            f"{medians['hand-written, encrypted']:.1f} | "
+            f"{medians['temporal_saga, encrypted']:.1f} | "
+            f"{sealed['helper / hand, both encrypted']:.3f} | ≥ 0.97 |"
+        )
+        rows.append(
+            "| encryption cost: helper's sagas/s encrypted / clear | | "
+            f"{sealed['encrypted / clear']:.3f} | | |"
+        )
     return "\n".join(rows)
 
 
@@ -294,7 +347,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--address", help="use this server instead of starting one")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument(
-        "--phases", default="compare,width,depth,concurrency", help="comma-separated subset"
+        "--phases",
+        default="compare,width,depth,concurrency,encryption",
+        help="comma-separated subset",
     )
     args = parser.parse_args(argv)
     widths, lengths, levels = [1, 8, 64, 256], [100, 1000], [200, 2000]
@@ -333,6 +388,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             "width": lambda: width(client, queue, widths),
             "depth": lambda: depth(client, queue, lengths),
             "concurrency": lambda: concurrency(client, queue, levels),
+            "encryption": lambda: encryption(client, queue, executor, args.rounds, args.sagas),
         }
         if args.out.exists():  # a partial run adds to what is there
             results = {**json.loads(args.out.read_text()), **results}

@@ -41,3 +41,5 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
     # concurrent sagas share workflow tasks at random, so counts vary run to run.)
     assert results["depth"]["cpu_per_step_growth"] > 0
     assert "| success: sagas/s" in run.stdout
+    assert results["encryption"]["helper / hand, both encrypted"] > 0
+    assert "| encryption cost" in run.stdout
