@@ -46,9 +46,11 @@ def test_compose_file_is_valid() -> None:
     )
     assert checked.returncode == 0, checked.stderr
     config = checked.stdout
-    for service in ("postgresql", "schema", "temporal", "temporal-ui", "admin-tools", "worker"):
+    services = ("postgresql", "schema", "temporal", "temporal-ui", "admin-tools", "worker", "codec")
+    for service in services:
         assert f"  {service}:" in config
     assert "replicas: 2" in config and "8080" in config
+    assert "TEMPORAL_CODEC_INCLUDE_CREDENTIALS" in config and "codec-server" in config
     assert "service_healthy" in config and "service_completed_successfully" in config
 
 
