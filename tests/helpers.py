@@ -1,13 +1,21 @@
-"""Helpers shared by the tests that run scripted sagas."""
+"""Helpers shared by the tests that run scripted sagas or trip sagas in process."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
 
+from activities.models import City, TripRequest
+from activities.trip import ALL as TRIP_ACTIVITIES
 from temporal_saga import SagaFailed, SagaResult
+from workflows.trip import BuyTripPackage
 
 from .scripted import (
     JOURNAL,
@@ -49,3 +57,36 @@ def did(s: ScriptedSpec, kind: str) -> set[str]:
 def entry(s: ScriptedSpec, kind: str, step: str) -> tuple[float, float]:
     [found] = [e for e in JOURNAL[s.run] if e.kind == kind and e.step == step and e.ok]
     return found.started, found.ended
+
+
+# Personal data the encryption tests look for in what Temporal stores.
+NAME = "Zoltan Secretname"
+PASSPORT = "ZX9876543"
+
+
+def secret_trip(destination: City) -> TripRequest:
+    """A trip for NAME with PASSPORT, from Lisbon."""
+    return TripRequest(
+        traveller=NAME,
+        passport=PASSPORT,
+        origin="Lisbon",
+        destination=destination,
+        check_in=date(2027, 5, 1),
+        nights=2,
+    )
+
+
+@contextlib.asynccontextmanager
+async def trip_worker_in_process(client: Client) -> AsyncIterator[str]:
+    """A worker for the trip saga in this process (set ``TRIP_DATA_DIR`` first) on a
+    fresh task queue, which it yields."""
+    queue = f"trip-{uuid.uuid4()}"
+    with ThreadPoolExecutor(4) as executor:
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[BuyTripPackage],
+            activities=TRIP_ACTIVITIES,
+            activity_executor=executor,
+        ):
+            yield queue

@@ -14,10 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 from pathlib import Path
-from typing import Literal
 
 import pytest
 from google.protobuf.json_format import MessageToJson
@@ -26,10 +23,8 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.models import TripBooking, TripRequest
-from activities.trip import ALL
+from activities.models import City, TripBooking
 from temporal_saga import (
     SAGA_STATUS_ATTRIBUTE,
     EncryptionCodec,
@@ -43,13 +38,11 @@ from temporal_saga._codec_server import SESSION_COOKIE, make_server, session_val
 from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, WorkerFactory, free_port, temporal_binary
-from .helpers import ACTIVITIES
+from .helpers import ACTIVITIES, NAME, PASSPORT, secret_trip, trip_worker_in_process
 from .scripted import NotedSaga
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()
-PASSPORT = "ZX9876543"
-NAME = "Zoltan Secretname"
 
 
 def test_malformed_keys_are_refused_with_the_reason() -> None:
@@ -96,45 +89,30 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Sto
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
         dev_server_log_level="error",
     ) as env:
-        queue = f"secret-{uuid.uuid4()}"
-        trip = TripRequest(
-            traveller=NAME,
-            passport=PASSPORT,
-            origin="Lisbon",
-            destination="Venice",
-            check_in=date(2027, 5, 1),
-            nights=2,
-        )
+        trip = secret_trip("Venice")
         bad = trip.model_dump(mode="json") | {"origin": NAME}
-        with ThreadPoolExecutor(4) as executor:
-            async with Worker(
-                env.client,
-                task_queue=queue,
-                workflows=[BuyTripPackage],
-                activities=ALL,
-                activity_executor=executor,
-            ):
+        async with trip_worker_in_process(env.client) as queue:
+            await env.client.execute_workflow(
+                BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
+            )
+            refused = await env.client.start_workflow(
+                BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
+            )
+            with pytest.raises(WorkflowFailureError) as refusal:
+                await refused.result()
+            with pytest.raises(WorkflowFailureError) as invalid:
                 await env.client.execute_workflow(
-                    BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
+                    "BuyTripPackage", bad, id=f"trip-{uuid.uuid4()}", task_queue=queue
                 )
-                refused = await env.client.start_workflow(
-                    BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
-                )
-                with pytest.raises(WorkflowFailureError) as refusal:
-                    await refused.result()
-                with pytest.raises(WorkflowFailureError) as invalid:
-                    await env.client.execute_workflow(
-                        "BuyTripPackage", bad, id=f"trip-{uuid.uuid4()}", task_queue=queue
-                    )
-                # What the Web UI shows without the codec server: a client with no key.
-                keyless = await Client.connect(
-                    env.client.service_client.config.target_host,
-                    data_converter=data_converter(from_env=False),
-                )
-                metadata = await keyless.get_workflow_handle(refused.id).query(
-                    "__temporal_workflow_metadata", result_type=WorkflowMetadata
-                )
-                state, source = await load_state(keyless.get_workflow_handle(refused.id))
+            # What the Web UI shows without the codec server: a client with no key.
+            keyless = await Client.connect(
+                env.client.service_client.config.target_host,
+                data_converter=data_converter(from_env=False),
+            )
+            metadata = await keyless.get_workflow_handle(refused.id).query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
+            state, source = await load_state(keyless.get_workflow_handle(refused.id))
     return Stored(
         files=b"".join(p.read_bytes() for p in tmp_path.glob("temporal.db*")),
         refusal=str(refusal.value.cause),
@@ -256,28 +234,15 @@ async def test_after_a_rotation_old_sagas_stay_readable_and_new_ones_use_the_new
             else data_converter(from_env=False),
         )
 
-    async def buy(through: Client, destination: Literal["Rome", "Paris"]) -> str:
-        queue = f"rotation-{uuid.uuid4()}"
-        trip = TripRequest(
-            traveller=NAME,
-            passport=PASSPORT,
-            origin="Lisbon",
-            destination=destination,
-            check_in=date(2027, 5, 1),
-            nights=2,
-        )
-        with ThreadPoolExecutor(4) as executor:
-            async with Worker(
-                through,
+    async def buy(through: Client, destination: City) -> str:
+        async with trip_worker_in_process(through) as queue:
+            handle = await through.start_workflow(
+                BuyTripPackage.run,
+                secret_trip(destination),
+                id=f"trip-{uuid.uuid4()}",
                 task_queue=queue,
-                workflows=[BuyTripPackage],
-                activities=ALL,
-                activity_executor=executor,
-            ):
-                handle = await through.start_workflow(
-                    BuyTripPackage.run, trip, id=f"trip-{uuid.uuid4()}", task_queue=queue
-                )
-                await handle.result()
+            )
+            await handle.result()
         return handle.id
 
     async def key_id(workflow_id: str) -> bytes:

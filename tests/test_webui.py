@@ -7,24 +7,28 @@ import os
 import shutil
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 from pathlib import Path
 
 import pytest
 from playwright.async_api import BrowserContext
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.models import TripRequest
-from activities.trip import ALL
 from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, data_converter
 from temporal_saga._codec_server import make_server
 from workflows.trip import BuyTripPackage
 
 from .conftest import WorkerFactory, free_port, temporal_binary
-from .helpers import ACTIVITIES, WORKFLOWS, fail_saga, spec
+from .helpers import (
+    ACTIVITIES,
+    NAME,
+    PASSPORT,
+    WORKFLOWS,
+    fail_saga,
+    secret_trip,
+    spec,
+    trip_worker_in_process,
+)
 from .scripted import ScriptedStep
 
 CHROMIUM = "/usr/bin/chromium"
@@ -101,14 +105,6 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
     ui, codec_url = f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{codec_port}"
     server = make_server(codec, "s3cret", port=codec_port, origin=ui)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    trip = TripRequest(
-        traveller="Zoltan Secretname",
-        passport="ZX9876543",
-        origin="Lisbon",
-        destination="Rome",
-        check_in=date(2027, 5, 1),
-        nights=2,
-    )
     workflow_id = f"trip-{uuid.uuid4()}"
     try:
         async with await WorkflowEnvironment.start_local(
@@ -120,18 +116,10 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
             search_attributes=[SAGA_STATUS_ATTRIBUTE],
             dev_server_log_level="error",
         ) as env:
-            queue = f"codec-{uuid.uuid4()}"
-            with ThreadPoolExecutor(4) as executor:
-                async with Worker(
-                    env.client,
-                    task_queue=queue,
-                    workflows=[BuyTripPackage],
-                    activities=ALL,
-                    activity_executor=executor,
-                ):
-                    await env.client.execute_workflow(
-                        BuyTripPackage.run, trip, id=workflow_id, task_queue=queue
-                    )
+            async with trip_worker_in_process(env.client) as queue:
+                await env.client.execute_workflow(
+                    BuyTripPackage.run, secret_trip("Rome"), id=workflow_id, task_queue=queue
+                )
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=shutil.which("chromium") or CHROMIUM,
@@ -182,11 +170,9 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
                 await sign_in.get_by_label("Token").fill("s3cret")
                 await sign_in.get_by_role("button", name="Sign in").click()
                 await sign_in.get_by_text("Signed in.").wait_for(timeout=10_000)
-                operator_view = await workflow_page(
-                    operator, "Zoltan Secretname", "webui-decoded.png"
-                )
+                operator_view = await workflow_page(operator, NAME, "webui-decoded.png")
                 await browser.close()
     finally:
         server.shutdown()
-    assert "Zoltan Secretname" in operator_view and "ZX9876543" in operator_view
-    assert "Zoltan Secretname" not in anonymous_view and "ZX9876543" not in anonymous_view
+    assert NAME in operator_view and PASSPORT in operator_view
+    assert NAME not in anonymous_view and PASSPORT not in anonymous_view
