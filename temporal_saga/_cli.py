@@ -77,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     codec_cmd = commands.add_parser("codec-server", help="decrypt payloads for the Web UI")
     codec_cmd.add_argument("--host", default="127.0.0.1")
     codec_cmd.add_argument("--port", type=int, default=8888)
-    codec_cmd.add_argument("--origin", default="http://localhost:8233", help="the Web UI")
+    codec_cmd.add_argument(
+        "--origin",
+        action="append",
+        help="the Web UI's origin (repeat for several; default http://localhost:8233)",
+    )
     key_cmd = commands.add_parser("new-key", help="print a fresh encryption key entry")
     key_cmd.add_argument("--id", default="k1", help="the key's id, stored with each payload")
     return parser
@@ -90,9 +94,11 @@ def codec_server(args: argparse.Namespace) -> None:
     token = os.environ.get("TEMPORAL_SAGA_CODEC_TOKEN", "")
     if not token:
         raise CliError("no token: set TEMPORAL_SAGA_CODEC_TOKEN")
-    server = make_server(codec, token, host=args.host, port=args.port, origin=args.origin)
+    origins = args.origin or ["http://localhost:8233"]
+    server = make_server(codec, token, host=args.host, port=args.port, origin=origins)
     print(
-        f"codec server on http://{args.host}:{args.port} for the Web UI at {args.origin}; "
+        f"codec server on http://{args.host}:{args.port} for the Web UI at "
+        f"{', '.join(origins)}; "
         f"sign in at http://{args.host}:{args.port}/",
         flush=True,
     )

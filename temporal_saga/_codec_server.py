@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import html
 import time
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,15 +80,24 @@ def make_server(
     *,
     host: str = "127.0.0.1",
     port: int = 8888,
-    origin: str = "http://localhost:8233",
+    origin: str | Sequence[str] = "http://localhost:8233",
 ) -> ThreadingHTTPServer:
     """A codec server (not yet serving: call ``serve_forever``).
+
+    Args:
+        codec: Decrypts (and encrypts) the payloads.
+        token: What a request must present (as a bearer token or by signing in).
+        host: The address to listen on.
+        port: The port to listen on.
+        origin: The Web UI's origin, or several (``http://localhost:8233`` and
+            ``http://127.0.0.1:8233`` are different origins to a browser).
 
     Raises:
         ValueError: The token is empty.
     """
     if not token:
         raise ValueError("the codec server needs a token (TEMPORAL_SAGA_CODEC_TOKEN)")
+    origins = [origin] if isinstance(origin, str) else list(origin)
 
     class Handler(BaseHTTPRequestHandler):
         @property
@@ -98,7 +108,10 @@ def make_server(
             return "/" + path.rsplit("/", 1)[-1] if path else "/"
 
         def _cors(self) -> None:
-            self.send_header("Access-Control-Allow-Origin", origin)
+            asked = self.headers.get("Origin", "")
+            self.send_header(
+                "Access-Control-Allow-Origin", asked if asked in origins else origins[0]
+            )
             self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
             self.send_header(
                 "Access-Control-Allow-Headers", "Content-Type, Authorization, X-Namespace"
@@ -125,7 +138,7 @@ def make_server(
             self.wfile.write(body)
 
         def _page(self, status: HTTPStatus, message: str, cookie: str | None = None) -> None:
-            body = _PAGE.format(message=html.escape(message), origin=html.escape(origin))
+            body = _PAGE.format(message=html.escape(message), origin=html.escape(origins[0]))
             self._reply(status, body.encode(), kind="text/html; charset=utf-8", cookie=cookie)
 
         def _authorised(self) -> bool:

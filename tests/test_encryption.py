@@ -164,7 +164,8 @@ def post(
 async def test_codec_server_decodes_for_the_token_holder_only() -> None:
     codec = EncryptionCodec({"k1": b"k" * 32})
     port = free_port()
-    server = make_server(codec, "s3cret", port=port, origin="http://localhost:8233")
+    ui = ["http://localhost:8233", "http://127.0.0.1:8233"]
+    server = make_server(codec, "s3cret", port=port, origin=ui)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{port}"
 
@@ -194,10 +195,13 @@ async def test_codec_server_decodes_for_the_token_holder_only() -> None:
         expired = f"{SESSION_COOKIE}={session_value('s3cret', now=time.time() - 9 * 3600)}"
         for bad in (forged, expired, f"{SESSION_COOKIE}=garbage"):
             assert (await decode(Cookie=bad))[0] == 401
-        preflight = urllib.request.Request(f"{base}/decode", method="OPTIONS")
-        with urllib.request.urlopen(preflight, timeout=10) as response:
-            assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:8233"
-            assert response.headers["Access-Control-Allow-Credentials"] == "true"
+        for origin, allowed in [(ui[1], ui[1]), ("http://evil.example", ui[0])]:
+            preflight = urllib.request.Request(
+                f"{base}/decode", method="OPTIONS", headers={"Origin": origin}
+            )
+            with urllib.request.urlopen(preflight, timeout=10) as response:
+                assert response.headers["Access-Control-Allow-Origin"] == allowed
+                assert response.headers["Access-Control-Allow-Credentials"] == "true"
     finally:
         server.shutdown()
 
