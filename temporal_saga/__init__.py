@@ -7,6 +7,7 @@ effect is compensated, in reverse dependency order, and the workflow fails with
 """
 
 from ._activity import idempotency_key
+from ._audit import HistoryAudit, StoredPayload, audit_history
 from ._client import connect
 from ._codec import EncryptionCodec
 from ._converter import data_converter
@@ -34,6 +35,7 @@ __all__ = [
     "CompensationState",
     "DeclarativeSaga",
     "EncryptionCodec",
+    "HistoryAudit",
     "NotASaga",
     "OptionsSpec",
     "Saga",
@@ -47,6 +49,8 @@ __all__ = [
     "StepSpec",
     "StepState",
     "StepStatus",
+    "StoredPayload",
+    "audit_history",
     "connect",
     "data_converter",
     "follow_trace",

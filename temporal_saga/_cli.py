@@ -1,9 +1,10 @@
-"""``python -m temporal_saga``: show a saga's trace, list sagas.
+"""``python -m temporal_saga``: show a saga's trace, list sagas, audit what is stored.
 
     python -m temporal_saga show WORKFLOW_ID [--run-id ID] [--follow]
     python -m temporal_saga list [--status STATUS] [--limit N]
     python -m temporal_saga codec-server [--port 8888] [--origin http://localhost:8233]
     python -m temporal_saga new-key [--id ID]
+    python -m temporal_saga audit WORKFLOW_ID [--run-id ID]
 
 Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS,
 ``TEMPORAL_API_KEY``, profile files). Errors print one line and exit 1.
@@ -21,6 +22,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from ._audit import audit_history
 from ._client import connect
 from ._codec import EncryptionCodec, new_key
 from ._codec_server import make_server
@@ -49,6 +51,14 @@ async def show(client: Client, workflow_id: str, run_id: str | None, follow: boo
             "\n(rebuilt from the workflow's history: no worker answered the query, "
             "or its answer is encrypted with a key this machine lacks)"
         )
+
+
+async def audit(client: Client, workflow_id: str, run_id: str | None) -> int:
+    """Print what the saga's history holds in clear; 1 if any payload content is."""
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    found = audit_history(history.events)
+    print(f"{workflow_id}: {found.report()}")
+    return 1 if found.in_clear else 0
 
 
 async def list_sagas(client: Client, status: str | None, limit: int) -> None:
@@ -82,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="the Web UI's origin (repeat for several; default http://localhost:8233)",
     )
+    audit_cmd = commands.add_parser("audit", help="what a saga's history holds in clear")
+    audit_cmd.add_argument("workflow_id")
+    audit_cmd.add_argument("--run-id")
     key_cmd = commands.add_parser("new-key", help="print a fresh encryption key entry")
     key_cmd.add_argument("--id", default="k1", help="the key's id, stored with each payload")
     return parser
@@ -105,7 +118,7 @@ def codec_server(args: argparse.Namespace) -> None:
     server.serve_forever()
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace) -> int:
     address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
     try:
         client = await connect(connect_timeout=timedelta(seconds=5))
@@ -114,6 +127,8 @@ async def _run(args: argparse.Namespace) -> None:
     try:
         if args.command == "show":
             await show(client, args.workflow_id, args.run_id, args.follow)
+        elif args.command == "audit":
+            return await audit(client, args.workflow_id, args.run_id)
         else:
             await list_sagas(client, args.status, args.limit)
     except RPCError as err:
@@ -129,6 +144,7 @@ async def _run(args: argparse.Namespace) -> None:
         raise CliError(f"Temporal at {address}: {err.message}") from err
     except NotASaga as err:
         raise CliError(f"workflow {args.workflow_id!r} is not a saga ({err})") from err
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "new-key":
             print(new_key(args.id))
         else:
-            asyncio.run(_run(args))
+            return asyncio.run(_run(args))
     except (CliError, ValueError) as err:  # ValueError: malformed keys
         print(f"temporal-saga: {err}", file=sys.stderr)
         return 1

@@ -28,7 +28,9 @@ from activities.models import City, TripBooking
 from temporal_saga import (
     SAGA_STATUS_ATTRIBUTE,
     EncryptionCodec,
+    HistoryAudit,
     SagaStatus,
+    audit_history,
     data_converter,
     load_state,
     render_trace,
@@ -37,7 +39,7 @@ from temporal_saga._codec import parse_keys
 from temporal_saga._codec_server import SESSION_COOKIE, make_server, session_value
 from workflows.trip import BuyTripPackage
 
-from .conftest import ROOT, WorkerFactory, free_port, temporal_binary
+from .conftest import ROOT, WorkerFactory, free_port, server_address, temporal_binary
 from .helpers import ACTIVITIES, NAME, PASSPORT, secret_trip, trip_worker_in_process
 from .scripted import NotedSaga
 
@@ -75,6 +77,8 @@ class Stored:
     invalid: str  # the message of a saga started with a bad request
     trace_without_key: str  # the failed saga's current details, read with no key
     rebuilt_without_key: str  # its trace as `show` prints it on a machine with no key
+    audit: HistoryAudit  # its history's payloads, as stored
+    audit_cli: subprocess.CompletedProcess[str]  # python -m temporal_saga audit <its id>
 
 
 async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Stored:
@@ -113,12 +117,23 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Sto
                 "__temporal_workflow_metadata", result_type=WorkflowMetadata
             )
             state, source = await load_state(keyless.get_workflow_handle(refused.id))
+            audit = audit_history((await refused.fetch_history()).events)
+            audit_cli = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "temporal_saga", "audit", refused.id],
+                env={**os.environ, "TEMPORAL_ADDRESS": server_address(env)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
     return Stored(
         files=b"".join(p.read_bytes() for p in tmp_path.glob("temporal.db*")),
         refusal=str(refusal.value.cause),
         invalid=str(invalid.value.cause),
         trace_without_key=metadata.current_details,
         rebuilt_without_key=f"{render_trace(state)}\n(from the {source})",
+        audit=audit,
+        audit_cli=audit_cli,
     )
 
 
@@ -130,11 +145,27 @@ async def test_with_a_key_no_personal_data_is_stored_in_clear(
     monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
     clear = await buy_on_a_fresh_server(tmp_path / "clear", data_converter())
     assert PASSPORT.encode() in clear.files and NAME.encode() in clear.files  # the control
+    assert clear.audit.in_clear and clear.audit_cli.returncode == 1
+    assert "IN CLEAR: event 1, workflow_execution_started_event_attributes.input" in (
+        clear.audit_cli.stdout
+    )
 
     monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services-encrypted"))
     codec = EncryptionCodec({"k1": b"k" * 32})
     stored = await buy_on_a_fresh_server(tmp_path / "encrypted", data_converter(codec=codec))
     assert PASSPORT.encode() not in stored.files and NAME.encode() not in stored.files
+    # The audit an auditor runs: every payload with content encrypted, bar public text.
+    assert stored.audit_cli.returncode == 0, stored.audit_cli.stdout + stored.audit_cli.stderr
+    assert not stored.audit.in_clear
+    assert {p.key_id for p in stored.audit.payloads if p.kind == "encrypted"} == {"k1"}
+    public = {p.text for p in stored.audit.payloads if p.kind == "public"}
+    assert public == {
+        "book plane ticket",
+        "book hotel room",
+        "buy tourist tickets",
+        "cancel plane ticket booking",
+        "cancel tourist ticket reservations",
+    }
     # The operators' view stays readable without the key: step names (the
     # activities' summaries), error messages and the trace.
     for public in ("book hotel room", "cancel plane ticket booking", "no available hotel"):
