@@ -237,21 +237,47 @@ async def test_codec_server_decodes_for_the_token_holder_only() -> None:
         server.shutdown()
 
 
-def test_worker_refuses_to_start_with_a_malformed_key() -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["worker.py"],
+        [
+            "starter.py",
+            "--traveller",
+            "A",
+            "--passport",
+            "AB12345",
+            "--origin",
+            "Lisbon",
+            "--destination",
+            "Rome",
+            "--check-in",
+            "2027-06-01",
+            "--nights",
+            "2",
+        ],
+        ["-m", "temporal_saga", "show", "trip-x"],
+        ["-m", "temporal_saga", "codec-server"],
+    ],
+    ids=["worker", "starter", "show", "codec-server"],
+)
+def test_every_entry_point_refuses_a_malformed_key_in_one_line(command: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "worker.py"],
+        [sys.executable, *command],
         cwd=ROOT,
         env={
             **os.environ,
             "TEMPORAL_SAGA_KEYS": "k1:not*base64",
-            "TEMPORAL_ADDRESS": "127.0.0.1:1",
+            "TEMPORAL_SAGA_CODEC_TOKEN": "t",
+            "TEMPORAL_ADDRESS": "127.0.0.1:1",  # never reached: the key is checked first
         },
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
-    assert "not valid base64" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode != 0
+    assert "TEMPORAL_SAGA_KEYS: key 'k1' is not valid base64" in result.stderr
+    assert "Traceback" not in result.stderr and "cannot reach" not in result.stderr
 
 
 async def test_after_a_rotation_old_sagas_stay_readable_and_new_ones_use_the_new_key(
