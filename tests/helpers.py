@@ -77,10 +77,10 @@ def secret_trip(destination: City) -> TripRequest:
 
 
 @contextlib.asynccontextmanager
-async def trip_worker_in_process(client: Client) -> AsyncIterator[str]:
-    """A worker for the trip saga in this process (set ``TRIP_DATA_DIR`` first) on a
-    fresh task queue, which it yields."""
-    queue = f"trip-{uuid.uuid4()}"
+async def trip_worker_in_process(client: Client, queue: str | None = None) -> AsyncIterator[str]:
+    """A worker for the trip saga in this process (set ``TRIP_DATA_DIR`` first) on
+    ``queue`` (default: a fresh one), which it yields."""
+    queue = queue or f"trip-{uuid.uuid4()}"
     with ThreadPoolExecutor(4) as executor:
         async with Worker(
             client,
