@@ -460,6 +460,8 @@ class Saga:
 
         Args:
             name: Unique within the saga; the activity's summary in the Web UI.
+                Public text, readable without the encryption key: keep personal
+                data out of it.
             activity: The ``@activity.defn`` function, an activity's name, or a
                 workflow's ``@workflow.run`` method: the step is then a child
                 workflow (a nested saga, which compensates itself if it fails).
@@ -473,7 +475,7 @@ class Saga:
                 (known even when the step's outcome is not); else a value, or a
                 zero-argument callable called when the compensation starts.
             compensation_name: Name of the compensation in traces and the Web UI
-                (default ``"undo <name>"``).
+                (default ``"undo <name>"``); public text, like ``name``.
             compensate_on_failure: Also compensate the step when it failed with an
                 application error (by default such a step is assumed to have had
                 no effect).
