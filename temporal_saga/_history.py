@@ -1,9 +1,11 @@
 """Rebuild a saga's state from its workflow history alone (no worker needed).
 
 A failed saga's last event carries its exact final state (``SagaFailed`` details).
-Otherwise the state is read off the activities: the saga schedules each step with
-activity id ``<saga>/<step>`` and summary ``<step>``, and each compensation with id
-``<saga>/<step>/compensate`` and summary the compensation's name. Steps that never
+Otherwise the state is read off the activities and child workflows: the saga
+schedules each step with activity id ``<saga>/<step>`` and summary ``<step>``, and
+each compensation with id ``<saga>/<step>/compensate`` and summary the
+compensation's name; a step (or compensation) that is a child workflow has the
+workflow id ``<saga workflow id>/<saga>/<step>`` (``/compensate``). Steps that never
 started leave no trace in history, so a rebuilt state lists only steps that ran.
 """
 
@@ -30,6 +32,8 @@ class NotASaga(ValueError):
 
 @dataclass
 class _Activity:
+    """A step or compensation seen in history: an activity or a child workflow."""
+
     activity_id: str
     summary: str
     scheduled_at: datetime
@@ -70,12 +74,57 @@ _CLOSING = {
 }
 
 
+# A child workflow's last event: its attributes, the step's outcome, whether the
+# outcome is uncertain (the child may have had effects), and the error to show when
+# the event carries no failure.
+_CHILD_ENDS: dict[EventType.ValueType, tuple[str, StepStatus, bool, str | None]] = {
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED: (
+        "child_workflow_execution_completed_event_attributes",
+        StepStatus.SUCCEEDED,
+        False,
+        None,
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED: (
+        "child_workflow_execution_failed_event_attributes",
+        StepStatus.FAILED,
+        False,
+        None,
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED: (
+        "child_workflow_execution_canceled_event_attributes",
+        StepStatus.CANCELLED,
+        True,
+        "cancelled",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT: (
+        "child_workflow_execution_timed_out_event_attributes",
+        StepStatus.FAILED,
+        True,
+        "timed out",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED: (
+        "child_workflow_execution_terminated_event_attributes",
+        StepStatus.FAILED,
+        True,
+        "terminated",
+    ),
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED: (
+        "start_child_workflow_execution_failed_event_attributes",
+        StepStatus.FAILED,
+        False,
+        "could not start",
+    ),
+}
+
+
 async def _decode(converter: DataConverter, payloads: Sequence[Payload], kind: type) -> Any:
     [value] = await converter.decode(payloads, [kind])
     return value
 
 
-async def _read(events: Sequence[HistoryEvent], converter: DataConverter) -> _Rebuild:
+async def _read(
+    events: Sequence[HistoryEvent], converter: DataConverter, workflow_id: str | None
+) -> _Rebuild:
     found = _Rebuild()
     for event in events:
         kind = event.event_type
@@ -111,6 +160,25 @@ async def _read(events: Sequence[HistoryEvent], converter: DataConverter) -> _Re
             done = found.activities[cancelled.scheduled_event_id]
             done.outcome, done.ended_at, done.uncertain = StepStatus.CANCELLED, _time(event), True
             done.error = "cancelled"
+        elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            child_id = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            if workflow_id is None or not child_id.startswith(f"{workflow_id}/"):
+                continue  # not recognisable as a step (see state_from_history)
+            summary = ""
+            if event.user_metadata.HasField("summary"):
+                summary = await _decode(converter, [event.user_metadata.summary], str)
+            found.activities[event.event_id] = _Activity(
+                child_id.removeprefix(f"{workflow_id}/"), summary, _time(event)
+            )
+        elif kind in _CHILD_ENDS:
+            attrs_name, outcome, uncertain, error = _CHILD_ENDS[kind]
+            attrs = getattr(event, attrs_name)
+            child = found.activities.get(attrs.initiated_event_id)
+            if child is None:
+                continue
+            child.outcome, child.ended_at, child.uncertain = outcome, _time(event), uncertain
+            has_failure = "failure" in attrs.DESCRIPTOR.fields_by_name and attrs.HasField("failure")
+            child.error = _failure_message(attrs.failure) if has_failure else error
         elif kind in _CLOSING:
             found.closed, found.ended_at = kind, _time(event)
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -118,7 +186,9 @@ async def _read(events: Sequence[HistoryEvent], converter: DataConverter) -> _Re
     return found
 
 
-async def state_from_history(events: Sequence[HistoryEvent], converter: DataConverter) -> SagaState:
+async def state_from_history(
+    events: Sequence[HistoryEvent], converter: DataConverter, *, workflow_id: str | None = None
+) -> SagaState:
     """Rebuild the state of the saga that ran in a workflow, from its history events.
 
     Args:
@@ -126,11 +196,13 @@ async def state_from_history(events: Sequence[HistoryEvent], converter: DataConv
         converter: The client's data converter (to decode summaries and details).
             Without the key of encrypted details, the state comes from the events
             alone: step names, outcomes and error messages are public text.
+        workflow_id: The saga workflow's id, which starts the ids of steps that are
+            child workflows (nested sagas); without it such steps are left out.
 
     Raises:
         NotASaga: No saga step was ever scheduled in this workflow.
     """
-    found = await _read(events, converter)
+    found = await _read(events, converter, workflow_id)
     failure = found.failure
     if failure is not None:
         info = failure.application_failure_info

@@ -40,7 +40,8 @@ async def load_state(handle: WorkflowHandle[Any, Any]) -> tuple[SagaState, str]:
     except (WorkflowQueryFailedError, RPCError, KeyError, ValueError):
         history = await handle.fetch_history()
         converter = handle._client.data_converter  # the SDK exposes it nowhere else
-        return await state_from_history(history.events, converter), "history"
+        state = await state_from_history(history.events, converter, workflow_id=handle.id)
+        return state, "history"
 
 
 async def watch(

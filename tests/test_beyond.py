@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus, render_trace
+from temporal_saga import (
+    Saga,
+    SagaFailed,
+    SagaStatus,
+    StepStatus,
+    load_state,
+    render_trace,
+    state_from_history,
+)
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec
@@ -131,3 +140,27 @@ async def test_compensating_a_child_saga_runs_its_compensation(
     assert did(n.child, "do") == {"room"}
     assert did(n, "undo") == {"child saga"}
     assert failure.state.step("child saga").status is StepStatus.COMPENSATED
+
+
+@pytest.mark.parametrize("sibling_fails", [False, True], ids=["succeeded", "compensated"])
+async def test_a_nested_saga_is_rebuilt_from_history_alone(
+    client: Client, task_queue: str, worker: WorkerFactory, sibling_fails: bool
+) -> None:
+    n = nested([ScriptedStep(name="room")], sibling_fails=sibling_fails)
+    async with worker(workflows=[*WORKFLOWS, NestedSaga], activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            NestedSaga.run, n, id=f"nested-{n.run}", task_queue=task_queue
+        )
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
+        live, source = await load_state(handle)
+    assert source == "query"
+    events = list((await handle.fetch_history()).events)
+    # As a reader without the key of the failure's details: they cannot be decoded, so
+    # the state comes from the events alone.
+    failed = events[-1].workflow_execution_failed_event_attributes.failure
+    for payload in failed.application_failure_info.details.payloads:
+        payload.metadata["encoding"] = b"binary/encrypted"
+    rebuilt = await state_from_history(events, client.data_converter, workflow_id=handle.id)
+    assert render_trace(rebuilt) == render_trace(live)
+    assert [s.name for s in rebuilt.steps] == ["child saga", "sibling"]
