@@ -41,6 +41,8 @@ from ._codec import EncryptionCodec
 
 SESSION_COOKIE = "temporal_saga_codec"
 SESSION_SECONDS = 8 * 3600
+# Temporal refuses payloads over 2 MB by default; a body far larger is not a codec call.
+MAX_BODY = 16 * 1024 * 1024
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>temporal-saga codec server</title></head>
@@ -151,8 +153,13 @@ def make_server(
                 return False
             return morsel is not None and _valid_session(token, morsel.value)
 
-        def _body(self) -> bytes:
-            return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        def _body(self) -> bytes | None:
+            """The request's body, or None (answered 413) if it is too large."""
+            length = int(self.headers.get("Content-Length", "0") or "0")
+            if length > MAX_BODY:
+                self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b'{"error": "too large"}')
+                return None
+            return self.rfile.read(length)
 
         def do_OPTIONS(self) -> None:  # CORS preflight: browsers send no credentials
             self._reply(HTTPStatus.OK)
@@ -171,8 +178,11 @@ def make_server(
                 return self._reply(HTTPStatus.NOT_FOUND, b'{"error": "unknown path"}')
             if not self._authorised():
                 return self._reply(HTTPStatus.UNAUTHORIZED, b'{"error": "bad or missing token"}')
+            body = self._body()
+            if body is None:
+                return None
             try:
-                payloads = Parse(self._body(), Payloads())
+                payloads = Parse(body, Payloads())
                 work = codec.encode if route == "/encode" else codec.decode
                 result = Payloads(payloads=asyncio.run(work(payloads.payloads)))
             except Exception as err:  # a malformed body or a payload we cannot decrypt
@@ -181,7 +191,10 @@ def make_server(
             return self._reply(HTTPStatus.OK, MessageToJson(result).encode())
 
         def _login(self) -> None:
-            given = parse_qs(self._body().decode(errors="replace")).get("token", [""])[0]
+            body = self._body()
+            if body is None:
+                return None
+            given = parse_qs(body.decode(errors="replace")).get("token", [""])[0]
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return self._page(HTTPStatus.UNAUTHORIZED, "Wrong token.")
             cookie = (

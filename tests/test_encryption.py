@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -226,6 +227,13 @@ async def test_codec_server_decodes_for_the_token_holder_only() -> None:
         expired = f"{SESSION_COOKIE}={session_value('s3cret', now=time.time() - 9 * 3600)}"
         for bad in (forged, expired, f"{SESSION_COOKIE}=garbage"):
             assert (await decode(Cookie=bad))[0] == 401
+        # A body far beyond any payload is refused before it is read.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(
+                b"POST /decode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+                b"Content-Length: 999999999\r\n\r\n"
+            )
+            assert raw.recv(100).startswith(b"HTTP/1.0 413")
         for origin, allowed in [(ui[1], ui[1]), ("http://evil.example", ui[0])]:
             preflight = urllib.request.Request(
                 f"{base}/decode", method="OPTIONS", headers={"Origin": origin}
