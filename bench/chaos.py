@@ -42,7 +42,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
-from temporal_saga import data_converter
+from temporal_saga import EncryptionCodec, data_converter
 from temporal_saga._client import local_temporal_cli
 from workflows.trip import BuyTripPackage
 
@@ -276,6 +276,7 @@ async def run(args: argparse.Namespace) -> int:
 
     rows = [
         ("sagas", args.sagas),
+        ("payload encryption", "on" if EncryptionCodec.from_env() else "off"),
         *sorted(chaos.faults.items()),
         ("succeeded (fully booked)", succeeded),
         ("failed, compensated (fully released)", compensated),
