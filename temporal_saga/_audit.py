@@ -20,7 +20,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 
-from ._codec import ENCODING, KEY_ID, PUBLIC
+from ._codec import ENCODING, KEY_ID
+from ._converter import PUBLIC
 
 Kind = Literal["encrypted", "public", "search attribute", "empty", "clear"]
 

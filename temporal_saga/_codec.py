@@ -2,8 +2,8 @@
 
 Every payload (activity inputs and results, workflow inputs, query answers,
 ``SagaFailed`` details) is encrypted before it leaves the process, so Temporal's
-database and Web UI hold ciphertext only; the exception is the public text the saga
-data converter tags (step names and the trace, see ``_converter``). Each encrypted
+database and Web UI hold ciphertext only (the saga data converter keeps its public
+text, step names and the trace, out of the codec: see ``_converter``). Each encrypted
 payload names its key in its metadata, so keys rotate: the first configured key
 encrypts, every configured key decrypts.
 
@@ -28,9 +28,6 @@ from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
-# Metadata of payloads the saga data converter marks as public text (step names,
-# the trace): left in clear so the Web UI shows them without the codec server.
-PUBLIC = "temporal-saga-public"
 _NONCE = 12
 
 
@@ -99,14 +96,10 @@ class EncryptionCodec(PayloadCodec):
         return None
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        """Encrypt each payload with the current key, except public text (step names
-        and the trace, tagged by the saga data converter), which stays in clear."""
+        """Encrypt each payload with the current key."""
         cipher = self._ciphers[self._current]
         encoded = []
         for payload in payloads:
-            if payload.metadata.get(PUBLIC) == b"1":
-                encoded.append(payload)
-                continue
             nonce = os.urandom(_NONCE)
             sealed = cipher.encrypt(nonce, payload.SerializeToString(), self._current.encode())
             encoded.append(

@@ -7,9 +7,9 @@ The data converter is the pydantic one with two additions:
   so they stay readable in the Web UI even when payloads are encrypted. The engine
   marks them with :class:`PublicText`; the converter tags such payloads (and the
   workflow metadata query answer that carries the current details) with
-  ``temporal-saga-public`` metadata, and :class:`EncryptionCodec` leaves tagged
-  payloads in clear. Everything else (inputs, results, ``saga_state``, failure
-  details) is encrypted. The engine writes only step names, statuses and error
+  ``temporal-saga-public`` metadata, and tagged payloads bypass the codec, whichever
+  it is. Everything else (inputs, results, ``saga_state``, failure details) goes
+  through it. The engine writes only step names, statuses and error
   messages into public text: payload content gets there only if a step opts in
   with ``public_note=``.
 * **Validation errors without the input.** A pydantic ``ValidationError``'s message
@@ -33,10 +33,14 @@ from temporalio.converter import (
     DefaultFailureConverter,
     PayloadCodec,
     PayloadConverter,
+    SerializationContext,
+    WithSerializationContext,
 )
 from temporalio.exceptions import ApplicationError
 
-from ._codec import PUBLIC, EncryptionCodec
+from ._codec import EncryptionCodec
+
+PUBLIC = "temporal-saga-public"
 
 
 class PublicText(str):
@@ -63,6 +67,40 @@ class SagaPayloadConverter(PydanticPayloadConverter):
             if _is_public(value):
                 payload.metadata[PUBLIC] = b"1"
         return payloads
+
+
+def _public(payload: Payload) -> bool:
+    return payload.metadata.get(PUBLIC) == b"1"
+
+
+class KeepPublicText(PayloadCodec, WithSerializationContext):
+    """A codec that leaves public text as it is and hands every other payload to
+    ``inner`` (any codec: encryption, compression, a KMS client)."""
+
+    def __init__(self, inner: PayloadCodec) -> None:
+        self.inner = inner
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Encode with ``inner``, all but the public text."""
+        return await self._apply(self.inner.encode, payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Decode with ``inner``, all but the public text (stored as it was)."""
+        return await self._apply(self.inner.decode, payloads)
+
+    async def _apply(self, codec: Any, payloads: Sequence[Payload]) -> list[Payload]:
+        todo = [i for i, payload in enumerate(payloads) if not _public(payload)]
+        done = await codec([payloads[i] for i in todo]) if todo else []
+        result = list(payloads)
+        for i, payload in zip(todo, done, strict=True):
+            result[i] = payload
+        return result
+
+    def with_context(self, context: SerializationContext) -> KeepPublicText:
+        """The same, around ``inner`` given the context (if it takes one)."""
+        if isinstance(self.inner, WithSerializationContext):
+            return KeepPublicText(self.inner.with_context(context))
+        return self
 
 
 def _without_input(error: BaseException) -> str | None:
@@ -98,9 +136,8 @@ def data_converter(*, codec: PayloadCodec | None = None, from_env: bool = True) 
     without input values, and payloads encrypted when a codec is given or configured.
 
     Args:
-        codec: Encode payloads with this codec. A codec of your own should leave
-            payloads with ``temporal-saga-public`` metadata as they are, or step
-            names and the trace become unreadable without it.
+        codec: Encode payloads with this codec (step names and the trace, public
+            text, bypass it).
         from_env: Without ``codec``, use ``EncryptionCodec.from_env()``: the keys in
             ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE``, if any. False: no
             encryption (what a reader without the keys sees).
@@ -114,5 +151,5 @@ def data_converter(*, codec: PayloadCodec | None = None, from_env: bool = True) 
         DataConverter.default,
         payload_converter_class=SagaPayloadConverter,
         failure_converter_class=SagaFailureConverter,
-        payload_codec=codec,
+        payload_codec=KeepPublicText(codec) if codec is not None else None,
     )

@@ -15,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,10 @@ from google.protobuf.json_format import MessageToJson
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import City, TripBooking
+from activities.models import City, TripBooking, TripRequest
 from temporal_saga import (
     SAGA_STATUS_ATTRIBUTE,
     EncryptionCodec,
@@ -38,6 +40,7 @@ from temporal_saga import (
 )
 from temporal_saga._codec import parse_keys
 from temporal_saga._codec_server import SESSION_COOKIE, make_server, session_value
+from temporal_saga._converter import PublicText
 from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, WorkerFactory, free_port, server_address, temporal_binary
@@ -355,3 +358,31 @@ async def test_a_step_opts_in_to_a_public_note_on_its_result(
         "✔️ end saga (success)",
     ]
     assert result.state.steps[0].note == "got do a"
+
+
+class Compress(PayloadCodec):
+    """A codec of a user's own, not encryption: public text must bypass it too."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [
+            Payload(
+                metadata={"encoding": b"binary/zlib"}, data=zlib.compress(p.SerializeToString())
+            )
+            for p in payloads
+        ]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [Payload.FromString(zlib.decompress(p.data)) for p in payloads]
+
+
+async def test_public_text_bypasses_any_codec_and_the_rest_goes_through_it() -> None:
+    converter = data_converter(codec=Compress())
+    trip = secret_trip("Rome")
+    public, private = await converter.encode([PublicText("book plane ticket"), trip])
+    assert public.metadata["temporal-saga-public"] == b"1"
+    assert public.data == b'"book plane ticket"'
+    assert private.metadata["encoding"] == b"binary/zlib"
+    assert await converter.decode([public, private], [str, TripRequest]) == [
+        "book plane ticket",
+        trip,
+    ]
