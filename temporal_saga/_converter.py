@@ -9,9 +9,9 @@ The data converter is the pydantic one with two additions:
   workflow metadata query answer that carries the current details) with
   ``temporal-saga-public`` metadata, and tagged payloads bypass the codec, whichever
   it is. Everything else (inputs, results, ``saga_state``, failure details) goes
-  through it. The engine writes only step names, statuses and error
-  messages into public text: payload content gets there only if a step opts in
-  with ``public_note=``.
+  through it. The engine writes only step names, statuses and error messages into
+  public text: payload content gets there only if a step opts in with
+  ``public_note=``.
 * **Validation errors without the input.** A pydantic ``ValidationError``'s message
   quotes the offending input (a mistyped passport number, say); failures store the
   field, the rule and the error type instead, so the message is safe to store in
@@ -21,7 +21,7 @@ The data converter is the pydantic one with two additions:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
@@ -88,7 +88,11 @@ class KeepPublicText(PayloadCodec, WithSerializationContext):
         """Decode with ``inner``, all but the public text (stored as it was)."""
         return await self._apply(self.inner.decode, payloads)
 
-    async def _apply(self, codec: Any, payloads: Sequence[Payload]) -> list[Payload]:
+    async def _apply(
+        self,
+        codec: Callable[[Sequence[Payload]], Awaitable[list[Payload]]],
+        payloads: Sequence[Payload],
+    ) -> list[Payload]:
         todo = [i for i, payload in enumerate(payloads) if not _public(payload)]
         done = await codec([payloads[i] for i in todo]) if todo else []
         result = list(payloads)
