@@ -134,6 +134,10 @@ def make_server(
             if cookie is not None:
                 self.send_header("Set-Cookie", cookie)
             self.send_header("Cache-Control", "no-store")
+            # The sign-in page must not be framed (clickjacking) or leak its URL.
+            self.send_header("X-Frame-Options", "DENY")
+            self.send_header("Content-Security-Policy", "frame-ancestors 'none'")
+            self.send_header("Referrer-Policy", "no-referrer")
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

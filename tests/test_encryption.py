@@ -224,6 +224,9 @@ async def test_codec_server_decodes_for_the_token_holder_only() -> None:
         status, _, cookie = await asyncio.to_thread(post, f"{base}/login", b"token=s3cret")
         assert status == 200 and cookie is not None
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            assert page.headers["X-Frame-Options"] == "DENY"
+            assert b'name="token"' in page.read()
         session = cookie.split(";")[0]
         assert await decode(Cookie=session) == (200, f'"{PASSPORT}"'.encode())
         forged = f"{SESSION_COOKIE}={session_value('not the token')}"
