@@ -133,7 +133,6 @@ def decode_as_operator(codec_url: str, token: str, payloads: Payloads) -> str:
 
 
 async def check_stored(
-    client: Client,
     handle: WorkflowHandle[object, object],
     trip: TripRequest,
     codec: tuple[str, str] | None,
@@ -237,7 +236,7 @@ async def demo(keep: bool) -> bool:
         print(f"{mark} Kevin holds {len(kevin)} active bookings ({len(kevin_rows)} cancelled)")
         if encryption is not None:
             print("\n── What Temporal stored ──\n")
-            ok &= await check_stored(client, handles["Kevin"], requests["Kevin"], codec)
+            ok &= await check_stored(handles["Kevin"], requests["Kevin"], codec)
         if keep:
             print(f"\nKept running: the Web UI at {UI}. Ctrl-C stops everything.")
             if codec:

@@ -95,19 +95,16 @@ def _walk(message: Message, path: str) -> Iterator[tuple[str, Message]]:
             continue
         name = f"{path}.{field.name}" if path else field.name
         if field.message_type.GetOptions().map_entry:
-            entries = value.items()
             if field.message_type.fields_by_name["value"].message_type is None:
-                continue
-            for key, item in entries:
-                yield f"{name}[{key}]", item
-                yield from _walk(item, f"{name}[{key}]")
+                continue  # a map of scalars, such as a payload's metadata
+            children = [(f"{name}[{key}]", item) for key, item in value.items()]
         elif field.is_repeated:
-            for index, item in enumerate(value):
-                yield f"{name}[{index}]", item
-                yield from _walk(item, f"{name}[{index}]")
+            children = [(f"{name}[{index}]", item) for index, item in enumerate(value)]
         else:
-            yield name, value
-            yield from _walk(value, name)
+            children = [(name, value)]
+        for child_path, child in children:
+            yield child_path, child
+            yield from _walk(child, child_path)
 
 
 def _classify(event_id: int, field: str, payload: Payload) -> StoredPayload:

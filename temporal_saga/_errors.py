@@ -35,6 +35,9 @@ class SagaDefinitionError(ApplicationError, ValueError):
         super().__init__(message, type="SagaDefinitionError", non_retryable=True)
 
 
+_NEEDS_HUMAN = "; manual intervention needed for: "
+
+
 class SagaFailed(ApplicationError):
     """A step failed (or the saga was cancelled or timed out) and it was compensated.
 
@@ -49,9 +52,16 @@ class SagaFailed(ApplicationError):
     def __init__(self, state: SagaState) -> None:
         message = f"{state.failed_step}: {state.reason}" if state.failed_step else state.reason
         if state.needs_human:
-            message = f"{message}; manual intervention needed for: {', '.join(state.needs_human)}"
+            message = f"{message}{_NEEDS_HUMAN}{', '.join(state.needs_human)}"
         super().__init__(message or "saga failed", state, type="SagaFailed", non_retryable=True)
         self.state = state
+
+    @staticmethod
+    def reason_in(message: str, failed_step: str | None) -> str:
+        """The reason inside a SagaFailed message (for when its details are unreadable)."""
+        if failed_step:
+            message = message.removeprefix(f"{failed_step}: ")
+        return message.split(_NEEDS_HUMAN)[0]
 
     @property
     def failed_step(self) -> str | None:

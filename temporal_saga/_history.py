@@ -23,6 +23,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import DataConverter
 
 from ._activity import COMPENSATION_SUFFIX
+from ._errors import SagaFailed
 from ._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
 
 
@@ -75,8 +76,8 @@ _CLOSING = {
 
 
 # A child workflow's last event: its attributes, the step's outcome, whether the
-# outcome is uncertain (the child may have had effects), and the error to show when
-# the event carries no failure.
+# outcome is uncertain (the child may have had effects), and the step's error (None
+# for a failed child: its failure's message).
 _CHILD_ENDS: dict[EventType.ValueType, tuple[str, StepStatus, bool, str | None]] = {
     EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED: (
         "child_workflow_execution_completed_event_attributes",
@@ -177,8 +178,9 @@ async def _read(
             if child is None:
                 continue
             child.outcome, child.ended_at, child.uncertain = outcome, _time(event), uncertain
-            has_failure = "failure" in attrs.DESCRIPTOR.fields_by_name and attrs.HasField("failure")
-            child.error = _failure_message(attrs.failure) if has_failure else error
+            if outcome is StepStatus.FAILED and error is None:
+                error = _failure_message(attrs.failure)
+            child.error = error
         elif kind in _CLOSING:
             found.closed, found.ended_at = kind, _time(event)
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -275,9 +277,9 @@ async def state_from_history(
     elif closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
         reason, failed = "workflow timed out", None
     elif failure is not None:
-        reason = failure.message  # SagaFailed's: "<failed step>: <reason>[; ...]"
-        if failed is not None and failure.application_failure_info.type == "SagaFailed":
-            reason = reason.removeprefix(f"{failed.name}: ").split("; manual intervention")[0]
+        reason = failure.message
+        if failure.application_failure_info.type == "SagaFailed":
+            reason = SagaFailed.reason_in(reason, failed.name if failed else None)
     elif failed is not None and compensations:
         reason = failed.error
 
