@@ -12,7 +12,7 @@ from ._client import connect
 from ._codec import EncryptionCodec
 from ._converter import data_converter
 from ._declarative import DeclarativeSaga, OptionsSpec, SagaSpec, StepSpec
-from ._errors import SagaDefinitionError, SagaFailed
+from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError
 from ._history import NotASaga, state_from_history
 from ._options import ActivityOptions
 from ._saga import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE, SAME_ARG, Saga, Step
@@ -45,6 +45,7 @@ __all__ = [
     "SagaSpec",
     "SagaState",
     "SagaStatus",
+    "SagaTypeError",
     "Step",
     "StepSpec",
     "StepState",

@@ -6,8 +6,10 @@ The hierarchy::
     ├── temporalio.exceptions.ApplicationError
     │   ├── SagaFailed              the saga failed and was compensated (fails the workflow)
     │   └── SagaDefinitionError     (also a ValueError) the saga is ill-formed: duplicate
-    │                               names, unknown or cyclic dependencies, bad options
-    └── TypeError                   a non-activity where an activity belongs, a bad option type
+    │       │                       names, unknown or cyclic dependencies, bad options
+    │       └── SagaTypeError       (also a TypeError) a non-activity where an activity
+    │                               belongs, an option value of the wrong type
+    └── RuntimeError                ``Step.result`` of a step that has not succeeded
 
 Both subclasses of ``ApplicationError`` are non-retryable: raised inside a workflow they
 fail the workflow with a readable reason instead of making its workflow task retry
@@ -16,12 +18,9 @@ forever, which is what any other exception type would do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from temporalio.exceptions import ApplicationError
 
-if TYPE_CHECKING:
-    from ._state import SagaState
+from ._state import SagaState
 
 
 class SagaDefinitionError(ApplicationError, ValueError):
@@ -32,18 +31,33 @@ class SagaDefinitionError(ApplicationError, ValueError):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, type="SagaDefinitionError", non_retryable=True)
+        super().__init__(message, type=type(self).__name__, non_retryable=True)
+
+
+class SagaTypeError(SagaDefinitionError, TypeError):
+    """Something of the wrong type where a saga expects an activity or an option value.
+
+    A ``TypeError`` for ``except TypeError``, and a ``SagaDefinitionError``, so a workflow
+    that makes this mistake fails at once instead of retrying its workflow task.
+    """
 
 
 _NEEDS_HUMAN = "; manual intervention needed for: "
+_AFTER_PIVOT = " (after the pivot "
+#: At most this many step names in a failure's message (the details have them all).
+_NAMES_IN_MESSAGE = 20
 
 
 class SagaFailed(ApplicationError):
     """A step failed (or the saga was cancelled or timed out) and it was compensated.
 
     Raised by :meth:`temporal_saga.Saga.run`; it fails the workflow. Its details carry
-    the full :class:`temporal_saga.SagaState` (each step's outcome and each
-    compensation's outcome), so a client can read them back with :meth:`from_error`.
+    the :class:`temporal_saga.SagaState` (each step's outcome and each compensation's
+    outcome), so a client can read them back with :meth:`from_error`. A saga of more
+    than 100 steps carries a bounded state, to stay far below Temporal's payload
+    limit: the failed step and the steps needing a human, with
+    :attr:`SagaState.omitted_steps` counting the others (the ``saga_state`` query and
+    the state rebuilt from history have them all).
 
     Attributes:
         state: The saga's state when it ended.
@@ -51,17 +65,33 @@ class SagaFailed(ApplicationError):
 
     def __init__(self, state: SagaState) -> None:
         message = f"{state.failed_step}: {state.reason}" if state.failed_step else state.reason
+        if state.past_pivot:
+            message = f"{message}{_AFTER_PIVOT}{state.pivot})"
         if state.needs_human:
-            message = f"{message}{_NEEDS_HUMAN}{', '.join(state.needs_human)}"
+            names = state.needs_human[:_NAMES_IN_MESSAGE]
+            more = len(state.needs_human) - len(names)
+            message = f"{message}{_NEEDS_HUMAN}{', '.join(names)}"
+            if more:
+                message = f"{message} and {more} more"
         super().__init__(message or "saga failed", state, type="SagaFailed", non_retryable=True)
         self.state = state
 
     @staticmethod
-    def reason_in(message: str, failed_step: str | None) -> str:
-        """The reason inside a SagaFailed message (for when its details are unreadable)."""
+    def parse_message(message: str, failed_step: str | None) -> tuple[str, str | None, list[str]]:
+        """Read a SagaFailed message back (for when its details are unreadable).
+
+        Returns:
+            The reason, the pivot's name if the saga failed after it, and the steps
+            named as needing a human (at most the first 20).
+        """
         if failed_step:
             message = message.removeprefix(f"{failed_step}: ")
-        return message.split(_NEEDS_HUMAN)[0]
+        message, _, human = message.partition(_NEEDS_HUMAN)
+        pivot = None
+        if message.endswith(")") and _AFTER_PIVOT in message:
+            message, _, pivot = message[:-1].rpartition(_AFTER_PIVOT)
+        names = human.rsplit(" and ", 1)[0] if human.endswith(" more") else human
+        return message, pivot, names.split(", ") if names else []
 
     @property
     def failed_step(self) -> str | None:
@@ -75,7 +105,7 @@ class SagaFailed(ApplicationError):
 
     @property
     def needs_human(self) -> list[str]:
-        """Steps whose compensation failed for good: someone must undo them by hand."""
+        """Steps someone must finish by hand (see :attr:`SagaState.needs_human`)."""
         return self.state.needs_human
 
     @classmethod
@@ -90,8 +120,6 @@ class SagaFailed(ApplicationError):
         Returns:
             A ``SagaFailed`` rebuilt with its state, or None if no saga failure is found.
         """
-        from ._state import SagaState
-
         seen: BaseException | None = error
         while seen is not None:
             if isinstance(seen, SagaFailed):

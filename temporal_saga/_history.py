@@ -1,12 +1,14 @@
 """Rebuild a saga's state from its workflow history alone (no worker needed).
 
-A failed saga's last event carries its exact final state (``SagaFailed`` details).
-Otherwise the state is read off the activities and child workflows: the saga
-schedules each step with activity id ``<saga>/<step>`` and summary ``<step>``, and
-each compensation with id ``<saga>/<step>/compensate`` and summary the
-compensation's name; a step (or compensation) that is a child workflow has the
-workflow id ``<saga workflow id>/<saga>/<step>`` (``/compensate``). Steps that never
-started leave no trace in history, so a rebuilt state lists only steps that ran.
+A failed saga's last event carries its final state (``SagaFailed`` details), to which
+history adds the attempts. Otherwise the state is read off the activities and child
+workflows: the saga schedules each step with activity id ``<saga run>/<step>`` and
+summary ``<step>``, and each compensation with id ``<saga run>/<step>/compensate``
+and summary the compensation's name (ids as built in ``_activity``); a step (or
+compensation) that is a child workflow has the workflow id ``<saga workflow
+id>/<saga run>/<step>`` (``/compensate``). Steps that never started leave no trace in
+history, so a rebuilt state lists only steps that ran (and, after a failure past the
+pivot, the steps the failure's message names as needing a human).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import DataConverter
 
-from ._activity import COMPENSATION_SUFFIX
+from ._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
 from ._errors import SagaFailed
 from ._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
 
@@ -193,6 +195,8 @@ async def state_from_history(
 ) -> SagaState:
     """Rebuild the state of the saga that ran in a workflow, from its history events.
 
+    When the workflow ran a saga more than once (a retry loop), this is the last run.
+
     Args:
         events: The workflow's history events, oldest first.
         converter: The client's data converter (to decode summaries and details).
@@ -205,98 +209,172 @@ async def state_from_history(
         NotASaga: No saga step was ever scheduled in this workflow.
     """
     found = await _read(events, converter, workflow_id)
-    failure = found.failure
-    if failure is not None:
-        info = failure.application_failure_info
-        if info.type == "SagaFailed" and info.details.payloads:
-            try:
-                state: SagaState = await _decode(converter, info.details.payloads, SagaState)
-                return state
-            except (KeyError, ValueError):
-                pass  # encrypted, and no key here: the events alone tell the story
-
-    # The saga's name is what a step's activity id has before "/<summary>".
-    steps: dict[str, _Activity] = {}
-    saga_name: str | None = None
-    for activity in found.activities.values():
-        suffix = f"/{activity.summary}"
-        if activity.summary and activity.activity_id.endswith(suffix):
-            saga_name = activity.activity_id.removesuffix(suffix)
-            steps[activity.activity_id] = activity
-    if saga_name is None:
-        raise NotASaga("no saga step in this workflow's history")
-
-    compensations = [
-        a
-        for a in found.activities.values()
-        if a.activity_id.endswith(COMPENSATION_SUFFIX)
-        and a.activity_id.removesuffix(COMPENSATION_SUFFIX) in steps
-    ]
-    undo = {
-        a.activity_id.removesuffix(COMPENSATION_SUFFIX): (n, a) for n, a in enumerate(compensations)
-    }
-    step_states = []
-    for activity_id, step in steps.items():
-        compensation = None
-        if activity_id in undo:
-            order, comp = undo[activity_id]
-            compensation = CompensationState(
-                name=comp.summary,
-                status=comp.outcome
-                if comp.outcome is not StepStatus.CANCELLED
-                else StepStatus.FAILED,
-                order=order,
-                started_at=comp.scheduled_at,
-                ended_at=comp.ended_at,
-                attempts=comp.attempts,
-                error=comp.error,
-            )
-        step_states.append(
-            StepState(
-                name=step.summary,
-                outcome=step.outcome,
-                uncertain=step.uncertain,
-                started_at=step.scheduled_at,
-                ended_at=step.ended_at,
-                attempts=step.attempts,
-                error=step.error,
-                compensation=compensation,
-            )
+    run, steps, undo = _last_saga_run(found)
+    details = await _failure_details(found.failure, converter)
+    if details is not None and details.omitted_steps == 0:
+        # The saga's own final state; history adds what workflow code cannot see.
+        return details.model_copy(
+            update={"steps": [_with_attempts(s, steps, undo) for s in details.steps]}
         )
 
-    failed = next(
+    step_states = [_step_state(step, undo) for step in steps.values()]
+    compensations = [undo[k] for k in steps if k in undo]
+    failures = sorted(
         (s for s in step_states if s.outcome is StepStatus.FAILED),
-        None,
+        key=lambda s: s.ended_at or found.ended_at or datetime.max.replace(tzinfo=UTC),
     )
-    reason: str | None = None
+    failed = failures[0] if failures else None
+    reason = failed.error if failed is not None else None
+    pivot: str | None = None
     closed = found.closed
-    if closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+    if closed in _INTERRUPTED:
+        reason, failed = _INTERRUPTED[closed], None
+    elif closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
         reason, failed = "saga cancelled", None
-    elif closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-        reason, failed = "workflow terminated", None
-    elif closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-        reason, failed = "workflow timed out", None
-    elif failure is not None:
-        reason = failure.message
-        if failure.application_failure_info.type == "SagaFailed":
-            reason = SagaFailed.reason_in(reason, failed.name if failed else None)
-    elif failed is not None and compensations:
-        reason = failed.error
+    elif details is not None:
+        # A large saga's bounded failure state: its verdict and its steps hold.
+        reason, pivot = details.reason, details.pivot
+        failed = next((s for s in step_states if s.name == details.failed_step), None)
+        known = {s.name: s for s in details.steps}
+        step_states = [
+            _with_attempts(known.pop(s.name), steps, undo) if s.name in known else s
+            for s in step_states
+        ]
+        step_states = _mark_after_pivot(step_states, pivot, []) + list(known.values())
+    elif found.failure is not None and found.failure.application_failure_info.type == "SagaFailed":
+        message = found.failure.message
+        failed = next((s for s in failures if message.startswith(f"{s.name}: ")), None)
+        reason, pivot, human = SagaFailed.parse_message(message, failed.name if failed else None)
+        step_states = _mark_after_pivot(step_states, pivot, human)
 
-    if closed == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-        status = SagaStatus.SUCCEEDED
-    elif any(c.outcome is not StepStatus.SUCCEEDED for c in compensations) and closed:
-        status = SagaStatus.COMPENSATION_FAILED
-    elif closed:
-        status = SagaStatus.COMPENSATED
-    else:
+    if closed is None:
         status = SagaStatus.COMPENSATING if compensations else SagaStatus.RUNNING
-    return SagaState(
-        name=saga_name,
+    elif closed in _INTERRUPTED:
+        status = SagaStatus.INTERRUPTED
+    elif reason is None and not compensations:
+        status = SagaStatus.SUCCEEDED
+    else:  # the saga failed (also when the workflow caught SagaFailed and completed)
+        status = SagaStatus.COMPENSATED
+    state = SagaState(
+        name=parse_saga_run_id(run)[0],
         status=status,
         steps=step_states,
         failed_step=failed.name if failed and reason else None,
-        reason=reason,
+        reason=reason if status is not SagaStatus.SUCCEEDED else None,
+        pivot=pivot,
         started_at=found.started_at,
         ended_at=found.ended_at,
     )
+    undone_badly = any(c.outcome is not StepStatus.SUCCEEDED for c in compensations)
+    if status is SagaStatus.COMPENSATED and (undone_badly or state.needs_human):
+        return state.model_copy(update={"status": SagaStatus.COMPENSATION_FAILED})
+    return state
+
+
+# Workflow ends that stop a saga wherever it was: nothing undoes what took effect.
+_INTERRUPTED = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "workflow terminated",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "workflow timed out",
+}
+
+
+def _last_saga_run(found: _Rebuild) -> tuple[str, dict[str, _Activity], dict[str, _Activity]]:
+    """The last saga run's id, its steps and their compensations, by activity id.
+
+    A step is an activity (or child) whose id ends in its escaped summary (see
+    ``_activity``); a compensation has its step's id plus ``/compensate``.
+    """
+    steps: dict[str, _Activity] = {}
+    for activity in found.activities.values():
+        run, _, name = activity.activity_id.rpartition("/")
+        if run and activity.summary and unescape(name) == activity.summary:
+            steps[activity.activity_id] = activity
+    if not steps:
+        raise NotASaga("no saga step in this workflow's history")
+    last_run = list(steps)[-1].rpartition("/")[0]
+    steps = {k: v for k, v in steps.items() if k.rpartition("/")[0] == last_run}
+    undo = {
+        a.activity_id.removesuffix(COMPENSATION_SUFFIX): a
+        for a in found.activities.values()
+        if a.activity_id.endswith(COMPENSATION_SUFFIX)
+        and a.activity_id.removesuffix(COMPENSATION_SUFFIX) in steps
+    }
+    return last_run, steps, undo
+
+
+async def _failure_details(failure: Failure | None, converter: DataConverter) -> SagaState | None:
+    """The state in a ``SagaFailed``'s details, or None (no such failure, or no key)."""
+    if failure is None:
+        return None
+    info = failure.application_failure_info
+    if info.type != "SagaFailed" or not info.details.payloads:
+        return None
+    try:
+        state: SagaState = await _decode(converter, info.details.payloads, SagaState)
+        return state
+    except (KeyError, ValueError):
+        return None  # encrypted, and no key here: the events alone tell the story
+
+
+def _step_state(step: _Activity, undo: dict[str, _Activity]) -> StepState:
+    compensation = None
+    if step.activity_id in undo:
+        comp = undo[step.activity_id]
+        compensation = CompensationState(
+            name=comp.summary,
+            # A cancelled compensation did not undo anything.
+            status=StepStatus.FAILED if comp.outcome is StepStatus.CANCELLED else comp.outcome,
+            order=list(undo).index(step.activity_id),
+            started_at=comp.scheduled_at,
+            ended_at=comp.ended_at,
+            attempts=comp.attempts,
+            error=comp.error,
+        )
+    return StepState(
+        name=step.summary,
+        outcome=step.outcome,
+        uncertain=step.uncertain,
+        started_at=step.scheduled_at,
+        ended_at=step.ended_at,
+        attempts=step.attempts,
+        error=step.error,
+        compensation=compensation,
+    )
+
+
+def _with_attempts(
+    state: StepState, steps: dict[str, _Activity], undo: dict[str, _Activity]
+) -> StepState:
+    """``state`` with the attempts that history recorded for it and its compensation."""
+    activity_id = next((k for k, a in steps.items() if a.summary == state.name), None)
+    if activity_id is None:
+        return state
+    update: dict[str, Any] = {"attempts": steps[activity_id].attempts}
+    if state.compensation is not None and activity_id in undo:
+        update["compensation"] = state.compensation.model_copy(
+            update={"attempts": undo[activity_id].attempts}
+        )
+    return state.model_copy(update=update)
+
+
+def _mark_after_pivot(
+    steps: list[StepState], pivot: str | None, needs_human: list[str]
+) -> list[StepState]:
+    """Flag the steps after the pivot (scheduled once it had ended), and add those
+    named as needing a human that never ran (history has no trace of them)."""
+    ended = next((s.ended_at for s in steps if s.name == pivot), None)
+    if pivot is None or ended is None:
+        return steps
+    marked = [
+        s.model_copy(update={"after_pivot": True})
+        if s.started_at is not None and s.started_at >= ended
+        else s
+        for s in steps
+    ]
+    seen = {s.name for s in steps}
+    never_ran = [
+        StepState(name=n, outcome=StepStatus.SKIPPED, after_pivot=True)
+        for n in needs_human
+        if n not in seen
+    ]
+    return marked + never_ran

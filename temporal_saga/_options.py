@@ -14,7 +14,7 @@ from typing import Any, TypedDict, cast, get_type_hints
 from temporalio.common import Priority, RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from ._errors import SagaDefinitionError
+from ._errors import SagaDefinitionError, SagaTypeError
 
 
 class ActivityOptions(TypedDict, total=False):
@@ -67,7 +67,7 @@ def check_options(options: Mapping[str, Any], where: str) -> ActivityOptions:
 
     Raises:
         SagaDefinitionError: An option Temporal does not have (a ``ValueError``).
-        TypeError: An option of the wrong type, e.g. a timeout that is not a timedelta.
+        SagaTypeError: An option of the wrong type, e.g. a timeout that is not a timedelta.
     """
     for key, value in options.items():
         expected = _TYPES.get(key)
@@ -75,7 +75,7 @@ def check_options(options: Mapping[str, Any], where: str) -> ActivityOptions:
             known = ", ".join(sorted(_TYPES))
             raise SagaDefinitionError(f"{where}: unknown activity option {key!r} (known: {known})")
         if not isinstance(value, expected):
-            raise TypeError(
+            raise SagaTypeError(
                 f"{where}: activity option {key!r} must be a {expected.__name__}, "
                 f"not {type(value).__name__}"
             )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
-from collections import deque
+import weakref
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from enum import Enum
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Generic, TypeVar, Unpack, overload
+from typing import Any, Generic, NamedTuple, TypeVar, Unpack, overload
 
 from temporalio import activity, workflow
 from temporalio.common import SearchAttributeKey
@@ -25,12 +25,13 @@ from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
     FailureError,
+    TerminatedError,
     TimeoutError,
 )
 
-from ._activity import COMPENSATION_SUFFIX, step_activity_id
+from ._activity import COMPENSATION_SUFFIX, saga_run_id, step_activity_id
 from ._converter import PublicText
-from ._errors import SagaDefinitionError, SagaFailed
+from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError
 from ._options import (
     COMPENSATION_DEFAULTS,
     STEP_DEFAULTS,
@@ -58,6 +59,38 @@ SAGA_STATE_QUERY = "saga_state"
 #: --type Keyword`` (or ``temporal server start-dev --search-attribute SagaStatus=Keyword``).
 SAGA_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("SagaStatus")
 
+#: Steps (and compensations) in flight at once unless ``max_parallelism`` says otherwise.
+DEFAULT_MAX_PARALLELISM = 1000
+#: Temporal's default limit of pending activities per workflow
+#: (``limit.numPendingActivities.error``); more would fail the workflow task forever.
+PENDING_ACTIVITY_LIMIT = 2000
+#: Temporal's default history limits (``limit.historyCount.error``, ``limit.historySize.error``).
+HISTORY_EVENT_LIMIT = 51_200
+HISTORY_BYTES_LIMIT = 50 * 1024 * 1024
+#: History events per activity: 3 of its own (scheduled, started, closed), and up to 3
+#: more when its completion has a workflow task to itself.
+EVENTS_PER_STEP_FLOOR = 3
+EVENTS_PER_STEP_WORST_CASE = 6
+#: A ``SagaFailed`` carries every step's state up to this many steps (see _failure_state).
+FULL_STATE_STEPS = 100
+
+HISTORY_FULL = "saga stopped before outgrowing Temporal's history limit; split it into nested sagas"
+
+# How many sagas of each name have run in each workflow run, keyed by the workflow
+# instance: a replay makes a new instance, so it counts from 1 again (deterministic).
+_RUNS: weakref.WeakKeyDictionary[Any, Counter[str]] = weakref.WeakKeyDictionary()
+
+
+def _next_run_number(saga: str) -> int:
+    """Number this run of the saga called ``saga`` in the current workflow run (from 1)."""
+    runs = _RUNS.setdefault(workflow.instance(), Counter())
+    runs[saga] += 1
+    return runs[saga]
+
+
+class _NoResult(RuntimeError):
+    """``Step.result`` of a step that has not succeeded."""
+
 
 class _Same(Enum):
     """Marker: the compensation takes the same argument as its step."""
@@ -79,17 +112,17 @@ def _is_child_workflow(fn: Activity, where: str) -> bool:
             raise SagaDefinitionError(f"{where}: an activity name cannot be empty")
         return False
     if not callable(fn):
-        raise TypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
+        raise SagaTypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
     if workflow._Definition.from_run_fn(fn) is not None:
         return True
     definition = activity._Definition.from_callable(fn)
     if definition is None:
-        raise TypeError(
+        raise SagaTypeError(
             f"{where}: {getattr(fn, '__qualname__', fn)!r} is not an activity; "
             "decorate it with @activity.defn"
         )
     if definition.name is None:
-        raise TypeError(f"{where}: a dynamic activity cannot be called by a saga step")
+        raise SagaTypeError(f"{where}: a dynamic activity cannot be called by a saga step")
     return False
 
 
@@ -113,17 +146,35 @@ async def _invoke(
     )
 
 
-def _describe(error: BaseException) -> tuple[StepStatus, bool, str]:
-    """Classify a step's failure: (outcome, uncertain, message)."""
+class _Outcome(NamedTuple):
+    """How a step (or compensation) that did not succeed ended."""
+
+    status: StepStatus
+    uncertain: bool  # it may have taken effect: compensate it
+    message: str
+    nested_needs_human: list[str]  # a nested saga's steps that it could not undo
+
+
+def _describe(error: BaseException) -> _Outcome:
+    """Classify a step's failure."""
     cause = error.cause if isinstance(error, ActivityError | ChildWorkflowError) else error
     if isinstance(cause, TimeoutError):
         kind = cause.type.name if cause.type is not None else "unknown"
-        return StepStatus.FAILED, True, f"timed out ({kind})"
+        return _Outcome(StepStatus.FAILED, True, f"timed out ({kind})", [])
     if isinstance(cause, CancelledError | asyncio.CancelledError):
-        return StepStatus.CANCELLED, True, "cancelled"
+        return _Outcome(StepStatus.CANCELLED, True, "cancelled", [])
+    if isinstance(cause, TerminatedError):
+        # A terminated child never undid itself.
+        return _Outcome(StepStatus.FAILED, True, "terminated", [])
     if isinstance(cause, FailureError):
-        return StepStatus.FAILED, False, cause.message
-    return StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}"
+        nested = SagaFailed.from_error(cause) if isinstance(error, ChildWorkflowError) else None
+        stuck = nested.needs_human if nested is not None else []
+        return _Outcome(StepStatus.FAILED, False, cause.message, stuck)
+    return _Outcome(StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}", [])
+
+
+def _task_queue_of(options: ActivityOptions) -> ActivityOptions:
+    return {"task_queue": options["task_queue"]} if "task_queue" in options else {}
 
 
 def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
@@ -138,8 +189,26 @@ def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
     return seen
 
 
-def _call_args(arg: Any) -> list[Any]:
-    value = arg() if callable(arg) else arg
+def _build_args(arg: Any) -> list[Any]:
+    """A step's or compensation's arguments; a callable ``arg`` is called now.
+
+    A callable that fails makes the step (or compensation) fail for good, except for
+    a sandbox or determinism error: that is a bug in workflow code, so it fails the
+    workflow task (retried until a fixed worker runs it), never counted as the
+    business failure that would start undoing the saga.
+    """
+    try:
+        value = arg() if callable(arg) else arg
+    except workflow.NondeterminismError:
+        raise
+    except _NoResult as err:
+        raise ApplicationError(f"could not build its argument: {err}", non_retryable=True) from None
+    except Exception as err:
+        # The message is public (the trace shows it); the error's text may quote saga
+        # data, so it goes to the details, which are encrypted.
+        raise ApplicationError(
+            f"could not build its argument: {type(err).__name__}", repr(err), non_retryable=True
+        ) from None
     return [] if value is None else [value]
 
 
@@ -198,6 +267,7 @@ class Step(Generic[R]):
         self._compensation: CompensationState | None = None
         self._explicit_retry = False
         self._after_pivot = False
+        self._nested_needs_human: list[str] = []
 
     def __repr__(self) -> str:
         return f"<Step {self._name!r} {self.status.value}>"
@@ -239,6 +309,7 @@ class Step(Generic[R]):
             error=self._error,
             note=self._note,
             after_pivot=self._after_pivot,
+            nested_needs_human=self._nested_needs_human,
             compensation=self._compensation,
         )
 
@@ -247,10 +318,20 @@ class Step(Generic[R]):
         """The step's result.
 
         Raises:
-            RuntimeError: The step has not succeeded (yet).
+            RuntimeError: The step has not succeeded (yet). A compensation whose
+                ``compensate_arg`` reads the result of a step that timed out fails
+                for good with this message: undo such steps by their own argument
+                (the default) and ``idempotency_key()``.
         """
         if self._outcome is not StepStatus.SUCCEEDED:
-            raise RuntimeError(f"step {self._name!r} has no result: it is {self._outcome.value}")
+            why = f"{self._outcome.value}: {self._error}" if self._error else self._outcome.value
+            message = f"step {self._name!r} has no result (it is {why})"
+            if self._uncertain:
+                message += (
+                    "; its outcome is uncertain, so undo it by its own argument "
+                    "(the default compensate_arg) and idempotency_key()"
+                )
+            raise _NoResult(message)
         return self._result  # type: ignore[no-any-return]
 
     def _needs_compensation(self) -> bool:
@@ -281,7 +362,9 @@ class Saga:
             waiting for them; their outcome is then uncertain, so they are compensated.
         timeout: Fail and compensate the saga if it has not succeeded by then
             (measured from ``run``; costs one timer in the history).
-        max_parallelism: Run at most this many steps at once (default: no limit).
+        max_parallelism: Run at most this many steps (and, when undoing, at most
+            this many compensations) at once: default 1,000, at most 2,000, which
+            is Temporal's default limit of pending activities per workflow.
         search_attributes: Keep the saga's status in the ``SagaStatus`` Keyword
             search attribute, so ``temporal workflow list --query
             'SagaStatus="COMPENSATION_FAILED"'`` finds the sagas that need a human.
@@ -322,15 +405,23 @@ class Saga:
         self._parallel_compensation = parallel_compensation
         self._cancel_in_flight = cancel_in_flight
         if max_parallelism is not None and (
-            not isinstance(max_parallelism, int) or max_parallelism < 1
+            not isinstance(max_parallelism, int)
+            or not 1 <= max_parallelism <= PENDING_ACTIVITY_LIMIT
         ):
-            raise SagaDefinitionError(f"saga {name!r}: max_parallelism must be at least 1")
+            raise SagaDefinitionError(
+                f"saga {name!r}: max_parallelism must be from 1 to {PENDING_ACTIVITY_LIMIT} "
+                "(Temporal's default limit of pending activities per workflow), "
+                f"not {max_parallelism!r}"
+            )
         self._timeout = timeout
-        self._max_parallelism = max_parallelism or sys.maxsize
+        self._max_parallelism = max_parallelism or DEFAULT_MAX_PARALLELISM
         self._search_attributes = search_attributes
         self._options = merge(STEP_DEFAULTS, check_options(activity_options, f"saga {name!r}"))
+        # A compensation runs where its step runs unless compensation options say
+        # otherwise: the service that did it undoes it.
         self._compensation_options = merge(
             COMPENSATION_DEFAULTS,
+            _task_queue_of(self._options),
             check_options(compensation_options or {}, f"saga {name!r} compensations"),
         )
         self._steps: dict[str, Step[Any]] = {}
@@ -342,6 +433,9 @@ class Saga:
         self._failed_step: Step[Any] | None = None
         self._reason: str | None = None
         self._running: dict[asyncio.Task[None], Step[Any]] = {}
+        self._run_id = ""  # this run's part of every activity id (see _activity)
+        self._undoable = 0  # steps started that have a compensation
+        self._history_at_start = (0, 0)  # history length and size when run() began
         # The live trace's lines, kept up to date step by step (see _publish).
         self._step_lines: list[str] = []
         self._compensation_lines: list[str] = []
@@ -527,15 +621,16 @@ class Saga:
                 f"{where}: the saga already has a pivot, {self._pivot.name!r}"
             )
         if public_note is not None and not callable(public_note):
-            raise TypeError(f"{where}: public_note= takes a function of the result")
+            raise SagaTypeError(f"{where}: public_note= takes a function of the result")
         deps: list[Step[Any] | str] = []
         for dep in after:
             if isinstance(dep, Step):
                 if self._steps.get(dep.name) is not dep:
                     raise SagaDefinitionError(f"{where}: depends on {dep.name!r} of another saga")
             elif not isinstance(dep, str):
-                raise TypeError(f"{where}: after= takes steps or step names, not {dep!r}")
+                raise SagaTypeError(f"{where}: after= takes steps or step names, not {dep!r}")
             deps.append(dep)
+        options = check_options(activity_options, where)
         step: Step[Any] = Step(
             index=len(self._steps),
             name=name,
@@ -548,9 +643,10 @@ class Saga:
             compensation_name=compensation_name or f"undo {name}",
             compensate_on_failure=compensate_on_failure,
             after=deps,
-            options=merge(self._options, check_options(activity_options, where)),
+            options=merge(self._options, options),
             compensation_options=merge(
                 self._compensation_options,
+                _task_queue_of(options),
                 check_options(compensation_options or {}, f"{where}, compensation"),
             ),
             public_note=public_note,
@@ -586,6 +682,14 @@ class Saga:
             raise SagaDefinitionError(f"saga {self._name!r}: dependency cycle {cycle}") from None
         if self._pivot is not None:
             self._place_around_pivot(self._pivot)
+        undoable = sum(s._compensate is not None for s in self._steps.values())
+        least = EVENTS_PER_STEP_FLOOR * (len(self._steps) + undoable) + 10
+        if least > HISTORY_EVENT_LIMIT:
+            raise SagaDefinitionError(
+                f"saga {self._name!r}: {len(self._steps)} steps need at least {least:,} "
+                f"history events, more than Temporal's limit of {HISTORY_EVENT_LIMIT:,}; "
+                "split it into nested sagas (a step can run a saga as a child workflow)"
+            )
 
     def _place_around_pivot(self, pivot: Step[Any]) -> None:
         """Check every step is before or after the pivot; make those after retry forever."""
@@ -614,6 +718,10 @@ class Saga:
         Also registers the ``saga_state`` query and keeps the workflow's current
         details (shown by the Web UI) set to the live trace.
 
+        Once the saga starts undoing, a cancel of the workflow (even a second one)
+        no longer interrupts it: the compensations running finish, the remaining
+        ones still run, and only then does the cancel take effect.
+
         Returns:
             The state and every step's result, when all steps succeeded.
 
@@ -621,52 +729,74 @@ class Saga:
             SagaFailed: A step failed or the saga timed out; what took effect was
                 compensated (``state.status`` says whether every compensation
                 succeeded).
-            SagaDefinitionError: The steps' dependencies are unknown or cyclic;
-                nothing was scheduled.
+            SagaDefinitionError: The steps' dependencies are unknown or cyclic, or
+                the saga could never fit in a workflow's history; nothing was
+                scheduled.
             asyncio.CancelledError: The workflow was cancelled; what took effect was
                 compensated first.
         """
         if self._started:
             raise RuntimeError(f"saga {self._name!r} has already run")
         self._resolve_graph()
+        self._run_id = saga_run_id(self._name, _next_run_number(self._name))
         self._step_lines = [step_line(s, self._pivot_name) for s in self._steps.values()]
         self._started = True
         self._started_at = workflow.now()
+        info = workflow.info()
+        self._history_at_start = info.get_current_history_length(), info.get_current_history_size()
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
         self._set_status(SagaStatus.RUNNING)
-        cancelled: asyncio.CancelledError | None = None
+        cancelled = False
         try:
             await self._forward()
-        except asyncio.CancelledError as err:
-            # The workflow was cancelled: stop, then undo shielded (the cancel request
-            # has been delivered; the activities scheduled from here on run normally).
-            cancelled = err
+        except asyncio.CancelledError:
+            cancelled = True
             self._fail(None, "saga cancelled")
-            await self._drain()
+        # From here the saga only winds down. It runs in a task of its own, which the
+        # workflow's cancellation never reaches (that goes to the task running this
+        # method), so no cancel, first or second, can cut the undo short.
+        ending = asyncio.create_task(self._wind_down())
+        while not ending.done():
+            try:
+                await workflow.wait([ending])
+            except asyncio.CancelledError:
+                cancelled = True
+        ending.result()
+        if self._reason is None:
+            # Everything succeeded before a cancel could stop anything: that stands.
+            return SagaResult(
+                state=self.state,
+                results={s.name: s._result for s in self._steps.values()},
+            )
+        if cancelled:
+            raise asyncio.CancelledError("saga cancelled")
+        raise SagaFailed(self._failure_state())
+
+    async def _wind_down(self) -> None:
+        """Settle the steps in flight, then undo what took effect (if the saga failed)."""
+        await self._drain()
         for step in self._steps.values():
             if step._outcome is StepStatus.PENDING:
                 step._outcome = StepStatus.SKIPPED
                 self._publish(step)
         if self._reason is None:
             self._finish(SagaStatus.SUCCEEDED)
-            return SagaResult(
-                state=self.state,
-                results={s.name: s._result for s in self._steps.values()},
-            )
-        if self._past_pivot:
-            # Past the point of no return: nothing can be undone; a human must finish.
-            self._finish(SagaStatus.COMPENSATION_FAILED)
-        else:
+            return
+        if not self._past_pivot:  # past the point of no return, nothing is undone
             await self._compensate()
-            failed = self.pivot_uncertain or any(
-                s._compensation.status is StepStatus.FAILED
-                for s in self._steps.values()
-                if s._compensation
-            )
-            self._finish(SagaStatus.COMPENSATION_FAILED if failed else SagaStatus.COMPENSATED)
-        if cancelled is not None:
-            raise cancelled
-        raise SagaFailed(self.state)
+        needs_human = self.state.needs_human
+        self._finish(SagaStatus.COMPENSATION_FAILED if needs_human else SagaStatus.COMPENSATED)
+
+    def _failure_state(self) -> SagaState:
+        """The state ``SagaFailed`` carries: bounded, so a large saga's failure fits a payload."""
+        state = self.state
+        if len(state.steps) <= FULL_STATE_STEPS:
+            return state
+        keep = {state.failed_step, state.pivot, *state.needs_human[:FULL_STATE_STEPS]}
+        kept = [s for s in state.steps if s.name in keep]
+        return state.model_copy(
+            update={"steps": kept, "omitted_steps": len(state.steps) - len(kept)}
+        )
 
     async def _forward(self) -> None:
         """Start every step whose dependencies succeeded, until done or failed."""
@@ -681,7 +811,11 @@ class Saga:
                 if self._reason is None:
                     ready.extend(sorter.get_ready())
                     while ready and len(self._running) < self._max_parallelism:
+                        if not self._history_has_room_for(ready[0]):
+                            self._fail(None, HISTORY_FULL)
+                            break
                         step = ready.popleft()
+                        self._undoable += step._compensate is not None
                         self._running[asyncio.create_task(self._execute(step))] = step
                 if not self._running:
                     return
@@ -696,6 +830,7 @@ class Saga:
                         self._cancel_in_flight_steps()
                         continue
                     step = self._running.pop(task)
+                    task.result()  # a determinism error in a user callable: fail the task
                     if step._outcome is StepStatus.SUCCEEDED:
                         sorter.done(step)
                     elif self._reason is None:
@@ -706,6 +841,43 @@ class Saga:
             if deadline is not None:
                 deadline.cancel()
 
+    def _history_has_room_for(self, step: Step[Any]) -> bool:
+        """Whether starting ``step`` leaves room in the history to undo everything.
+
+        Temporal ends a workflow whose history outgrows its limits, and a saga cut off
+        there could not undo anything. So before each step the saga checks that the
+        history can still take the steps in flight and the compensation of every
+        step started so far, at the cost per step seen so far (worst case until 100
+        steps have finished), with a quarter more for safety.
+        """
+        info = workflow.info()
+        finished = self._finished_count
+        undo = self._undoable + (step._compensate is not None)
+        in_flight = len(self._running) + 1
+        for used, at_start, limit, worst_case, margin in (
+            (
+                info.get_current_history_length(),
+                self._history_at_start[0],
+                HISTORY_EVENT_LIMIT,
+                EVENTS_PER_STEP_WORST_CASE,
+                500,
+            ),
+            (
+                info.get_current_history_size(),
+                self._history_at_start[1],
+                HISTORY_BYTES_LIMIT,
+                0,
+                2 * 1024 * 1024,
+            ),
+        ):
+            seen = (used - at_start) / finished if finished else 0.0
+            per_step = max(seen, EVENTS_PER_STEP_FLOOR if worst_case else 0.0)
+            if finished < 100:
+                per_step = max(per_step, worst_case)
+            if used + per_step * (in_flight + 1.25 * undo) + margin > limit:
+                return False
+        return True
+
     def _cancel_in_flight_steps(self) -> None:
         for task in self._running:
             task.cancel()
@@ -715,6 +887,8 @@ class Saga:
         self._cancel_in_flight_steps()
         if self._running:
             await workflow.wait(list(self._running))
+        for task in self._running:
+            task.result()
         self._running.clear()
 
     async def _execute(self, step: Step[Any]) -> None:
@@ -722,24 +896,21 @@ class Saga:
         step._started_at = workflow.now()
         self._publish(step)
         try:
-            try:
-                step._args = _call_args(step._arg)
-            except Exception as err:
-                # The message is public (the trace shows it); the error's text may
-                # quote saga data, so it goes to the details, which are encrypted.
-                raise ApplicationError(
-                    f"could not build its argument: {type(err).__name__}", repr(err)
-                ) from None
+            step._args = _build_args(step._arg)
             step._result = await _invoke(
                 step._activity,
                 step._is_child,
                 step._args,
                 name=step.name,
-                ident=step_activity_id(self._name, step.name),
+                ident=step_activity_id(self._run_id, step.name),
                 options=step._options,
             )
+        except workflow.NondeterminismError:
+            raise
         except (Exception, asyncio.CancelledError) as err:
-            step._outcome, step._uncertain, step._error = _describe(err)
+            outcome = _describe(err)
+            step._outcome, step._uncertain, step._error = outcome[:3]
+            step._nested_needs_human = outcome.nested_needs_human
         else:
             step._outcome = StepStatus.SUCCEEDED
             if step._public_note is not None:
@@ -764,16 +935,21 @@ class Saga:
         # A step's compensation waits for the compensations of all steps after it.
         sorter = TopologicalSorter({s: s._dependents for s in steps})
         sorter.prepare()
+        ready: deque[Step[Any]] = deque()
         running: dict[asyncio.Task[None], Step[Any]] = {}
         while sorter.is_active():
             for step in sorter.get_ready():
                 if step._needs_compensation():
-                    running[asyncio.create_task(self._undo(step))] = step
+                    ready.append(step)
                 else:
                     sorter.done(step)
+            while ready and len(running) < self._max_parallelism:
+                step = ready.popleft()
+                running[asyncio.create_task(self._undo(step))] = step
             if running:
                 done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
+                    task.result()
                     sorter.done(running.pop(task))
 
     async def _undo(self, step: Step[Any]) -> None:
@@ -787,19 +963,20 @@ class Saga:
         self._publish(step)
         error: str | None = None
         try:
-            args = (
-                step._args if step._compensate_arg is SAME_ARG else _call_args(step._compensate_arg)
-            )
+            same = step._compensate_arg is SAME_ARG
+            args = step._args if same else _build_args(step._compensate_arg)
             await _invoke(
                 step._compensate,
                 step._compensate_is_child,
                 args,
                 name=step._compensation_name,
-                ident=step_activity_id(self._name, step.name) + COMPENSATION_SUFFIX,
+                ident=step_activity_id(self._run_id, step.name) + COMPENSATION_SUFFIX,
                 options=step._compensation_options,
             )
+        except workflow.NondeterminismError:
+            raise
         except (Exception, asyncio.CancelledError) as err:
-            error = _describe(err)[2]
+            error = _describe(err).message
         step._compensation = step._compensation.model_copy(
             update={
                 "status": StepStatus.FAILED if error else StepStatus.SUCCEEDED,

@@ -15,13 +15,18 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 
 class SagaStatus(StrEnum):
-    """Where the saga as a whole is."""
+    """Where the saga as a whole is.
+
+    ``INTERRUPTED`` is only ever seen in a state rebuilt from history: the workflow
+    was terminated or timed out while the saga ran, so no code undid what took effect.
+    """
 
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     COMPENSATING = "COMPENSATING"
     COMPENSATED = "COMPENSATED"
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
+    INTERRUPTED = "INTERRUPTED"
 
 
 class StepStatus(StrEnum):
@@ -63,7 +68,17 @@ _COMPENSATION_TO_STEP_STATUS = {
 }
 
 
-_NOT_DONE = (StepStatus.FAILED, StepStatus.CANCELLED)
+# Where a step may still be in effect, when nothing will undo it any more.
+_LEFT_IN_EFFECT = (
+    StepStatus.RUNNING,
+    StepStatus.SUCCEEDED,
+    StepStatus.COMPENSATING,
+    StepStatus.COMPENSATION_FAILED,
+)
+
+
+def _left_in_effect(step: StepState) -> bool:
+    return step.status in _LEFT_IN_EFFECT or (step.uncertain and step.compensation is None)
 
 
 class StepState(BaseModel):
@@ -83,6 +98,9 @@ class StepState(BaseModel):
             (workflow code cannot see attempts).
         after_pivot: The step comes after the saga's pivot: it is retried until it
             succeeds, never compensated.
+        nested_needs_human: For a step that is a nested saga which failed and could
+            not undo all of its own steps (it ended ``COMPENSATION_FAILED``): its
+            steps that need a human. The step then needs a human too.
         compensation: The compensation, once it has started.
     """
 
@@ -97,6 +115,7 @@ class StepState(BaseModel):
     error: str | None = None
     note: str | None = None
     after_pivot: bool = False
+    nested_needs_human: list[str] = []
     compensation: CompensationState | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -121,6 +140,10 @@ class SagaState(BaseModel):
         reason: Why the saga is being (or was) compensated.
         started_at: Workflow time when the saga started.
         ended_at: Workflow time when the saga ended.
+        omitted_steps: How many steps this snapshot leaves out. Only the state in a
+            ``SagaFailed`` of a saga of more than 100 steps omits any (it keeps the
+            failed step and those needing a human); the query and the state rebuilt
+            from history list every step.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -133,6 +156,7 @@ class SagaState(BaseModel):
     pivot: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    omitted_steps: int = 0
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -143,15 +167,24 @@ class SagaState(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def needs_human(self) -> list[str]:
-        """Steps someone must finish by hand: their compensation failed for good, they
-        failed after the pivot (no way back), or they are a pivot of unknown outcome."""
-        past_pivot = self.past_pivot
+        """Steps someone must finish by hand: their compensation failed for good; the
+        saga failed after the pivot (no way back) and they did not succeed, whether
+        they failed or never ran; they are a pivot of unknown outcome; they are a
+        nested saga that could not undo itself; or the workflow was interrupted and
+        they took effect (or may have) without being undone."""
+        forward_stuck = self.past_pivot and self.reason is not None
+        interrupted = self.status is SagaStatus.INTERRUPTED
         return [
             s.name
             for s in self.steps
             if s.status is StepStatus.COMPENSATION_FAILED
-            or (past_pivot and s.after_pivot and s.outcome in _NOT_DONE)
+            or (forward_stuck and s.after_pivot and s.outcome is not StepStatus.SUCCEEDED)
             or (s.name == self.pivot and s.uncertain)
+            or s.nested_needs_human
+            or (
+                interrupted
+                and (s.status in _LEFT_IN_EFFECT or (s.uncertain and not s.compensation))
+            )
         ]
 
     def step(self, name: str) -> StepState:

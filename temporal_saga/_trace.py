@@ -92,6 +92,12 @@ def assemble_trace(
         blocks.append("❗️ step failed after the pivot: no way back")
         if status is SagaStatus.COMPENSATION_FAILED:
             blocks.append(human)
+    elif status is SagaStatus.INTERRUPTED:
+        # The workflow ended under the saga (terminated, timed out): say what it left.
+        undone = "\n".join(compensation_lines)
+        if undone:
+            blocks += ["❗️ step failed: reverting", undone]
+        blocks.append(human if needs_human else f"❌ end saga ({reason})")
     elif reason is not None:
         blocks.append(f"❗️ {'step failed' if failed_step else reason}: reverting")
         blocks.append("\n".join(compensation_lines))

@@ -11,7 +11,8 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import activity, workflow
@@ -19,7 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_saga import Saga, SagaResult, idempotency_key
+    from temporal_saga import Saga, SagaFailed, SagaResult, Step, idempotency_key
 
 
 class Script(BaseModel):
@@ -54,11 +55,16 @@ class ScriptedStep(BaseModel):
     schedule_to_close: float | None = None
     heartbeat_timeout: float | None = None
     max_attempts: int | None = None
+    task_queue: str | None = None  # run the step on another worker's queue
+    # The compensation's argument: "script" (its own Script, the default here), "same"
+    # (the library's default: the step's own argument) or "result" (reads step.result).
+    undo_arg: str = "script"
 
 
 class ScriptedSpec(BaseModel):
     run: str
     steps: list[ScriptedStep]
+    name: str = "scripted"
     parallel_compensation: bool = True
     cancel_in_flight: bool = False
     timeout: float | None = None
@@ -123,11 +129,76 @@ def _options(step: ScriptedStep) -> dict[str, object]:
         options["schedule_to_close_timeout"] = timedelta(seconds=step.schedule_to_close)
     if step.heartbeat_timeout is not None:
         options["heartbeat_timeout"] = timedelta(seconds=step.heartbeat_timeout)
+    if step.task_queue is not None:
+        options["task_queue"] = step.task_queue
     if step.max_attempts is not None:
         options["retry_policy"] = RetryPolicy(
             initial_interval=timedelta(milliseconds=100), maximum_attempts=step.max_attempts
         )
     return options
+
+
+def scripted_saga(spec: ScriptedSpec) -> Saga:
+    """The saga a ``ScriptedSpec`` describes (call it inside a workflow)."""
+    saga = Saga(
+        spec.name,
+        parallel_compensation=spec.parallel_compensation,
+        cancel_in_flight=spec.cancel_in_flight,
+        timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
+        search_attributes=spec.search_attributes,
+        max_parallelism=spec.max_parallelism,
+        # Fast retries keep the tests quick; the attempt limit stays the default 3.
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(milliseconds=100),
+            maximum_interval=timedelta(milliseconds=200),
+            maximum_attempts=3,
+        ),
+        compensation_options={
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(milliseconds=100),
+                maximum_interval=timedelta(milliseconds=200),
+            )
+        },
+    )
+    made: dict[str, Step[Any]] = {}
+    for step in spec.steps:
+        do = Script(
+            run=spec.run,
+            step=step.name,
+            sleep=step.sleep,
+            fail=step.fail,
+            transient_failures=step.transient_failures,
+            always_retryable_failure=step.always_retryable_failure,
+            silent=step.silent,
+            result_bytes=step.result_bytes,
+        )
+        undo = Script(
+            run=spec.run,
+            step=step.name,
+            sleep=step.undo_sleep,
+            fail=step.undo_fail,
+            transient_failures=step.undo_transient_failures,
+        )
+        undo_options: dict[str, object] = {}
+        if step.compensate:
+            undo_options = {
+                "compensate": undo_step,
+                "compensate_on_failure": step.compensate_on_failure,
+            }
+            if step.undo_arg == "script":
+                undo_options["compensate_arg"] = undo
+            elif step.undo_arg == "result":
+                undo_options["compensate_arg"] = lambda name=step.name: made[name].result
+        made[step.name] = saga.step(
+            step.name,
+            do_step,
+            do,
+            after=step.after,
+            pivot=step.pivot,
+            **undo_options,  # type: ignore[arg-type]
+            **_options(step),  # type: ignore[arg-type]
+        )
+    return saga
 
 
 @workflow.defn
@@ -136,61 +207,23 @@ class ScriptedSaga:
 
     @workflow.run
     async def run(self, spec: ScriptedSpec) -> SagaResult:
-        saga = Saga(
-            "scripted",
-            parallel_compensation=spec.parallel_compensation,
-            cancel_in_flight=spec.cancel_in_flight,
-            timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
-            search_attributes=spec.search_attributes,
-            max_parallelism=spec.max_parallelism,
-            # Fast retries keep the tests quick; the attempt limit stays the default 3.
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(milliseconds=100),
-                maximum_interval=timedelta(milliseconds=200),
-                maximum_attempts=3,
-            ),
-            compensation_options={
-                "retry_policy": RetryPolicy(
-                    initial_interval=timedelta(milliseconds=100),
-                    maximum_interval=timedelta(milliseconds=200),
-                )
-            },
-        )
-        for step in spec.steps:
-            do = Script(
-                run=spec.run,
-                step=step.name,
-                sleep=step.sleep,
-                fail=step.fail,
-                transient_failures=step.transient_failures,
-                always_retryable_failure=step.always_retryable_failure,
-                silent=step.silent,
-                result_bytes=step.result_bytes,
-            )
-            undo = Script(
-                run=spec.run,
-                step=step.name,
-                sleep=step.undo_sleep,
-                fail=step.undo_fail,
-                transient_failures=step.undo_transient_failures,
-            )
-            undo_options: dict[str, object] = {}
-            if step.compensate:
-                undo_options = {
-                    "compensate": undo_step,
-                    "compensate_arg": undo,
-                    "compensate_on_failure": step.compensate_on_failure,
-                }
-            saga.step(
-                step.name,
-                do_step,
-                do,
-                after=step.after,
-                pivot=step.pivot,
-                **undo_options,  # type: ignore[arg-type]
-                **_options(step),  # type: ignore[arg-type]
-            )
-        return await saga.run()
+        return await scripted_saga(spec).run()
+
+
+@workflow.defn
+class RetryLoopSaga:
+    """Runs the same saga (same name) again after each failure, as a retry loop would."""
+
+    @workflow.run
+    async def run(self, specs: list[ScriptedSpec]) -> list[str]:
+        outcomes = []
+        for spec in specs:
+            try:
+                await scripted_saga(spec).run()
+                outcomes.append("SUCCEEDED")
+            except SagaFailed as failure:
+                outcomes.append(failure.state.status.value)
+        return outcomes
 
 
 @workflow.defn
@@ -283,4 +316,27 @@ class NotedSaga:
             pivot=True,
             public_note=lambda r: r.upper(),
         )
+        return await saga.run()
+
+
+@workflow.defn
+class MisusedSaga:
+    """Mistakes a user can make inside a workflow, by name."""
+
+    @workflow.run
+    async def run(self, run: str, mistake: str) -> SagaResult:
+        options: dict[str, Any] = {}
+        if mistake == "mistyped option":
+            options["start_to_close_timeout"] = 5  # seconds, but not a timedelta
+        saga = Saga("misused", **options)
+        a = saga.step("a", do_step, Script(run=run, step="a"), compensate=undo_step)
+        if mistake == "sandbox error":
+            # Reading the wall clock is not allowed in a workflow: the sandbox refuses.
+            saga.step(
+                "b",
+                do_step,
+                lambda: Script(run=run, step=f"b at {datetime.now()}"),
+                after=[a],
+                compensate=undo_step,
+            )
         return await saga.run()
