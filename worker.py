@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from activities.ledger import data_dir
 from activities.trip import ALL
 from temporal_saga import DeclarativeSaga, connect
+from workflows.group_trip import BookGroupTrip
 from workflows.trip import TASK_QUEUE, BuyTripPackage
 
 log = logging.getLogger("worker")
@@ -39,7 +40,7 @@ async def serve(task_queue: str, grace: float, concurrency: int) -> None:
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[BuyTripPackage, DeclarativeSaga],
+            workflows=[BuyTripPackage, BookGroupTrip, DeclarativeSaga],
             activities=ALL,
             activity_executor=executor,
             max_concurrent_activities=concurrency,

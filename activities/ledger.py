@@ -7,7 +7,9 @@ the guarantees a saga needs from them:
 - a cancel is idempotent and succeeds when there is nothing to cancel (it leaves a
   tombstone), so a compensation may run for a step that never took effect;
 - a booking that arrives after its cancel (a late retry of an uncertain step) is
-  refused, so nothing stays booked behind the saga's back.
+  refused, so nothing stays booked behind the saga's back;
+- everything booked under a key prefix (all of a nested saga's steps) can be
+  cancelled at once, and later bookings under that prefix are refused too.
 
 Files live in ``$TRIP_DATA_DIR`` (default ``data/services``); connections are opened
 per call, so any number of worker threads and processes can share them.
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS bookings (
     last_day    TEXT,
     quantity    INTEGER,
     status      TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS cancelled_prefixes (prefix TEXT PRIMARY KEY)
 """
 
 
@@ -81,7 +84,7 @@ class Ledger:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+            conn.executescript(_SCHEMA)
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time: capacity checks hold
             try:
                 yield conn
@@ -112,6 +115,16 @@ class Ledger:
             row = conn.execute(
                 "SELECT booking_id, status FROM bookings WHERE key = ?", (key,)
             ).fetchone()
+            if (
+                row is None
+                and conn.execute(
+                    "SELECT 1 FROM cancelled_prefixes WHERE substr(?, 1, length(prefix)) = prefix",
+                    (key,),
+                ).fetchone()
+            ):
+                raise BookingRefused(
+                    f"{self.service}: booking {key} was cancelled before it arrived"
+                )
             if row is not None:
                 booking_id, status = row
                 if status == CANCELLED:
@@ -147,6 +160,16 @@ class Ledger:
                 return False
             conn.execute("UPDATE bookings SET status = ? WHERE key = ?", (CANCELLED, key))
             return bool(row[0] == BOOKED)
+
+    def cancel_all(self, prefix: str) -> int:
+        """Cancel every booking whose key starts with ``prefix``, now and to come;
+        returns how many were active."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO cancelled_prefixes VALUES (?)", (prefix,))
+            return conn.execute(
+                "UPDATE bookings SET status = ? WHERE status = ? AND substr(key, 1, ?) = ?",
+                (CANCELLED, BOOKED, len(prefix), prefix),
+            ).rowcount
 
     def bookings(self, *, holder: str | None = None) -> list[Booking]:
         """Every row (tombstones included), optionally of one holder."""

@@ -30,6 +30,7 @@ from .models import (
     HotelRequest,
     TicketBooking,
     TicketRequest,
+    TripRequest,
 )
 
 #: Rooms per night in each city's hotel (Venice's is small: one room).
@@ -194,4 +195,28 @@ def cancel_tickets(request: TicketRequest) -> None:
     _cancel(attractions(), request.fault, request.holder)
 
 
-ALL = [book_flight, cancel_flight, book_hotel, cancel_hotel, buy_tickets, cancel_tickets]
+@activity.defn(no_thread_cancel_exception=True)
+def cancel_trip_package(trip: TripRequest) -> None:
+    """Undo a whole trip package that ran as a nested saga (a step of a group trip).
+
+    The nested saga is a child workflow whose id is this step's id (see
+    ``temporal_saga.idempotency_key``), and every booking it made is keyed under
+    that id, so one call per service releases them all, and refuses any of its
+    bookings still on the way (from a child that was terminated mid-flight).
+    """
+    info = activity.info()
+    child = f"{info.workflow_id}/{info.activity_id.removesuffix('/compensate')}/"
+    for ledger in (airline(), hotel(), attractions()):
+        ledger.cancel_all(child)
+    activity.logger.info("cancelled the trip package of %s", trip.traveller)
+
+
+ALL = [
+    book_flight,
+    cancel_flight,
+    book_hotel,
+    cancel_hotel,
+    buy_tickets,
+    cancel_tickets,
+    cancel_trip_package,
+]

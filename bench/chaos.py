@@ -7,8 +7,10 @@ with two ``worker.py`` processes that are killed with SIGKILL at random moments 
 restarted, it runs trip sagas where about 20 % hit a service that is down (the saga
 fails and compensates), about 30 % hit a flaky service (a failed first attempt, of
 the step and of its compensation, that retries absorb), and some are cancelled at
-random moments. At the end it checks, from the services' databases and the
-workflows' outcomes:
+random moments. About 10 % fail with a slow compensation and are cancelled while
+they compensate (a third of them twice), and about 5 % are group trips (two trip
+packages as nested sagas) of which half get a child workflow terminated mid-flight.
+At the end it checks, from the services' databases and the workflows' outcomes:
 
 - every saga is fully booked (it succeeded) or fully released (it did not);
 - no booking exists twice (one per saga, service and traveller);
@@ -42,8 +44,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
-from temporal_saga import EncryptionCodec, data_converter
+from temporal_saga import SAGA_STATE_QUERY, EncryptionCodec, SagaState, SagaStatus, data_converter
 from temporal_saga._client import local_temporal_cli
+from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,17 +146,25 @@ async def connect(address: str, seconds: float = 60) -> Client:
             await asyncio.sleep(0.5)
 
 
-def make_trip(rng: random.Random, index: int, chaos: Chaos) -> TripRequest:
+def make_trip(
+    rng: random.Random, traveller: str, chaos: Chaos, *, slow_undo: bool = False
+) -> TripRequest:
     faults: dict[str, str] = {}
     roll = rng.random()
-    if roll < 0.2:
+    index = int(traveller[1:6])
+    if slow_undo:
+        # Fails, and one of its compensations takes a second: time to cancel it then.
+        down, slow = rng.sample(SERVICES, 2)
+        faults = {down: "down", slow: "slow"}
+        chaos.count("service down, slow compensation (cancelled while compensating)")
+    elif roll < 0.2:
         faults[rng.choice(SERVICES)] = "down"
         chaos.count("service down (saga must compensate)")
     elif roll < 0.5:
         faults[rng.choice(SERVICES)] = "flaky"
         chaos.count("flaky service (retries absorb)")
     return TripRequest(
-        traveller=f"T{index:05d}",
+        traveller=traveller,
         passport="P1234567",
         origin="Lisbon",
         destination=rng.choice(["Lisbon", "Paris", "Rome"]),
@@ -176,18 +187,30 @@ async def run(args: argparse.Namespace) -> int:
         queue = "trip-saga"
         rpcs = asyncio.Semaphore(RPCS)
 
+        # What each saga is: a plain trip, a trip cancelled while compensating, or a
+        # group trip (two nested trip sagas), one of whose children may be terminated.
+        kinds = rng.choices(["trip", "cancel undo", "group"], weights=[85, 10, 5], k=args.sagas)
+        travellers: list[list[str]] = []
+
         async def start(index: int) -> WorkflowHandle[Any, Any]:
-            trip = make_trip(rng, index, chaos)
+            workflow_id = f"chaos-{index}-{uuid.uuid4().hex[:6]}"
+            if kinds[index] == "group":
+                names = [f"G{index:05d}-{k}" for k in (1, 2)]
+                group = GroupTripRequest(trips=[make_trip(rng, n, chaos) for n in names])
+                travellers.append(names)
+                async with rpcs:
+                    return await client.start_workflow(
+                        BookGroupTrip.run, group, id=workflow_id, task_queue=queue
+                    )
+            name = f"T{index:05d}"
+            trip = make_trip(rng, name, chaos, slow_undo=kinds[index] == "cancel undo")
+            travellers.append([name])
             async with rpcs:
                 return await client.start_workflow(
-                    BuyTripPackage.run,
-                    trip,
-                    id=f"chaos-{index}-{uuid.uuid4().hex[:6]}",
-                    task_queue=queue,
+                    BuyTripPackage.run, trip, id=workflow_id, task_queue=queue
                 )
 
         handles = [await start(i) for i in range(args.sagas)]
-        travellers = [f"T{i:05d}" for i in range(args.sagas)]
 
         # Cancel a few at random moments.
         async def cancel_later(handle: WorkflowHandle[Any, Any]) -> None:
@@ -196,9 +219,45 @@ async def run(args: argparse.Namespace) -> int:
                 await handle.cancel()
             chaos.count("cancellation requests")
 
+        # Cancel those with a slow compensation while they compensate (some twice).
+        async def cancel_while_compensating(index: int, twice: bool) -> None:
+            handle = handles[index]
+            for _ in range(100):
+                with contextlib.suppress(Exception):
+                    state = await handle.query(
+                        SAGA_STATE_QUERY, result_type=SagaState, rpc_timeout=timedelta(seconds=2)
+                    )
+                    if state.status is SagaStatus.COMPENSATING:
+                        for _ in range(2 if twice else 1):
+                            await client.get_workflow_handle(handle.id).cancel()
+                            chaos.count("cancels while compensating")
+                        chaos.count("sagas cancelled while compensating")
+                        return
+                    if state.status is not SagaStatus.RUNNING:
+                        return  # too late: it closed first
+                await asyncio.sleep(0.1)
+
+        # Terminate one child of half the group trips, at a random moment.
+        async def terminate_child(index: int) -> None:
+            await asyncio.sleep(rng.uniform(0.2, 3))
+            child = f"{handles[index].id}/book group trip/trip of traveller {rng.choice((1, 2))}"
+            with contextlib.suppress(Exception):  # it may have finished already
+                await client.get_workflow_handle(child).terminate("chaos")
+                chaos.count("child workflows terminated")
+
         cancels = [
             asyncio.create_task(cancel_later(h))
             for h in rng.sample(handles, k=max(1, args.sagas // 50))
+        ]
+        cancels += [
+            asyncio.create_task(cancel_while_compensating(i, twice=rng.random() < 1 / 3))
+            for i, kind in enumerate(kinds)
+            if kind == "cancel undo"
+        ]
+        cancels += [
+            asyncio.create_task(terminate_child(i))
+            for i, kind in enumerate(kinds)
+            if kind == "group" and rng.random() < 0.5
         ]
 
         # Kill workers (and the server, once) while the sagas run.
@@ -254,10 +313,11 @@ async def run(args: argparse.Namespace) -> int:
         for booking in ledger.active():
             active[name][str(booking.holder)] = active[name].get(str(booking.holder), 0) + 1
     incoherent, duplicates, stuck, succeeded, compensated, cancelled = [], [], [], 0, 0, 0
-    for handle, traveller in zip(handles, travellers, strict=True):
+    for handle, names in zip(handles, travellers, strict=True):
+        traveller = ", ".join(names)
         status = statuses.get(handle.id, "?")
-        held = [active[name].get(traveller, 0) for name in SERVICES]
-        if any(n > 1 for n in held):
+        held = [sum(active[name].get(t, 0) for t in names) for name in SERVICES]
+        if any(active[name].get(t, 0) > 1 for name in SERVICES for t in names):
             duplicates.append(traveller)
         if status == WorkflowExecutionStatus.RUNNING.name or sagas.get(handle.id) not in (
             "SUCCEEDED",
@@ -266,7 +326,7 @@ async def run(args: argparse.Namespace) -> int:
             stuck.append(f"{traveller} ({status}, {sagas.get(handle.id)})")
         if status == "COMPLETED":
             succeeded += 1
-            ok = held == [1, 1, 1]
+            ok = held == [len(names)] * 3
         else:
             compensated += status == "FAILED"
             cancelled += status == "CANCELED"

@@ -340,3 +340,31 @@ class MisusedSaga:
                 compensate=undo_step,
             )
         return await saga.run()
+
+
+class LargeSpec(BaseModel):
+    run: str
+    width: int  # independent steps
+    last_fails: bool = False  # one more step, after all of them, that fails
+    max_parallelism: int | None = None
+
+
+@workflow.defn
+class LargeSaga:
+    """A fan-out of ``width`` steps, optionally closed by a step that fails late."""
+
+    @workflow.run
+    async def run(self, spec: LargeSpec) -> str:
+        saga = Saga("large", max_parallelism=spec.max_parallelism)
+        fan = [
+            saga.step(
+                f"s{i:05d}", do_step, Script(run=spec.run, step=f"s{i:05d}"), compensate=undo_step
+            )
+            for i in range(spec.width)
+        ]
+        if spec.last_fails:
+            saga.step(
+                "last", do_step, Script(run=spec.run, step="last", fail="too late"), after=fan
+            )
+        result = await saga.run()  # a SagaFailed fails the workflow with its own state
+        return result.state.status.value
