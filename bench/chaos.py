@@ -44,7 +44,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
-from temporal_saga import SAGA_STATE_QUERY, EncryptionCodec, SagaState, SagaStatus, data_converter
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, SagaStatus, data_converter
 from temporal_saga._client import local_temporal_cli
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
@@ -210,7 +210,7 @@ async def run(args: argparse.Namespace) -> int:
                     BuyTripPackage.run, trip, id=workflow_id, task_queue=queue
                 )
 
-        handles = [await start(i) for i in range(args.sagas)]
+        handles: list[WorkflowHandle[Any, Any]] = []
 
         # Cancel a few at random moments.
         async def cancel_later(handle: WorkflowHandle[Any, Any]) -> None:
@@ -220,44 +220,50 @@ async def run(args: argparse.Namespace) -> int:
             chaos.count("cancellation requests")
 
         # Cancel those with a slow compensation while they compensate (some twice).
+        # The SagaStatus search attribute says when, without needing a worker.
         async def cancel_while_compensating(index: int, twice: bool) -> None:
-            handle = handles[index]
-            for _ in range(100):
+            for _ in range(300):
                 with contextlib.suppress(Exception):
-                    state = await handle.query(
-                        SAGA_STATE_QUERY, result_type=SagaState, rpc_timeout=timedelta(seconds=2)
-                    )
-                    if state.status is SagaStatus.COMPENSATING:
+                    described = await handles[index].describe()
+                    status = described.typed_search_attributes.get(SAGA_STATUS_ATTRIBUTE)
+                    if status == SagaStatus.COMPENSATING:
                         for _ in range(2 if twice else 1):
-                            await client.get_workflow_handle(handle.id).cancel()
+                            await handles[index].cancel()
                             chaos.count("cancels while compensating")
                         chaos.count("sagas cancelled while compensating")
                         return
-                    if state.status is not SagaStatus.RUNNING:
+                    if described.status != WorkflowExecutionStatus.RUNNING:
                         return  # too late: it closed first
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
 
-        # Terminate one child of half the group trips, at a random moment.
+        # Terminate one child of half the group trips, once it runs.
         async def terminate_child(index: int) -> None:
-            await asyncio.sleep(rng.uniform(0.2, 3))
-            child = f"{handles[index].id}/book group trip/trip of traveller {rng.choice((1, 2))}"
-            with contextlib.suppress(Exception):  # it may have finished already
-                await client.get_workflow_handle(child).terminate("chaos")
-                chaos.count("child workflows terminated")
+            number = rng.choice((1, 2))
+            delay = rng.uniform(0, 0.5)
+            child = f"{handles[index].id}/book group trip/trip of traveller {number}"
+            for _ in range(300):
+                with contextlib.suppress(Exception):  # not started yet, or a restart
+                    handle = client.get_workflow_handle(child)
+                    if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                        return  # it finished first
+                    await asyncio.sleep(delay)
+                    await handle.terminate("chaos")
+                    chaos.count("child workflows terminated")
+                    return
+                await asyncio.sleep(0.05)
 
-        cancels = [
+        # Watchers start with their saga: a saga may be done before the last one starts.
+        cancels: list[asyncio.Task[None]] = []
+        for index, kind in enumerate(kinds):
+            handles.append(await start(index))
+            if kind == "cancel undo":
+                twice = rng.random() < 1 / 3
+                cancels.append(asyncio.create_task(cancel_while_compensating(index, twice)))
+            elif kind == "group" and rng.random() < 0.5:
+                cancels.append(asyncio.create_task(terminate_child(index)))
+        cancels += [
             asyncio.create_task(cancel_later(h))
             for h in rng.sample(handles, k=max(1, args.sagas // 50))
-        ]
-        cancels += [
-            asyncio.create_task(cancel_while_compensating(i, twice=rng.random() < 1 / 3))
-            for i, kind in enumerate(kinds)
-            if kind == "cancel undo"
-        ]
-        cancels += [
-            asyncio.create_task(terminate_child(i))
-            for i, kind in enumerate(kinds)
-            if kind == "group" and rng.random() < 0.5
         ]
 
         # Kill workers (and the server, once) while the sagas run.
@@ -280,6 +286,7 @@ async def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.bound
         statuses: dict[str, str] = {}
         sagas: dict[str, str] = {}
+        took: dict[str, float] = {}
 
         async def outcome(handle: WorkflowHandle[Any, Any]) -> None:
             async with rpcs:
@@ -301,6 +308,8 @@ async def run(args: argparse.Namespace) -> int:
             sagas[handle.id] = next(
                 (str(p.value) for p in attrs if p.key.name == "SagaStatus"), "?"
             )
+            if description.close_time is not None:
+                took[handle.id] = (description.close_time - description.start_time).total_seconds()
 
         await asyncio.gather(*(outcome(h) for h in handles))
     finally:
@@ -344,6 +353,7 @@ async def run(args: argparse.Namespace) -> int:
         ("incoherent", len(incoherent)),
         ("duplicate bookings", len(duplicates)),
         ("stuck (not closed in bound, or COMPENSATING)", len(stuck)),
+        ("longest saga, start to close (s)", round(max(took.values(), default=0), 1)),
         ("duration (s)", round(time.monotonic() - began, 1)),
     ]
     print("| chaos soak | |\n|---|---|")
