@@ -222,7 +222,8 @@ async def run(args: argparse.Namespace) -> int:
         # Cancel those with a slow compensation while they compensate (some twice).
         # The SagaStatus search attribute says when, without needing a worker.
         async def cancel_while_compensating(index: int, twice: bool) -> None:
-            for _ in range(300):
+            await asyncio.sleep(2)  # its down service fails for good after about 3 s
+            for _ in range(100):
                 with contextlib.suppress(Exception):
                     described = await handles[index].describe()
                     status = described.typed_search_attributes.get(SAGA_STATUS_ATTRIBUTE)
@@ -234,14 +235,14 @@ async def run(args: argparse.Namespace) -> int:
                         return
                     if described.status != WorkflowExecutionStatus.RUNNING:
                         return  # too late: it closed first
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
 
         # Terminate one child of half the group trips, once it runs.
         async def terminate_child(index: int) -> None:
             number = rng.choice((1, 2))
             delay = rng.uniform(0, 0.5)
             child = f"{handles[index].id}/book group trip/trip of traveller {number}"
-            for _ in range(300):
+            for _ in range(100):
                 with contextlib.suppress(Exception):  # not started yet, or a restart
                     handle = client.get_workflow_handle(child)
                     if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
@@ -250,7 +251,7 @@ async def run(args: argparse.Namespace) -> int:
                     await handle.terminate("chaos")
                     chaos.count("child workflows terminated")
                     return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
 
         # Watchers start with their saga: a saga may be done before the last one starts.
         cancels: list[asyncio.Task[None]] = []
@@ -359,6 +360,11 @@ async def run(args: argparse.Namespace) -> int:
     print("| chaos soak | |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")
+    for workflow_id in sorted(took, key=took.__getitem__)[-3:]:
+        print(
+            f"  slow: {workflow_id} ({kinds[int(workflow_id.split('-')[1])]}) "
+            f"{took[workflow_id]:.1f} s"
+        )
     for problem in (incoherent, duplicates, stuck):
         for line in problem[:10]:
             print("  !", line)

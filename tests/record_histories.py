@@ -1,7 +1,10 @@
 """Re-record the stored workflow histories that ``test_replay.py`` replays.
 
 Run ``make histories`` after a deliberate change to a workflow's commands, and commit
-the JSON files with it. Every workflow shape the project ships has one history.
+the JSON files with it; ``python -m tests.record_histories NAME ...`` records only the
+named shapes. Every workflow shape the project ships has one history. Histories
+recorded by an earlier release are kept as they are where the shape has not changed:
+replaying them shows that sagas in flight survive an upgrade.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +28,14 @@ from temporalio.worker import Worker
 from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
 from temporal_saga import SAGA_STATUS_ATTRIBUTE, data_converter
+from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_binary
 from .scripted import (
     NestedSaga,
     NestedSpec,
+    RetryLoopSaga,
     ScriptedSaga,
     ScriptedSpec,
     ScriptedStep,
@@ -38,7 +44,7 @@ from .scripted import (
 )
 
 HISTORIES = Path(__file__).parent / "histories"
-WORKFLOWS = [ScriptedSaga, NestedSaga, BuyTripPackage]
+WORKFLOWS = [ScriptedSaga, NestedSaga, RetryLoopSaga, BuyTripPackage, BookGroupTrip]
 
 
 @dataclass(frozen=True)
@@ -46,21 +52,31 @@ class Shape:
     workflow: type
     arg: Any
     cancel_after: float | None = None  # seconds after start, to record a cancellation
+    cancels: int = 1  # how many cancel requests then
+    terminate_child: str | None = None  # the id suffix of a child to terminate then
 
 
 def _scripted(*steps: ScriptedStep, **options: Any) -> ScriptedSpec:
     return ScriptedSpec(run="record", steps=list(steps), **options)
 
 
-def _trip(traveller: str) -> TripRequest:
+def _trip(traveller: str, check_in: date = date(2027, 6, 1)) -> TripRequest:
     return TripRequest(
         traveller=traveller,
         passport="P1234567",
         origin="Lisbon",
         destination="Venice",
-        check_in=date(2027, 6, 1),
+        check_in=check_in,
         nights=2,
     )
+
+
+# A saga that fails and compensates slowly: time to cancel it while it compensates.
+_SLOW_UNDO = (
+    ScriptedStep(name="a", undo_sleep=2),
+    ScriptedStep(name="c", undo_sleep=2),
+    ScriptedStep(name="b", sleep=0.3, fail="boom"),
+)
 
 
 SLOW = ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1)
@@ -120,6 +136,40 @@ SHAPES: dict[str, Shape] = {
     ),
     "trip_success": Shape(BuyTripPackage, _trip("Maria")),
     "trip_hotel_full": Shape(BuyTripPackage, _trip("Kevin")),
+    "cancel_while_compensating": Shape(
+        ScriptedSaga, _scripted(*_SLOW_UNDO), cancel_after=1.2, cancels=2
+    ),
+    "cancel_while_compensating_sequential": Shape(
+        ScriptedSaga, _scripted(*_SLOW_UNDO, parallel_compensation=False), cancel_after=1.2
+    ),
+    "retry_loop": Shape(
+        RetryLoopSaga,
+        [
+            _scripted(ScriptedStep(name="a"), ScriptedStep(name="b", sleep=0.3, fail="full")),
+            _scripted(ScriptedStep(name="a"), ScriptedStep(name="b")),
+        ],
+    ),
+    "nested_child_terminated": Shape(
+        NestedSaga,
+        NestedSpec(run="record", child=_scripted(ScriptedStep(name="room", sleep=30))),
+        cancel_after=1,
+        terminate_child="/parent/child saga",
+    ),
+    "nested_child_cannot_undo": Shape(
+        NestedSaga,
+        NestedSpec(
+            run="record",
+            child=_scripted(
+                ScriptedStep(name="room", undo_fail="cannot cancel"),
+                ScriptedStep(name="pay", sleep=0.3, fail="declined"),
+            ),
+        ),
+    ),
+    # Venice's hotel has one room: the second traveller's trip fails, the first is undone.
+    "group_trip": Shape(
+        BookGroupTrip,
+        GroupTripRequest(trips=[_trip("Ann", date(2027, 7, 1)), _trip("Bob", date(2027, 7, 1))]),
+    ),
 }
 
 
@@ -132,7 +182,12 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
     )
     if shape.cancel_after is not None:
         await asyncio.sleep(shape.cancel_after)
-        await handle.cancel()
+        if shape.terminate_child is not None:
+            child = client.get_workflow_handle(handle.id + shape.terminate_child)
+            await child.terminate("recorded")
+        else:
+            for _ in range(shape.cancels):
+                await handle.cancel()
     with contextlib.suppress(WorkflowFailureError):
         await handle.result()
     history = await handle.fetch_history()
@@ -157,6 +212,8 @@ async def main() -> None:
                 activity_executor=executor,
             ):
                 for name, shape in SHAPES.items():
+                    if sys.argv[1:] and name not in sys.argv[1:]:
+                        continue
                     await record(env.client, queue, name, shape)
                     print(f"recorded {name}")
 
