@@ -108,3 +108,30 @@ class HelperSaga:
 
 WORKFLOWS = [HandWrittenSaga, HelperSaga]
 ACTIVITIES = [bench_step, bench_undo]
+
+
+class LargeSpec(BaseModel):
+    width: int  # independent steps, each with a compensation
+    last_fails: bool = False  # then one more step, after all of them, fails
+    max_parallelism: int | None = None
+
+
+@workflow.defn
+class LargeHelperSaga:
+    """A fan-out of ``width`` steps through temporal_saga, optionally failing at the end."""
+
+    @workflow.run
+    async def run(self, spec: LargeSpec) -> str:
+        saga = Saga(
+            "large",
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+            max_parallelism=spec.max_parallelism,
+        )
+        fan = [
+            saga.step(f"s{i:05d}", bench_step, BenchStep(name=f"s{i:05d}"), compensate=bench_undo)
+            for i in range(spec.width)
+        ]
+        if spec.last_fails:
+            saga.step("last", bench_step, BenchStep(name="last", fail=True), after=fan)
+        return (await saga.run()).state.status.value

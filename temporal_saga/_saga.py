@@ -60,7 +60,14 @@ SAGA_STATE_QUERY = "saga_state"
 SAGA_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("SagaStatus")
 
 #: Steps (and compensations) in flight at once unless ``max_parallelism`` says otherwise.
-DEFAULT_MAX_PARALLELISM = 1000
+#: Each wave of starts happens in one workflow activation, which the Python SDK must
+#: finish within 2 s (its deadlock detector); scheduling one activity with its summary
+#: costs about 2 ms of that on a small machine, so 500 starts leave room.
+DEFAULT_MAX_PARALLELISM = 500
+#: Past this many history events, at most LARGE_HISTORY_PARALLELISM steps are in flight
+#: (see Saga._parallelism).
+LARGE_HISTORY_EVENTS = 2000
+LARGE_HISTORY_PARALLELISM = 40
 #: Temporal's default limit of pending activities per workflow
 #: (``limit.numPendingActivities.error``); more would fail the workflow task forever.
 PENDING_ACTIVITY_LIMIT = 2000
@@ -363,8 +370,13 @@ class Saga:
         timeout: Fail and compensate the saga if it has not succeeded by then
             (measured from ``run``; costs one timer in the history).
         max_parallelism: Run at most this many steps (and, when undoing, at most
-            this many compensations) at once: default 1,000, at most 2,000, which
-            is Temporal's default limit of pending activities per workflow.
+            this many compensations) at once: default 500, at most 2,000, which is
+            Temporal's default limit of pending activities per workflow. Above about
+            1,000, one workflow activation may take longer than the 2 s the Python
+            SDK allows it. Once the workflow's history passes 2,000 events, at most
+            40 run at once, so that the server never has to restart a workflow
+            task of a long history (it does when more than 100 events arrive
+            while one runs).
         search_attributes: Keep the saga's status in the ``SagaStatus`` Keyword
             search attribute, so ``temporal workflow list --query
             'SagaStatus="COMPENSATION_FAILED"'`` finds the sagas that need a human.
@@ -662,6 +674,7 @@ class Saga:
         if not self._steps:
             raise SagaDefinitionError(f"saga {self._name!r} has no steps")
         for step in self._steps.values():
+            linked: set[Step[Any]] = set()  # a set: a step may wait for thousands
             for dep in step._after:
                 target = self._steps.get(dep if isinstance(dep, str) else dep.name)
                 if target is None:
@@ -672,7 +685,8 @@ class Saga:
                     raise SagaDefinitionError(
                         f"saga {self._name!r}, step {step.name!r}: depends on itself"
                     )
-                if target not in step._deps:
+                if target not in linked:
+                    linked.add(target)
                     step._deps.append(target)
                     target._dependents.append(step)
         try:
@@ -810,7 +824,7 @@ class Saga:
             while True:
                 if self._reason is None:
                     ready.extend(sorter.get_ready())
-                    while ready and len(self._running) < self._max_parallelism:
+                    while ready and len(self._running) < self._parallelism():
                         if not self._history_has_room_for(ready[0]):
                             self._fail(None, HISTORY_FULL)
                             break
@@ -847,19 +861,21 @@ class Saga:
         Temporal ends a workflow whose history outgrows its limits, and a saga cut off
         there could not undo anything. So before each step the saga checks that the
         history can still take the steps in flight and the compensation of every
-        step started so far, at the cost per step seen so far (worst case until 100
-        steps have finished), with a quarter more for safety.
+        step started so far, at the cost per started step seen so far (at least 3
+        events, 6 until 100 steps have finished), with a quarter more for safety.
         """
         info = workflow.info()
-        finished = self._finished_count
+        started = self._finished_count + len(self._running)
         undo = self._undoable + (step._compensate is not None)
         in_flight = len(self._running) + 1
-        for used, at_start, limit, worst_case, margin in (
+        early = self._finished_count < 100
+        events_floor = EVENTS_PER_STEP_WORST_CASE if early else EVENTS_PER_STEP_FLOOR
+        for used, at_start, limit, floor, margin in (
             (
                 info.get_current_history_length(),
                 self._history_at_start[0],
                 HISTORY_EVENT_LIMIT,
-                EVENTS_PER_STEP_WORST_CASE,
+                events_floor,
                 500,
             ),
             (
@@ -870,13 +886,24 @@ class Saga:
                 2 * 1024 * 1024,
             ),
         ):
-            seen = (used - at_start) / finished if finished else 0.0
-            per_step = max(seen, EVENTS_PER_STEP_FLOOR if worst_case else 0.0)
-            if finished < 100:
-                per_step = max(per_step, worst_case)
+            per_step = max(floor, (used - at_start) / started if started else 0)
             if used + per_step * (in_flight + 1.25 * undo) + margin > limit:
                 return False
         return True
+
+    def _parallelism(self) -> int:
+        """How many steps (or compensations) may be in flight now.
+
+        The server restarts a workflow task when more than 100 events arrive while it
+        runs (``history.maximumBufferedEventsBatch``), and a restart replays the
+        whole history. Cheap while the history is short; past 2,000 events a replay
+        takes seconds, and restarts can follow one another until the task times
+        out. So past that, at most 40 steps are in flight: their completions (2
+        events each) can never fill the buffer.
+        """
+        if workflow.info().get_current_history_length() > LARGE_HISTORY_EVENTS:
+            return min(self._max_parallelism, LARGE_HISTORY_PARALLELISM)
+        return self._max_parallelism
 
     def _cancel_in_flight_steps(self) -> None:
         for task in self._running:
@@ -943,7 +970,7 @@ class Saga:
                     ready.append(step)
                 else:
                     sorter.done(step)
-            while ready and len(running) < self._max_parallelism:
+            while ready and len(running) < self._parallelism():
                 step = ready.popleft()
                 running[asyncio.create_task(self._undo(step))] = step
             if running:
