@@ -1,8 +1,8 @@
 """Large sagas on a real server: thousands of steps stay within Temporal's limits.
 
 A 5,000-step saga that fails at its very end undoes all 5,000 steps and closes
-compensated (its ``SagaFailed`` stays small, its query and history give the whole
-state from history); a 3,000-wide fan-out stays under the server's limit of pending
+compensated (its ``SagaFailed`` stays small, its history gives every step's
+state); a 3,000-wide fan-out stays under the server's limit of pending
 activities.
 """
 
