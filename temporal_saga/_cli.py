@@ -132,6 +132,8 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             await list_sagas(client, args.status, args.limit)
     except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND and args.command == "list":
+            raise CliError(f"cannot list sagas: {err.message}") from err
         if err.status == RPCStatusCode.NOT_FOUND:
             raise CliError(
                 f"no workflow {args.workflow_id!r} in namespace {client.namespace!r}"

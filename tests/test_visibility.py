@@ -30,13 +30,14 @@ from .scripted import HandWrittenParallel, ScriptedSaga, ScriptedStep
 
 
 def cli(
-    env: WorkflowEnvironment, *args: str, address: str | None = None
+    env: WorkflowEnvironment, *args: str, address: str | None = None, namespace: str = "default"
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "temporal_saga", *args],
         env={
             **os.environ,
             "TEMPORAL_ADDRESS": address or env.client.service_client.config.target_host,
+            "TEMPORAL_NAMESPACE": namespace,
         },
         capture_output=True,
         text=True,
@@ -162,6 +163,12 @@ async def test_show_errors_are_one_line(
         await client.execute_workflow(
             HandWrittenParallel.run, s, id=f"hand-{s.run}", task_queue=task_queue
         )
+    no_namespace = await asyncio.to_thread(cli, env, "list", namespace="no-such-namespace")
+    assert no_namespace.returncode == 1
+    assert no_namespace.stderr.startswith("temporal-saga: cannot list sagas: ")
+    assert "no-such-namespace" in no_namespace.stderr
+    assert no_namespace.stderr.count("\n") == 1
+
     not_saga = await asyncio.to_thread(cli, env, "show", f"hand-{s.run}")
     assert not_saga.returncode == 1
     assert not_saga.stderr.startswith(f"temporal-saga: workflow 'hand-{s.run}' is not a saga")
