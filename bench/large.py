@@ -1,6 +1,7 @@
 """How large a saga fits in one workflow: events per step, and where the guard stops it.
 
-    python -m bench.large [--width 4999] [--last-fails] [--max-concurrent-activities 100]
+    python -m bench.large [--width 4999] [--last-fails] [--max-parallelism N]
+                          [--max-concurrent-activities 100]
 
 Runs one fan-out saga of ``width`` steps (each with a compensation), optionally
 followed by one step, after all of them, that fails, against its own dev server with

@@ -936,7 +936,8 @@ class Saga:
             raise
         except (Exception, asyncio.CancelledError) as err:
             outcome = _describe(err)
-            step._outcome, step._uncertain, step._error = outcome[:3]
+            step._outcome, step._uncertain = outcome.status, outcome.uncertain
+            step._error = outcome.message
             step._nested_needs_human = outcome.nested_needs_human
         else:
             step._outcome = StepStatus.SUCCEEDED

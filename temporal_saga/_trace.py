@@ -1,6 +1,6 @@
 """The saga trace: the text the demo prints, ``show`` prints and the Web UI shows.
 
-The finished format (``shared/DESIGN.md`` section 5)::
+The finished format::
 
     ❗️ begin saga
 
