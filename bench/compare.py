@@ -38,8 +38,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import EncryptionCodec, data_converter
-from temporal_saga._client import local_temporal_cli
+from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga.encryption import EncryptionCodec
 
 from .sagas import ACTIVITIES, WORKFLOWS, BenchSpec, BenchStep, HandWrittenSaga, HelperSaga
 
@@ -206,6 +207,7 @@ async def encryption(
         client.service_client.config.target_host,
         namespace=client.namespace,
         data_converter=data_converter(codec=EncryptionCodec({"bench": os.urandom(32)})),
+        plugins=[SagaPlugin()],
     )
     sealed_queue = f"{queue}-encrypted"
     runs = {
@@ -363,12 +365,15 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     async with contextlib.AsyncExitStack() as stack:
         if args.address:
-            client = await Client.connect(args.address, data_converter=data_converter())
+            client = await Client.connect(
+                args.address, data_converter=data_converter(), plugins=[SagaPlugin()]
+            )
         else:
             env = await stack.enter_async_context(
                 await WorkflowEnvironment.start_local(
                     dev_server_existing_path=local_temporal_cli(),
                     data_converter=data_converter(),
+                    plugins=[SagaPlugin()],
                     dev_server_log_level="error",
                 )
             )

@@ -25,8 +25,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from temporal_saga import SagaFailed, data_converter
-from temporal_saga._client import local_temporal_cli
+from temporal_saga import SagaFailed
+from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.client._connect import local_temporal_cli
 
 from .sagas import ACTIVITIES, LargeHelperSaga, LargeSpec
 
@@ -43,6 +44,7 @@ async def main() -> None:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=local_temporal_cli(),
         data_converter=data_converter(),
+        plugins=[SagaPlugin()],
         dev_server_log_level="error",
     ) as env:
         queue = f"large-{uuid.uuid4()}"

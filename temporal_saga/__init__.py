@@ -4,18 +4,25 @@ A saga is a set of named steps (activities) run in parallel as their dependencie
 allow, each with a compensation that undoes it. If a step fails, everything that took
 effect is compensated, in reverse dependency order, and the workflow fails with
 :class:`SagaFailed`. See :class:`Saga`.
+
+The package is laid out by where code runs:
+
+* ``temporal_saga`` (this namespace): the engine, which runs inside workflows. It is
+  sandbox-safe and light: importing it loads neither the client tooling nor
+  cryptography nor an HTTP server.
+* :mod:`temporal_saga.declarative`: sagas defined as data (JSON), run by a generic
+  workflow.
+* :mod:`temporal_saga.client`: everything outside workflows: ``connect``, the data
+  converter for workers and clients, reading a saga's state and trace, the CLI.
+* :mod:`temporal_saga.encryption` (the ``temporal-saga[encryption]`` extra): the
+  payload codec, the codec server for the Web UI, the audit of stored payloads.
 """
 
 from ._activity import idempotency_key
-from ._audit import HistoryAudit, StoredPayload, audit_history
-from ._client import connect
-from ._codec import EncryptionCodec
-from ._converter import data_converter
-from ._declarative import DeclarativeSaga, OptionsSpec, SagaSpec, StepSpec
 from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError
-from ._history import NotASaga, state_from_history
 from ._options import ActivityOptions
-from ._saga import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE, SAME_ARG, Saga, Step
+from ._publish import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
+from ._saga import Saga
 from ._state import (
     CompensationState,
     SagaResult,
@@ -24,8 +31,7 @@ from ._state import (
     StepState,
     StepStatus,
 )
-from ._trace import render_trace
-from ._watch import follow_trace, load_state, watch
+from ._step import SAME_ARG, Step
 
 __all__ = [
     "SAGA_STATE_QUERY",
@@ -33,31 +39,15 @@ __all__ = [
     "SAME_ARG",
     "ActivityOptions",
     "CompensationState",
-    "DeclarativeSaga",
-    "EncryptionCodec",
-    "HistoryAudit",
-    "NotASaga",
-    "OptionsSpec",
     "Saga",
     "SagaDefinitionError",
     "SagaFailed",
     "SagaResult",
-    "SagaSpec",
     "SagaState",
     "SagaStatus",
     "SagaTypeError",
     "Step",
-    "StepSpec",
     "StepState",
     "StepStatus",
-    "StoredPayload",
-    "audit_history",
-    "connect",
-    "data_converter",
-    "follow_trace",
     "idempotency_key",
-    "load_state",
-    "render_trace",
-    "state_from_history",
-    "watch",
 ]

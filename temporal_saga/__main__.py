@@ -1,11 +1,5 @@
-"""``python -m temporal_saga``: see :mod:`temporal_saga._cli`."""
+"""``python -m temporal_saga``: the ``temporal-saga`` command (see ``client._cli``)."""
 
-import os
-import sys
+from .client._cli import entry_point
 
-from ._cli import main
-
-code = main()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(code)  # skip interpreter teardown: the SDK can crash there (sdk-python issue 300)
+entry_point()

@@ -9,7 +9,10 @@ The hierarchy::
     │       │                       names, unknown or cyclic dependencies, bad options
     │       └── SagaTypeError       (also a TypeError) a non-activity where an activity
     │                               belongs, an option value of the wrong type
-    └── RuntimeError                ``Step.result`` of a step that has not succeeded
+    ├── RuntimeError
+    │   └── NoResult                ``Step.result`` of a step that has not succeeded
+    └── ValueError
+        └── NotASaga                a workflow whose history holds no saga (client side)
 
 Both subclasses of ``ApplicationError`` are non-retryable: raised inside a workflow they
 fail the workflow with a readable reason instead of making its workflow task retry
@@ -40,6 +43,14 @@ class SagaTypeError(SagaDefinitionError, TypeError):
     A ``TypeError`` for ``except TypeError``, and a ``SagaDefinitionError``, so a workflow
     that makes this mistake fails at once instead of retrying its workflow task.
     """
+
+
+class NoResult(RuntimeError):
+    """``Step.result`` of a step that has not succeeded (yet)."""
+
+
+class NotASaga(ValueError):
+    """The workflow's history holds no saga (raised when rebuilding a state from it)."""
 
 
 _NEEDS_HUMAN = "; manual intervention needed for: "

@@ -88,3 +88,8 @@ def merge(*layers: ActivityOptions) -> ActivityOptions:
     for layer in layers:
         merged.update(layer)
     return merged
+
+
+def task_queue_only(options: ActivityOptions) -> ActivityOptions:
+    """Just the task queue of ``options`` (a compensation runs where its step runs)."""
+    return {"task_queue": options["task_queue"]} if "task_queue" in options else {}

@@ -23,8 +23,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, data_converter
-from temporal_saga._client import local_temporal_cli
+from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.client._connect import local_temporal_cli
 
 temporal_binary = local_temporal_cli  # the tests' name for it
 
@@ -53,12 +54,14 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
             address,
             namespace=os.environ.get("TEMPORAL_TEST_NAMESPACE", "default"),
             data_converter=data_converter(),
+            plugins=[SagaPlugin()],
         )
         yield WorkflowEnvironment.from_client(client)
         return
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=data_converter(),
+        plugins=[SagaPlugin()],  # workers made from its client inherit it
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
         ui=True,
         ui_port=UI_PORT,

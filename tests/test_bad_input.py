@@ -24,7 +24,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-import temporal_saga
 from temporal_saga import Saga, SagaDefinitionError, SagaFailed
 
 from .conftest import ROOT, WorkerFactory, server_address, temporal_cli
@@ -34,44 +33,6 @@ from .scripted import JOURNAL, BrokenArgumentSaga, ScriptedStep, do_step, undo_s
 
 def not_an_activity(x: str) -> str:
     return x
-
-
-def test_public_api_is_pinned() -> None:
-    # Its order is ruff's (RUF022); its content is pinned here.
-    assert set(temporal_saga.__all__) == {
-        "SAGA_STATE_QUERY",
-        "DeclarativeSaga",
-        "EncryptionCodec",
-        "HistoryAudit",
-        "OptionsSpec",
-        "SagaSpec",
-        "StepSpec",
-        "SAGA_STATUS_ATTRIBUTE",
-        "SAME_ARG",
-        "ActivityOptions",
-        "CompensationState",
-        "NotASaga",
-        "Saga",
-        "SagaDefinitionError",
-        "SagaFailed",
-        "SagaResult",
-        "SagaState",
-        "SagaStatus",
-        "SagaTypeError",
-        "Step",
-        "StepState",
-        "StepStatus",
-        "StoredPayload",
-        "audit_history",
-        "connect",
-        "data_converter",
-        "idempotency_key",
-        "follow_trace",
-        "load_state",
-        "render_trace",
-        "state_from_history",
-        "watch",
-    }
 
 
 def test_definition_error_is_a_value_error_and_fails_a_workflow() -> None:

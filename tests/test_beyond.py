@@ -8,15 +8,8 @@ import uuid
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from temporal_saga import (
-    Saga,
-    SagaFailed,
-    SagaStatus,
-    StepStatus,
-    load_state,
-    render_trace,
-    state_from_history,
-)
+from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus
+from temporal_saga.client import load_state, render_trace, state_from_history
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from temporal_saga._codec import new_key
+from temporal_saga.encryption._codec import new_key
 
 from .conftest import ROOT
 

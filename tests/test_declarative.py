@@ -13,7 +13,8 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_saga import DeclarativeSaga, SagaFailed, SagaResult, SagaStatus
+from temporal_saga import SagaFailed, SagaResult, SagaStatus
+from temporal_saga.declarative import DeclarativeSaga
 
 from .conftest import WorkerFactory, temporal_cli
 from .scripted import JOURNAL, do_step, undo_step
@@ -148,7 +149,7 @@ async def test_trip_spec_started_from_the_temporal_cli(
     env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
 ) -> None:
     spec_file = ROOT / "workflows" / "trip_spec.json"
-    assert "--input-file workflows/trip_spec.json" in (ROOT / "README.md").read_text()
+    assert "--input-file workflows/trip_spec.json" in (ROOT / "docs" / "semantics.md").read_text()
     workflow_id = f"declarative-trip-{uuid.uuid4()}"
     started = temporal_cli(
         env,

@@ -52,6 +52,8 @@ def test_compose_file_is_valid() -> None:
     assert "replicas: 2" in config and "8080" in config
     assert "TEMPORAL_CODEC_INCLUDE_CREDENTIALS" in config and "codec-server" in config
     assert "service_healthy" in config and "service_completed_successfully" in config
+    # The codec server decrypts: published on this machine's loopback only.
+    assert "host_ip: 127.0.0.1" in config or "127.0.0.1:8888:8888" in config, config
 
 
 def test_dockerfile_lints_clean() -> None:
@@ -89,6 +91,8 @@ def test_dockerfile_image_holds_what_the_worker_needs(tmp_path: Path) -> None:
         timeout=60,
     )
     assert imported.returncode == 0, imported.stderr
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "['optional-dependencies']['encryption']" in dockerfile  # keys, codec server
 
 
 async def test_sagas_spread_over_three_workers_and_survive_losing_one(
@@ -126,8 +130,13 @@ async def test_sagas_spread_over_three_workers_and_survive_losing_one(
             )
             for i, name in enumerate(travellers)
         ]
-        await asyncio.sleep(1.5)
-        workers[0].send_signal(signal.SIGKILL)  # mid-run, without warning
+        # Once each worker has booked something, kill one mid-run, without warning.
+        logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+        for _ in range(150):
+            if all("booked" in log.read_text() for log in logs):
+                break
+            await asyncio.sleep(0.2)
+        workers[0].send_signal(signal.SIGKILL)
 
         async def outcome(handle: object) -> bool:
             try:

@@ -12,13 +12,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from temporal_saga import (
-    SAGA_STATE_QUERY,
-    SagaState,
-    SagaStatus,
-    StepStatus,
-    render_trace,
-)
+from temporal_saga import SAGA_STATE_QUERY, SagaState, SagaStatus, StepStatus
+from temporal_saga.client import render_trace
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES, WORKFLOWS, did, entry, fail_saga, run_saga, spec

@@ -10,7 +10,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from temporal_saga import data_converter
+from temporal_saga.client import data_converter
 
 with workflow.unsafe.imports_passed_through():
     from temporal_saga import SagaResult
@@ -50,3 +50,17 @@ async def test_a_non_deterministic_change_is_caught() -> None:
 
 def test_every_shape_has_a_stored_history() -> None:
     assert {p.stem for p in Path(HISTORIES).glob("*.json")} == set(SHAPES)
+
+
+def test_the_sagastatus_check_is_patched_in() -> None:
+    """Sagas started before the check existed replay without it (see trip_success)."""
+
+    def markers(name: str) -> list[str]:
+        return [
+            e.marker_recorded_event_attributes.marker_name
+            for e in stored(name).events
+            if e.HasField("marker_recorded_event_attributes")
+        ]
+
+    assert markers("trip_success") == []
+    assert markers("trip_success_checked") == ["core_patch", "core_local_activity"]

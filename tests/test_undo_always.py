@@ -38,10 +38,8 @@ from temporal_saga import (
     SagaState,
     SagaStatus,
     StepStatus,
-    data_converter,
-    render_trace,
-    state_from_history,
 )
+from temporal_saga.client import data_converter, render_trace, state_from_history
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, spec

@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
-from collections import Counter
+import uuid
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from temporal_saga import (
-    SAGA_STATE_QUERY,
-    SagaState,
-    SagaStatus,
+from temporal_saga import SAGA_STATE_QUERY, SagaState, SagaStatus, StepStatus
+from temporal_saga.client import (
+    SagaPlugin,
+    data_converter,
     load_state,
     render_trace,
     state_from_history,
 )
+from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
-from .conftest import WorkerFactory, temporal_cli
+from .conftest import WorkerFactory, server_address, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec
 from .scripted import HandWrittenParallel, ScriptedSaga, ScriptedStep
+
+UI_URL = "https://ui.example:9443/"
 
 
 def cli(
@@ -38,6 +47,7 @@ def cli(
             **os.environ,
             "TEMPORAL_ADDRESS": address or env.client.service_client.config.target_host,
             "TEMPORAL_NAMESPACE": namespace,
+            "TEMPORAL_UI_URL": UI_URL,
         },
         capture_output=True,
         text=True,
@@ -122,13 +132,23 @@ async def test_show_prints_the_trace_from_the_query_then_from_history(
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         await fail_saga(client, task_queue, s)
         shown = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}")
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == expected
+        as_json = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}", "--output", "json")
+    assert shown.returncode == COMPENSATED, shown.stderr  # exit 3: failed, all undone
+    run_id = (await client.get_workflow_handle(f"saga-{s.run}").describe()).run_id
+    link = f"https://ui.example:9443/namespaces/default/workflows/saga-{s.run}/{run_id}"
+    assert shown.stdout == f"{expected}\nWeb UI: {link}\n"
+    assert as_json.returncode == COMPENSATED, as_json.stderr
+    state = SagaState.model_validate_json(as_json.stdout)
+    assert state.status is SagaStatus.COMPENSATED and state.failed_step == "b"
+    assert state.step("a").compensation is not None
+    assert state.step("a").compensation.status is StepStatus.SUCCEEDED
     # No worker runs any more: the trace comes from the history alone.
     shown = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}")
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == COMPENSATED, shown.stderr
     assert shown.stdout.startswith(expected)
     assert "rebuilt from the workflow's history" in shown.stdout
+    as_json = await asyncio.to_thread(cli, env, "show", f"saga-{s.run}", "-o", "json")
+    assert SagaState.model_validate_json(as_json.stdout).status is SagaStatus.COMPENSATED
 
 
 async def test_show_follow_prints_lines_as_the_saga_unfolds(
@@ -141,7 +161,9 @@ async def test_show_follow_prints_lines_as_the_saga_unfolds(
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines.index("⏳ b") < lines.index("✔️ a") < lines.index("✔️ b")
-    assert shown.stdout.endswith("❗️ all steps succeeded\n\n✔️ end saga (success)\n")
+    assert "❗️ all steps succeeded\n\n✔️ end saga (success)\n\nWeb UI: https://ui.example" in (
+        shown.stdout
+    )
 
 
 async def test_show_errors_are_one_line(
@@ -175,6 +197,62 @@ async def test_show_errors_are_one_line(
     assert not_saga.stderr.count("\n") == 1
 
 
+async def test_an_unregistered_sagastatus_fails_the_saga_at_once_saying_so(
+    env: WorkflowEnvironment,
+) -> None:
+    """Not a workflow task retried forever: the saga fails before any step, clearly."""
+    namespace = f"no-saga-status-{uuid.uuid4().hex[:8]}"
+    await env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    address = server_address(env)
+    client = await Client.connect(
+        address, namespace=namespace, data_converter=data_converter(), plugins=[SagaPlugin()]
+    )
+    s = spec(ScriptedStep(name="a"), search_attributes=True)
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES):
+        for _ in range(50):  # a new namespace takes a moment to reach every service
+            try:
+                handle = await client.start_workflow(
+                    ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=queue
+                )
+                break
+            except RPCError:
+                await asyncio.sleep(0.2)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), timeout=30)
+    assert isinstance(failed.value.cause, ApplicationError), repr(failed.value.cause)
+    assert failed.value.cause.type == "SagaDefinitionError", (
+        failed.value.cause.type,
+        failed.value.cause.message,
+        repr(failed.value.cause.cause),
+    )
+    message = failed.value.cause.message
+    assert "the SagaStatus search attribute is not registered on namespace" in message
+    assert "temporal operator search-attribute create --name SagaStatus" in message
+    assert did(s, "do") == set()  # before any step
+
+
+async def test_a_worker_without_the_plugin_is_told_so_not_left_hanging(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    bare = await Client.connect(server_address(env), data_converter=data_converter())
+    s = spec(ScriptedStep(name="a"), search_attributes=True)
+    async with Worker(bare, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(
+                bare.execute_workflow(
+                    ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+                ),
+                timeout=30,
+            )
+    assert "needs temporal-saga's plugin on the worker" in str(failed.value.cause)
+    assert did(s, "do") == set()
+
+
 async def test_search_attribute_finds_sagas_that_need_a_human(
     env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
@@ -199,14 +277,28 @@ async def test_search_attribute_finds_sagas_that_need_a_human(
     listed = await asyncio.to_thread(cli, env, "list", "--status", "COMPENSATION_FAILED")
     assert listed.returncode == 0, listed.stderr
     assert f"saga-{broken.run}" in listed.stdout and f"saga-{fine.run}" not in listed.stdout
+    listed = await asyncio.to_thread(cli, env, "list", "--output", "json", "--limit", "500")
+    rows = {row["workflow_id"]: row for row in json.loads(listed.stdout)}
+    assert rows[f"saga-{broken.run}"]["saga_status"] == "COMPENSATION_FAILED"
+    assert rows[f"saga-{fine.run}"]["saga_status"] == "SUCCEEDED"
+    assert rows[f"saga-{fine.run}"]["workflow_status"] == "COMPLETED"
+    # Scripts tell the outcomes apart by exit code: 4 needs a human, 0 succeeded.
+    shown = await asyncio.to_thread(cli, env, "show", f"saga-{broken.run}")
+    assert shown.returncode == NEEDS_HUMAN and "manual intervention" in shown.stdout
+    shown = await asyncio.to_thread(cli, env, "show", f"saga-{fine.run}")
+    assert shown.returncode == 0, shown.stderr
 
     temporal = await asyncio.to_thread(temporal_cli, env, "workflow", "list", "--query", query)
     assert f"saga-{broken.run}" in temporal.stdout, temporal.stderr
 
     async def upserts(workflow_id: str) -> int:
         handle = client.get_workflow_handle(workflow_id)
-        events = Counter([e.event_type async for e in handle.fetch_history_events()])
-        return events[EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+        found = [
+            e.upsert_workflow_search_attributes_event_attributes.search_attributes
+            async for e in handle.fetch_history_events()
+            if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        ]
+        return sum("SagaStatus" in attributes.indexed_fields for attributes in found)
 
     assert await upserts(f"saga-{fine.run}") == 2  # RUNNING, SUCCEEDED
     assert await upserts(f"saga-{broken.run}") == 3  # RUNNING, COMPENSATING, final

@@ -5,31 +5,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
 from playwright.async_api import BrowserContext
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, EncryptionCodec, data_converter
-from temporal_saga._codec_server import make_server
+from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.encryption import EncryptionCodec, start_codec_server
 from workflows.trip import BuyTripPackage
 
-from .conftest import WorkerFactory, free_port, temporal_binary
+from .conftest import free_port, temporal_binary
 from .helpers import (
-    ACTIVITIES,
     NAME,
     PASSPORT,
-    WORKFLOWS,
-    fail_saga,
     secret_trip,
-    spec,
     trip_worker_in_process,
 )
-from .scripted import ScriptedStep
 
 CHROMIUM = "/usr/bin/chromium"
 # The README shows these screenshots; UPDATE_SCREENSHOTS=1 rewrites them in docs/.
@@ -45,20 +40,26 @@ pytestmark = [
 
 
 async def test_web_ui_shows_step_names_and_the_trace(
-    client: Client, task_queue: str, worker: WorkerFactory, ui_url: str, tmp_path: Path
+    client: Client, ui_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shots = DOCS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
+    """The trip example, as `make demo` runs it: Kevin's trip after Maria's."""
     from playwright.async_api import async_playwright
 
-    s = spec(
-        ScriptedStep(name="book plane ticket", sleep=0.3),
-        ScriptedStep(name="book hotel room", fail="no available hotel rooms"),
-        ScriptedStep(name="buy tourist tickets", sleep=0.3),
+    shots = DOCS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
+    monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
+    maria, kevin = (
+        secret_trip("Venice").model_copy(update={"traveller": name}) for name in ("Maria", "Kevin")
     )
-    workflow_id = f"saga-{s.run}"
+    workflow_id = f"trip-{uuid.uuid4().hex[:12]}"
     # The worker stays up: the UI asks it for the current details (the live trace).
-    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        await fail_saga(client, task_queue, s)
+    async with trip_worker_in_process(client) as queue:
+        await client.execute_workflow(
+            BuyTripPackage.run, maria, id=f"trip-{uuid.uuid4().hex[:12]}", task_queue=queue
+        )
+        with pytest.raises(WorkflowFailureError):  # Maria took Venice's last hotel room
+            await client.execute_workflow(
+                BuyTripPackage.run, kevin, id=workflow_id, task_queue=queue
+            )
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=shutil.which("chromium") or CHROMIUM,
@@ -67,7 +68,7 @@ async def test_web_ui_shows_step_names_and_the_trace(
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
             await page.goto(f"{ui_url}/namespaces/default/workflows/{workflow_id}")
             # The timeline labels each activity with its summary: the step's name.
-            await page.get_by_text("undo_step • undo book plane ticket").wait_for(timeout=30_000)
+            await page.get_by_text("book_flight • book plane ticket").wait_for(timeout=30_000)
             # "<activity type> • <summary>" labels, one per activity.
             labels = await page.get_by_text(" • ").all_text_contents()
             timeline_text = "\n".join(labels)
@@ -86,9 +87,9 @@ async def test_web_ui_shows_step_names_and_the_trace(
     for name in ("book plane ticket", "book hotel room", "buy tourist tickets"):
         assert name in timeline_text
         assert name in details
-    for name in ("undo book plane ticket", "undo buy tourist tickets"):
-        assert name in timeline_text
-    assert "undo book hotel room" not in timeline_text
+    for name in ("cancel plane ticket booking", "cancel tourist ticket reservations"):
+        assert name in timeline_text and name in details
+    assert "cancel hotel" not in timeline_text
     assert "book hotel room (no available hotel rooms)" in details
     assert "end saga (no available hotel rooms)" in details
 
@@ -103,13 +104,13 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
     codec = EncryptionCodec({"k1": os.urandom(32)})
     ui_port, codec_port = free_port(), free_port()
     ui, codec_url = f"http://127.0.0.1:{ui_port}", f"http://127.0.0.1:{codec_port}"
-    server = make_server(codec, "s3cret", port=codec_port, origin=ui)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = await start_codec_server(codec, "s3cret", port=codec_port, origin=ui)
     workflow_id = f"trip-{uuid.uuid4()}"
     try:
         async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(),
             data_converter=data_converter(codec=codec),
+            plugins=[SagaPlugin()],
             ui=True,
             ui_port=ui_port,
             dev_server_extra_args=["--ui-codec-endpoint", codec_url],
@@ -173,6 +174,6 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
                 operator_view = await workflow_page(operator, NAME, "webui-decoded.png")
                 await browser.close()
     finally:
-        server.shutdown()
+        await server.cleanup()
     assert NAME in operator_view and PASSPORT in operator_view
     assert NAME not in anonymous_view and PASSPORT not in anonymous_view

@@ -5,7 +5,7 @@ The data converter is the pydantic one with two additions:
 * **Public text.** A saga's step and compensation names (the activities' summaries)
   and its trace (the workflow's current details) are the operators' view of a saga,
   so they stay readable in the Web UI even when payloads are encrypted. The engine
-  marks them with :class:`PublicText`; the converter tags such payloads (and the
+  marks them with ``PublicText``; the converter tags such payloads (and the
   workflow metadata query answer that carries the current details) with
   ``temporal-saga-public`` metadata, and tagged payloads bypass the codec, whichever
   it is. Everything else (inputs, results, ``saga_state``, failure details) goes
@@ -21,6 +21,7 @@ The data converter is the pydantic one with two additions:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -38,17 +39,7 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
-from ._codec import EncryptionCodec
-
-PUBLIC = "temporal-saga-public"
-
-
-class PublicText(str):
-    """Text a saga publishes in clear even when payloads are encrypted."""
-
-    # Checked by attribute, not isinstance: the workflow sandbox re-imports this
-    # module, so the engine's PublicText is not the converter's class.
-    __temporal_saga_public__ = True
+from .._public import PUBLIC
 
 
 def _is_public(value: Any) -> bool:
@@ -150,10 +141,31 @@ def data_converter(*, codec: PayloadCodec | None = None, from_env: bool = True) 
         ValueError: ``TEMPORAL_SAGA_KEYS`` or ``TEMPORAL_SAGA_KEY_FILE`` is malformed.
     """
     if codec is None and from_env:
-        codec = EncryptionCodec.from_env()
+        codec = _codec_from_env()
     return dataclasses.replace(
         DataConverter.default,
         payload_converter_class=SagaPayloadConverter,
         failure_converter_class=SagaFailureConverter,
         payload_codec=KeepPublicText(codec) if codec is not None else None,
     )
+
+
+KEY_VARIABLES = ("TEMPORAL_SAGA_KEYS", "TEMPORAL_SAGA_KEY_FILE")
+
+
+def _codec_from_env() -> PayloadCodec | None:
+    """The encryption codec the environment configures, if it configures one.
+
+    Encryption is an optional extra: it is imported only when keys are configured, so
+    a saga without encryption never loads ``cryptography``.
+    """
+    if not any(os.environ.get(name) for name in KEY_VARIABLES):
+        return None
+    try:
+        from ..encryption import EncryptionCodec
+    except ImportError as err:
+        raise ValueError(
+            f"{' or '.join(KEY_VARIABLES)} is set, but encryption is not installed: "
+            f"pip install 'temporal-saga[encryption]' ({err})"
+        ) from None
+    return EncryptionCodec.from_env()

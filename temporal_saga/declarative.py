@@ -32,6 +32,8 @@ from ._options import COMPENSATION_DEFAULTS, STEP_DEFAULTS, ActivityOptions
 from ._saga import Saga
 from ._state import SagaResult
 
+__all__ = ["DeclarativeSaga", "OptionsSpec", "SagaSpec", "StepSpec"]
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -10,10 +10,10 @@ from typing import Any
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
+from .._publish import SAGA_STATE_QUERY
+from .._state import SagaState
+from .._trace import render_trace
 from ._history import state_from_history
-from ._saga import SAGA_STATE_QUERY
-from ._state import SagaState
-from ._trace import render_trace
 
 # A query waits for a worker to answer; past this, the history is read instead.
 QUERY_TIMEOUT = timedelta(seconds=2)

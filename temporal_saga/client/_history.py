@@ -24,13 +24,9 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import DataConverter
 
-from ._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
-from ._errors import SagaFailed
-from ._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
-
-
-class NotASaga(ValueError):
-    """The workflow's history holds no saga."""
+from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
+from .._errors import NotASaga, SagaFailed
+from .._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
 
 
 @dataclass

@@ -20,10 +20,14 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 
+from .._public import PUBLIC
 from ._codec import ENCODING, KEY_ID
-from ._converter import PUBLIC
 
-Kind = Literal["encrypted", "public", "search attribute", "empty", "clear"]
+Kind = Literal["encrypted", "public", "search attribute", "sdk", "empty", "clear"]
+
+# Marker details that the SDK itself writes, never from the converter: a patch's id, a
+# local activity's type, id, attempt and times (its result goes in "result").
+_SDK_MARKER_FIELDS = ("details[patch-data]", "details[data]")
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,10 @@ class StoredPayload:
         event_id: The event that holds it.
         field: Where in the event (``activity_task_scheduled_event_attributes.input``).
         kind: ``encrypted``, ``public`` (tagged public text), ``search attribute``
-            (indexed by the server, so never encrypted), ``empty`` (no content,
-            e.g. ``None``) or ``clear`` (content anyone with the database can read).
+            (indexed by the server, so never encrypted), ``sdk`` (the SDK's own
+            bookkeeping in markers: patch ids, a local activity's type and times),
+            ``empty`` (no content, e.g. ``None``) or ``clear`` (content anyone with
+            the database can read).
         key_id: The encryption key's id, for an encrypted payload.
         text: The public text, for a public payload.
     """
@@ -71,7 +77,7 @@ class HistoryAudit:
         kinds = Counter(p.kind for p in self.payloads)
         keys = Counter(p.key_id for p in self.payloads if p.key_id)
         lines = [f"{self.events} events, {len(self.payloads)} payloads"]
-        for kind in ("encrypted", "public", "search attribute", "empty", "clear"):
+        for kind in ("encrypted", "public", "search attribute", "sdk", "empty", "clear"):
             if kind == "encrypted" and keys:
                 detail = ", ".join(f"key {k}: {n}" for k, n in sorted(keys.items()))
                 lines.append(f"  encrypted: {kinds[kind]} ({detail})")
@@ -122,6 +128,9 @@ def _classify(event_id: int, field: str, payload: Payload) -> StoredPayload:
         )
     if "search_attributes" in field:
         return StoredPayload(event_id, field, "search attribute")
+    marker, _, detail = field.partition("marker_recorded_event_attributes.")
+    if not marker and detail.startswith(_SDK_MARKER_FIELDS):
+        return StoredPayload(event_id, field, "sdk")
     if encoding == b"binary/null" or not payload.data:
         return StoredPayload(event_id, field, "empty")
     return StoredPayload(event_id, field, "clear")

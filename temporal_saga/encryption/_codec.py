@@ -3,14 +3,14 @@
 Every payload (activity inputs and results, workflow inputs, query answers,
 ``SagaFailed`` details) is encrypted before it leaves the process, so Temporal's
 database and Web UI hold ciphertext only (the saga data converter keeps its public
-text, step names and the trace, out of the codec: see ``_converter``). Each encrypted
+text, step names and the trace, out of the codec: see ``temporal_saga.client``). Each encrypted
 payload names its key in its metadata, so keys rotate: the first configured key
 encrypts, every configured key decrypts.
 
 Keys come from ``TEMPORAL_SAGA_KEYS`` (``id:base64key,id2:base64key``, the first one
 current) or from the file named by ``TEMPORAL_SAGA_KEY_FILE`` (one ``id:base64key``
 per line, the first one current). A key is 32 random bytes, base64-encoded;
-``python -m temporal_saga new-key --id 2027-01`` prints a fresh entry. To rotate, put
+``temporal-saga new-key --id 2027-01`` prints a fresh entry. To rotate, put
 the new entry first and keep the old ones after it as long as histories encrypted
 with them must stay readable.
 """
@@ -23,6 +23,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
@@ -72,10 +74,6 @@ class EncryptionCodec(PayloadCodec):
     """
 
     def __init__(self, keys: Mapping[str, bytes]) -> None:
-        # Imported here: workflow code imports this module (through the converter)
-        # inside the sandbox, where cryptography's native module cannot load.
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         if not keys:
             raise ValueError("EncryptionCodec needs at least one key")
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
@@ -92,7 +90,13 @@ class EncryptionCodec(PayloadCodec):
             return cls(parse_keys(environ["TEMPORAL_SAGA_KEYS"], "TEMPORAL_SAGA_KEYS"))
         if environ.get("TEMPORAL_SAGA_KEY_FILE"):
             path = Path(environ["TEMPORAL_SAGA_KEY_FILE"])
-            return cls(parse_keys(path.read_text(), str(path)))
+            try:
+                text = path.read_text()
+            except OSError as err:
+                raise ValueError(
+                    f"TEMPORAL_SAGA_KEY_FILE: cannot read {path}: {err.strerror}"
+                ) from None
+            return cls(parse_keys(text, str(path)))
         return None
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -117,8 +121,6 @@ class EncryptionCodec(PayloadCodec):
             ValueError: A payload's key is unknown here, or it does not decrypt
                 (tampered with, or a different key under the same id).
         """
-        from cryptography.exceptions import InvalidTag
-
         decoded = []
         for payload in payloads:
             if payload.metadata.get("encoding") != ENCODING:

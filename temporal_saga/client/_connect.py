@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 
 from ._converter import data_converter
+from ._plugin import SagaPlugin
 
 DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_UI_URL = "http://localhost:8233"
+
+
+def web_ui_url(namespace: str, workflow_id: str, run_id: str | None = None) -> str:
+    """The workflow's page in the Temporal Web UI.
+
+    The UI's address comes from ``TEMPORAL_UI_URL`` (default ``http://localhost:8233``,
+    the dev server's; for Temporal Cloud, ``https://cloud.temporal.io``).
+    """
+    base = os.environ.get("TEMPORAL_UI_URL", DEFAULT_UI_URL).rstrip("/")
+    # Child sagas' ids hold "/": the UI expects the id as one path segment.
+    url = f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+    return f"{url}/{run_id}" if run_id else url
 
 
 def local_temporal_cli() -> str:
@@ -33,7 +49,8 @@ def local_temporal_cli() -> str:
 async def connect(
     *, profile: str | None = None, connect_timeout: timedelta | None = None
 ) -> Client:
-    """Connect with the SDK's environment configuration and the pydantic data converter.
+    """Connect with the SDK's environment configuration, the saga data converter and
+    :class:`SagaPlugin` (which workers made from this client inherit).
 
     ``TEMPORAL_ADDRESS`` (default ``localhost:7233``), ``TEMPORAL_NAMESPACE``,
     ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*`` and ``TEMPORAL_PROFILE`` are honoured, as
@@ -51,5 +68,6 @@ async def connect(
     return await Client.connect(
         **config,
         data_converter=data_converter(),
+        plugins=[SagaPlugin()],
         connect_timeout=connect_timeout,
     )

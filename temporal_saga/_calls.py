@@ -1,0 +1,118 @@
+"""How a step or compensation is called, and how its failure is read.
+
+A step is an activity, or a child workflow (a nested saga). These helpers run inside
+the workflow, so they use only ``workflow.*`` APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NamedTuple
+
+from temporalio import activity, workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    FailureError,
+    TerminatedError,
+    TimeoutError,
+)
+
+from ._errors import NoResult, SagaDefinitionError, SagaFailed, SagaTypeError
+from ._options import ActivityOptions
+from ._public import PublicText
+from ._state import StepStatus
+from ._step import Activity
+
+
+def is_child_workflow(fn: Activity, where: str) -> bool:
+    """Check ``fn`` is an activity or a workflow; True for a workflow."""
+    if isinstance(fn, str):
+        if not fn:
+            raise SagaDefinitionError(f"{where}: an activity name cannot be empty")
+        return False
+    if not callable(fn):
+        raise SagaTypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
+    if workflow._Definition.from_run_fn(fn) is not None:
+        return True
+    definition = activity._Definition.from_callable(fn)
+    if definition is None:
+        raise SagaTypeError(
+            f"{where}: {getattr(fn, '__qualname__', fn)!r} is not an activity; "
+            "decorate it with @activity.defn"
+        )
+    if definition.name is None:
+        raise SagaTypeError(f"{where}: a dynamic activity cannot be called by a saga step")
+    return False
+
+
+async def invoke(
+    fn: Activity, child: bool, args: list[Any], *, name: str, ident: str, options: ActivityOptions
+) -> Any:
+    """Run one step or compensation: an activity, or a child workflow (a nested saga)."""
+    if child:
+        # A child saga compensates itself when it fails; waiting for its cancellation
+        # to complete keeps that true when the parent cancels it.
+        return await workflow.execute_child_workflow(
+            fn,
+            args=args,
+            id=f"{workflow.info().workflow_id}/{ident}",
+            task_queue=options.get("task_queue"),
+            static_summary=PublicText(name),
+            cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+    return await workflow.start_activity(
+        fn, args=args, summary=PublicText(name), activity_id=ident, **options
+    )
+
+
+class Outcome(NamedTuple):
+    """How a step (or compensation) that did not succeed ended."""
+
+    status: StepStatus
+    uncertain: bool  # it may have taken effect: compensate it
+    message: str
+    nested_needs_human: list[str]  # a nested saga's steps that it could not undo
+
+
+def describe(error: BaseException) -> Outcome:
+    """Classify a step's failure."""
+    cause = error.cause if isinstance(error, ActivityError | ChildWorkflowError) else error
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name if cause.type is not None else "unknown"
+        return Outcome(StepStatus.FAILED, True, f"timed out ({kind})", [])
+    if isinstance(cause, CancelledError | asyncio.CancelledError):
+        return Outcome(StepStatus.CANCELLED, True, "cancelled", [])
+    if isinstance(cause, TerminatedError):
+        # A terminated child never undid itself.
+        return Outcome(StepStatus.FAILED, True, "terminated", [])
+    if isinstance(cause, FailureError):
+        nested = SagaFailed.from_error(cause) if isinstance(error, ChildWorkflowError) else None
+        stuck = nested.needs_human if nested is not None else []
+        return Outcome(StepStatus.FAILED, False, cause.message, stuck)
+    return Outcome(StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}", [])
+
+
+def build_args(arg: Any) -> list[Any]:
+    """A step's or compensation's arguments; a callable ``arg`` is called now.
+
+    A callable that fails makes the step (or compensation) fail for good, except for
+    a sandbox or determinism error: that is a bug in workflow code, so it fails the
+    workflow task (retried until a fixed worker runs it), never counted as the
+    business failure that would start undoing the saga.
+    """
+    try:
+        value = arg() if callable(arg) else arg
+    except workflow.NondeterminismError:
+        raise
+    except NoResult as err:
+        raise ApplicationError(f"could not build its argument: {err}", non_retryable=True) from None
+    except Exception as err:
+        # The message is public (the trace shows it); the error's text may quote saga
+        # data, so it goes to the details, which are encrypted.
+        raise ApplicationError(
+            f"could not build its argument: {type(err).__name__}", repr(err), non_retryable=True
+        ) from None
+    return [] if value is None else [value]

@@ -1,0 +1,163 @@
+"""A saga's step: what it calls, with what, and what came of it.
+
+:meth:`Saga.step` creates it; the scheduler (``_saga``) fills in its progress. Users
+hold it to declare dependencies (``after=[step]``) and read :attr:`Step.result`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from ._errors import NoResult
+from ._options import ActivityOptions
+from ._state import CompensationState, StepState, StepStatus
+
+R = TypeVar("R")
+
+
+class _Same(Enum):
+    """Marker: the compensation takes the same argument as its step."""
+
+    ARG = "ARG"
+
+
+SAME_ARG = _Same.ARG
+
+Activity = Callable[..., Any] | str
+"""An ``@activity.defn`` function (or method), an activity's registered name, or a
+workflow's ``@workflow.run`` method (run as a child workflow: a nested saga)."""
+
+
+class Step(Generic[R]):
+    """One step of a saga, as returned by :meth:`Saga.step`.
+
+    Use it to declare dependencies (``after=[step]``) and, once it succeeded, to read
+    its :attr:`result`.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        name: str,
+        activity: Activity,
+        is_child: bool,
+        arg: Any,
+        compensate: Activity | None,
+        compensate_is_child: bool,
+        compensate_arg: Any,
+        compensation_name: str,
+        compensate_on_failure: bool,
+        after: list[Step[Any] | str],
+        options: ActivityOptions,
+        compensation_options: ActivityOptions,
+        public_note: Callable[[Any], str] | None,
+    ) -> None:
+        self._index = index
+        self._name = name
+        self._activity = activity
+        self._is_child = is_child
+        self._arg = arg
+        self._compensate = compensate
+        self._compensate_is_child = compensate_is_child
+        self._compensate_arg = compensate_arg
+        self._compensation_name = compensation_name
+        self._compensate_on_failure = compensate_on_failure
+        self._after = after
+        self._options = options
+        self._compensation_options = compensation_options
+        self._public_note = public_note
+        # Resolved by Saga.run: the steps this one waits for, and those that wait for it.
+        self._deps: list[Step[Any]] = []
+        self._dependents: list[Step[Any]] = []
+        # Progress.
+        self._outcome = StepStatus.PENDING
+        self._uncertain = False
+        self._started_at: datetime | None = None
+        self._ended_at: datetime | None = None
+        self._error: str | None = None
+        self._note: str | None = None
+        self._args: list[Any] = []
+        self._result: Any = None
+        self._finished: int | None = None
+        self._compensation: CompensationState | None = None
+        self._explicit_retry = False
+        self._after_pivot = False
+        self._nested_needs_human: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<Step {self._name!r} {self.status.value}>"
+
+    @property
+    def name(self) -> str:
+        """The step's name, unique within its saga."""
+        return self._name
+
+    @property
+    def status(self) -> StepStatus:
+        """Where the step is now (see :class:`StepStatus`)."""
+        return self.state.status
+
+    @property
+    def outcome(self) -> StepStatus:
+        """What the step itself did so far (see :attr:`StepState.outcome`)."""
+        return self._outcome
+
+    @property
+    def error(self) -> str | None:
+        """The failure's message, if the step did not succeed."""
+        return self._error
+
+    @property
+    def note(self) -> str | None:
+        """The public note on the step's result (``public_note=`` of :meth:`Saga.step`)."""
+        return self._note
+
+    @property
+    def state(self) -> StepState:
+        """A snapshot of the step."""
+        return StepState(
+            name=self._name,
+            outcome=self._outcome,
+            uncertain=self._uncertain,
+            started_at=self._started_at,
+            ended_at=self._ended_at,
+            error=self._error,
+            note=self._note,
+            after_pivot=self._after_pivot,
+            nested_needs_human=self._nested_needs_human,
+            compensation=self._compensation,
+        )
+
+    @property
+    def result(self) -> R:
+        """The step's result.
+
+        Raises:
+            RuntimeError: The step has not succeeded (yet). A compensation whose
+                ``compensate_arg`` reads the result of a step that timed out fails
+                for good with this message: undo such steps by their own argument
+                (the default) and ``idempotency_key()``.
+        """
+        if self._outcome is not StepStatus.SUCCEEDED:
+            why = f"{self._outcome.value}: {self._error}" if self._error else self._outcome.value
+            message = f"step {self._name!r} has no result (it is {why})"
+            if self._uncertain:
+                message += (
+                    "; its outcome is uncertain, so undo it by its own argument "
+                    "(the default compensate_arg) and idempotency_key()"
+                )
+            raise NoResult(message)
+        return self._result  # type: ignore[no-any-return]
+
+    def _needs_compensation(self) -> bool:
+        if self._compensate is None:
+            return False
+        return (
+            self._outcome is StepStatus.SUCCEEDED
+            or self._uncertain
+            or (self._outcome is StepStatus.FAILED and self._compensate_on_failure)
+        )

@@ -1,0 +1,310 @@
+"""The ``temporal-saga`` command (also ``python -m temporal_saga``).
+
+Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS,
+``TEMPORAL_API_KEY``, profile files). Errors print one line on stderr. The exit codes
+are in ``EXIT_CODES``, so scripts can tell a compensated saga from one that needs a
+human.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from .._errors import NotASaga
+from .._publish import SAGA_STATUS_ATTRIBUTE
+from .._state import SagaState, SagaStatus
+from .._trace import render_trace
+from ._connect import connect, web_ui_url
+from ._watch import follow_trace, load_state, watch
+
+OK, ERROR, USAGE, COMPENSATED, NEEDS_HUMAN, IN_CLEAR = 0, 1, 2, 3, 4, 5
+EXIT_CODES = {
+    OK: "done; for show, the saga succeeded or is still running",
+    ERROR: "an error, printed in one line (unreachable server, unknown workflow, bad key)",
+    USAGE: "the command line is wrong",
+    COMPENSATED: "show: the saga failed and everything that took effect was undone",
+    NEEDS_HUMAN: "show: the saga needs a human (a compensation failed, or a step after "
+    "the pivot did not finish)",
+    IN_CLEAR: "audit: payload content is stored in clear",
+}
+
+
+class CliError(Exception):
+    """An error the CLI reports as one line."""
+
+
+def _exit_code(state: SagaState) -> int:
+    if state.needs_human or state.status in (
+        SagaStatus.COMPENSATION_FAILED,
+        SagaStatus.INTERRUPTED,
+    ):
+        return NEEDS_HUMAN
+    return COMPENSATED if state.status is SagaStatus.COMPENSATED else OK
+
+
+async def show(client: Client, args: argparse.Namespace) -> int:
+    handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
+    await handle.describe()  # fails early and clearly for an unknown id
+    as_json = args.output == "json"
+    if args.follow and as_json:  # one JSON line per change
+        last: SagaState | None = None
+        async for last in watch(handle, interval=0.5):
+            print(last.model_dump_json(), flush=True)
+        if last is None:
+            last, _ = await load_state(handle)
+            print(last.model_dump_json(), flush=True)
+        return _exit_code(last)
+    if args.follow:
+        async for line in follow_trace(handle, interval=0.5):
+            print(line, flush=True)
+        print()
+    state, source = await load_state(handle)
+    if as_json:
+        print(state.model_dump_json(indent=2))
+        return _exit_code(state)
+    print(render_trace(state))
+    if source == "history":
+        print(
+            "\n(rebuilt from the workflow's history: no worker answered the query, "
+            "or its answer is encrypted with a key this machine lacks)"
+        )
+    run_id = args.run_id or (await handle.describe()).run_id
+    print(f"\nWeb UI: {web_ui_url(client.namespace, args.workflow_id, run_id)}")
+    return _exit_code(state)
+
+
+async def list_sagas(client: Client, args: argparse.Namespace) -> int:
+    name = SAGA_STATUS_ATTRIBUTE.name
+    query = f'{name}="{args.status}"' if args.status else f"{name} IS NOT NULL"
+    found: list[dict[str, Any]] = []
+    if args.output == "text":
+        print(f"{'WORKFLOW ID':40} {'SAGA STATUS':20} {'WORKFLOW':12} STARTED")
+    async for execution in client.list_workflows(query, limit=args.limit):
+        row = {
+            "workflow_id": execution.id,
+            "run_id": execution.run_id,
+            "saga_status": execution.typed_search_attributes.get(SAGA_STATUS_ATTRIBUTE),
+            "workflow_status": execution.status.name if execution.status else None,
+            "started_at": execution.start_time.isoformat(),
+        }
+        if args.output == "json":
+            found.append(row)
+            continue
+        started = execution.start_time.strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{row['workflow_id']:40} {row['saga_status'] or '?':20} "
+            f"{row['workflow_status'] or '?':12} {started}"
+        )
+    if args.output == "json":
+        print(json.dumps(found, indent=2))
+    return OK
+
+
+async def audit(client: Client, args: argparse.Namespace) -> int:
+    """Print what the saga's history holds in clear."""
+    from ..encryption import audit_history
+
+    handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
+    history = await handle.fetch_history()
+    found = audit_history(history.events)
+    print(f"{args.workflow_id}: {found.report()}")
+    return IN_CLEAR if found.in_clear else OK
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="temporal-saga",
+        description="Trace and find sagas on Temporal; run the codec server for the Web UI.",
+        epilog=textwrap.fill(
+            "Connects like the temporal CLI: TEMPORAL_ADDRESS (default localhost:7233), "
+            "TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE. "
+            "Encrypted payloads need TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE. "
+            "Web UI links use TEMPORAL_UI_URL (default http://localhost:8233)."
+        )
+        + f"\n\nexit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def output(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--output",
+            "-o",
+            choices=["text", "json"],
+            default="text",
+            help="text for people (default), json for scripts",
+        )
+
+    show_cmd = commands.add_parser(
+        "show",
+        help="print a saga's trace (exit 3: compensated, 4: needs a human)",
+        description="Print a saga's trace, from its query or, with no worker, its history.",
+    )
+    show_cmd.add_argument("workflow_id", help="the saga's workflow id")
+    show_cmd.add_argument("--run-id", help="a particular run (default: the latest)")
+    show_cmd.add_argument(
+        "--follow", action="store_true", help="print each change until the saga ends"
+    )
+    output(show_cmd)
+    list_cmd = commands.add_parser(
+        "list",
+        help="list sagas by status",
+        description="List sagas by their SagaStatus search attribute (sagas started with "
+        "search_attributes=True, on a namespace where SagaStatus is registered).",
+    )
+    list_cmd.add_argument(
+        "--status", choices=[s.value for s in SagaStatus], help="only sagas in this status"
+    )
+    list_cmd.add_argument(
+        "--limit", type=_positive, default=50, help="at most this many (default 50)"
+    )
+    output(list_cmd)
+    audit_cmd = commands.add_parser(
+        "audit",
+        help="what a saga's history holds in clear (exit 5: payload content in clear)",
+        description="Report which payloads of a saga's history are stored in clear "
+        "(needs the encryption extra).",
+    )
+    audit_cmd.add_argument("workflow_id", help="the saga's workflow id")
+    audit_cmd.add_argument("--run-id", help="a particular run (default: the latest)")
+    codec_cmd = commands.add_parser(
+        "codec-server",
+        help="decrypt payloads for the Web UI and the temporal CLI",
+        description="Serve the remote codec endpoint for the Web UI, for signed-in "
+        "operators (keys: TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE; token: "
+        "TEMPORAL_SAGA_CODEC_TOKEN). Needs the encryption extra.",
+    )
+    codec_cmd.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    codec_cmd.add_argument("--port", type=_port, default=8888, help="port (default 8888)")
+    codec_cmd.add_argument(
+        "--origin",
+        action="append",
+        help="the Web UI's origin (repeat for several; default http://localhost:8233)",
+    )
+    key_cmd = commands.add_parser(
+        "new-key",
+        help="print a fresh encryption key entry",
+        description="Print a fresh AES-256 key as an id:base64key entry, for "
+        "TEMPORAL_SAGA_KEYS or a key file (put the current key first).",
+    )
+    key_cmd.add_argument("--id", default="k1", help="the key's id, stored with each payload")
+    return parser
+
+
+def _encryption() -> Any:
+    try:
+        from .. import encryption
+    except ImportError as err:
+        raise CliError(
+            f"encryption is not installed: pip install 'temporal-saga[encryption]' ({err})"
+        ) from None
+    return encryption
+
+
+async def codec_server(args: argparse.Namespace) -> int:
+    encryption = _encryption()
+    codec = encryption.EncryptionCodec.from_env()
+    if codec is None:
+        raise CliError("no keys: set TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE")
+    token = os.environ.get("TEMPORAL_SAGA_CODEC_TOKEN", "")
+    if not token:
+        raise CliError("no token: set TEMPORAL_SAGA_CODEC_TOKEN")
+    origins = args.origin or ["http://localhost:8233"]
+    try:
+        runner = await encryption.start_codec_server(
+            codec, token, host=args.host, port=args.port, origin=origins
+        )
+    except OSError as err:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from err
+    print(
+        f"codec server on http://{args.host}:{args.port} for the Web UI at "
+        f"{', '.join(origins)}; sign in at http://{args.host}:{args.port}/",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+    return OK
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.command == "codec-server":
+        return await codec_server(args)
+    if args.command == "audit":
+        _encryption()  # before connecting: say what is missing first
+    address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+    try:
+        client = await connect(connect_timeout=timedelta(seconds=5))
+    except RuntimeError as err:
+        raise CliError(f"cannot reach Temporal at {address}: {err}") from err
+    command = {"show": show, "list": list_sagas, "audit": audit}[args.command]
+    try:
+        return await command(client, args)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND and args.command == "list":
+            raise CliError(f"cannot list sagas: {err.message}") from err
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(
+                f"no workflow {args.workflow_id!r} in namespace {client.namespace!r}"
+            ) from err
+        if err.status == RPCStatusCode.INVALID_ARGUMENT and args.command == "list":
+            raise CliError(
+                f"cannot list sagas: {err.message} (register the SagaStatus search "
+                "attribute: temporal operator search-attribute create --name SagaStatus "
+                "--type Keyword)"
+            ) from err
+        raise CliError(f"Temporal at {address}: {err.message}") from err
+    except NotASaga as err:
+        raise CliError(f"workflow {args.workflow_id!r} is not a saga ({err})") from err
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns its exit code (see ``EXIT_CODES``)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "new-key":
+            print(_encryption().new_key(args.id))
+            return OK
+        return asyncio.run(_run(args))
+    except (CliError, ValueError) as err:  # ValueError: malformed or unreadable keys
+        print(f"temporal-saga: {err}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry_point() -> NoReturn:
+    """The ``temporal-saga`` console script."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: the SDK can crash there (sdk-python issue 300)

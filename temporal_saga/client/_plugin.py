@@ -1,0 +1,71 @@
+"""``SagaPlugin``: what temporal-saga needs on a client and on the workers made from it."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
+from temporalio.plugin import SimplePlugin
+from temporalio.service import RPCError, RPCStatusCode
+
+from .._publish import CHECK_ATTRIBUTE_ACTIVITY
+from ._converter import data_converter
+
+# Namespaces known to have the attribute, per client: the check costs one RPC per
+# worker process, not one per saga.
+_REGISTERED: set[tuple[int, str, str]] = set()
+
+
+@activity.defn(name=CHECK_ATTRIBUTE_ACTIVITY)
+async def check_search_attribute(name: str) -> None:
+    """Fail, non-retryably, if the search attribute ``name`` is not registered.
+
+    A saga with ``search_attributes=True`` runs this (as a local activity) before its
+    first upsert: upserting an attribute the namespace lacks would fail the workflow
+    task forever, with nothing but a worker log line to say why.
+    """
+    client: Client = activity.client()
+    key = (id(client), client.namespace, name)
+    if key in _REGISTERED:
+        return
+    try:
+        await client.count_workflows(f'{name} = "RUNNING"')
+    except RPCError as err:
+        if err.status != RPCStatusCode.INVALID_ARGUMENT:
+            raise  # the server is unwell: retried
+        raise ApplicationError(
+            f"the {name} search attribute is not registered on namespace "
+            f"{client.namespace!r} ({err.message}); register it once: temporal operator "
+            f"search-attribute create --name {name} --type Keyword",
+            type="SearchAttributeNotRegistered",
+            non_retryable=True,
+        ) from None
+    _REGISTERED.add(key)
+
+
+def _saga_converter(existing: DataConverter | None) -> DataConverter:
+    # Keep a converter the user chose; replace only the SDK's default.
+    if existing is None or existing is DataConverter.default:
+        return data_converter()
+    return existing
+
+
+class SagaPlugin(SimplePlugin):
+    """A Temporal plugin for clients and workers that run sagas.
+
+    It sets the saga data converter (:func:`data_converter`, unless the client was
+    given a converter of its own) and registers, on every worker made from the
+    client, the activity with which ``Saga(..., search_attributes=True)`` checks that
+    the ``SagaStatus`` attribute exists before it first sets it. :func:`connect` adds
+    it; with a client of your own::
+
+        client = await Client.connect("localhost:7233", plugins=[SagaPlugin()])
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "temporal-saga",
+            data_converter=_saga_converter,
+            activities=[check_search_attribute],
+        )

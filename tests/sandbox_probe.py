@@ -1,0 +1,26 @@
+"""A workflow that reports which modules the sandbox loaded for a saga workflow.
+
+In a module of its own: the sandbox re-imports a workflow's module, so this one
+imports what a saga workflow's module imports (``temporal_saga``) and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from temporalio import workflow
+
+import temporal_saga
+
+# Modules a workflow must never load: the client side, encryption, I/O.
+HEAVY = ("temporal_saga.client", "temporal_saga.encryption", "cryptography", "aiohttp")
+
+
+@workflow.defn(sandboxed=True)
+class ModulesInTheSandbox:
+    """Returns the sandbox's loaded modules among ours and the heavy ones."""
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        assert temporal_saga.Saga  # what a saga workflow uses
+        return sorted(m for m in sys.modules if m.startswith(("temporal_saga", *HEAVY)))

