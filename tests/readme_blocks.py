@@ -1,35 +1,47 @@
-"""The README's code blocks, as the README marks them for its tests.
+"""The code blocks of the README and docs/, as the documents mark them for the tests.
 
-A block is marked by the HTML comment before it (invisible on GitHub):
+A block is marked by the HTML comment before it (invisible when rendered):
 
 * ``<!-- readme-test: file NAME -->``: a module, written to NAME as it stands;
 * ``<!-- readme-test: output of NAME -->``: what running NAME prints;
-* ``<!-- readme-test: in a workflow, with NAME -->``: statements that run inside a
-  workflow's run method, in module NAME's namespace.
+* ``<!-- readme-test: in a workflow, with shop.py[; workers on Q1, Q2] -->``: statements
+  that run inside a workflow's run method, with the README's ``shop.py`` in scope
+  (and workers serving its activities on the task queues named);
+* ``<!-- readme-test: excerpt of PATH -->``: lines of PATH in this repository, as they
+  stand there (that file is tested on its own).
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 _BLOCK = re.compile(
-    r"(?:<!-- readme-test: (?P<mark>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S
+    r"^(?:[ ]*<!-- readme-test: (?P<mark>[^>]*?) -->\n)?"
+    r"(?P<indent>[ ]*)```(?P<lang>\w*)\n(?P<code>.*?)^[ ]*```",
+    re.M | re.S,
 )
 
 
 @dataclass(frozen=True)
 class Block:
+    document: str
     mark: str | None
     lang: str
     code: str
 
 
 def blocks(path: Path = README) -> list[Block]:
-    """Every fenced block of the file, with its mark if it has one."""
-    return [Block(m["mark"], m["lang"], m["code"]) for m in _BLOCK.finditer(path.read_text())]
+    """Every fenced block of the document, with its mark if it has one."""
+    return [
+        Block(path.name, m["mark"], m["lang"], textwrap.dedent(m["code"]))
+        for m in _BLOCK.finditer(path.read_text())
+    ]
 
 
 def marked(mark: str, path: Path = README) -> str:

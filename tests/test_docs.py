@@ -1,0 +1,148 @@
+"""Every Python block of the README and docs/ runs as pasted, against the dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from .conftest import server_address
+from .readme_blocks import DOCUMENTS, ROOT, Block, blocks, marked
+
+WEB_UI = re.compile(
+    r"Web UI: http://localhost:8233/namespaces/default/workflows/(order-[0-9a-f]{8})/[0-9a-f-]{36}"
+)
+
+
+def write_first_saga(folder: Path) -> None:
+    """The README's shop.py and run_shop.py, as they stand."""
+    for name in ("shop.py", "run_shop.py"):
+        (folder / name).write_text(marked(f"file {name}"))
+
+
+def check_first_saga_output(printed: str) -> str:
+    """Compare with the output the README shows; return the order's workflow id."""
+    expected = marked("output of run_shop.py").splitlines()
+    lines = printed.splitlines()
+    assert lines[:-1] == expected[:-1], printed
+    link = WEB_UI.fullmatch(lines[-1])
+    assert link is not None and WEB_UI.fullmatch(expected[-1]), lines[-1]
+    return link[1]
+
+
+PYTHON = [b for document in DOCUMENTS for b in blocks(document) if b.lang == "python"]
+SNIPPETS = [b for b in PYTHON if b.mark and b.mark.startswith("in a workflow, with shop.py")]
+EXCERPTS = [b for b in PYTHON if b.mark and b.mark.startswith("excerpt of ")]
+
+
+def test_every_python_block_is_marked_for_a_test() -> None:
+    assert len(PYTHON) >= 8
+    for block in PYTHON:
+        assert block.mark is not None, f"{block.document}: untested Python block:\n{block.code}"
+        assert block.mark.startswith(("file ", "in a workflow, with shop.py", "excerpt of "))
+
+
+@pytest.mark.parametrize("block", EXCERPTS, ids=lambda b: b.mark)
+def test_excerpts_are_what_the_files_say(block: Block) -> None:
+    assert block.mark is not None
+    source = (ROOT / block.mark.removeprefix("excerpt of ")).read_text()
+    # Every line, in order, as the file has it (indentation aside).
+    lines = [line.strip() for line in source.splitlines()]
+    wanted = [line.strip() for line in block.code.splitlines()]
+    first = lines.index(wanted[0])
+    assert lines[first : first + len(wanted)] == wanted
+
+
+def run(
+    command: list[str], cwd: Path, env: WorkflowEnvironment
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": server_address(env),
+            "TEMPORAL_UI_URL": "http://localhost:8233",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_the_first_saga_runs_as_pasted_and_prints_what_the_readme_shows(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    write_first_saga(tmp_path)
+    ran = await asyncio.to_thread(run, [sys.executable, "run_shop.py"], tmp_path, env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    order_id = check_first_saga_output(ran.stdout)
+    # "temporal-saga show <id> prints the same trace (exit code 3: compensated)"
+    shown = await asyncio.to_thread(
+        run, [sys.executable, "-m", "temporal_saga", "show", order_id], tmp_path, env
+    )
+    assert shown.returncode == 3, shown.stderr
+    assert shown.stdout.startswith(marked("output of run_shop.py").split("\nWeb UI:")[0])
+
+
+RUN_SNIPPET = """
+import asyncio, sys, uuid
+from contextlib import AsyncExitStack
+from temporalio.client import WorkflowFailureError
+from temporalio.worker import Worker
+import snippet
+from temporal_saga import SagaFailed
+from temporal_saga.client import connect
+
+ACTIVITIES = [snippet.reserve_stock, snippet.release_stock, snippet.book_courier,
+              snippet.cancel_courier, snippet.charge_card]
+
+async def main() -> None:
+    client = await connect()
+    queue = f"snippet-{uuid.uuid4()}"
+    async with AsyncExitStack() as workers:
+        for name in [queue, *sys.argv[1:]]:
+            await workers.enter_async_context(Worker(
+                client, task_queue=name, workflows=[snippet.Snippet], activities=ACTIVITIES))
+        try:
+            await client.execute_workflow(snippet.Snippet.run, id=queue, task_queue=queue)
+            print("SUCCEEDED")
+        except WorkflowFailureError as err:
+            failure = SagaFailed.from_error(err)
+            assert failure is not None, err
+            undone = sorted(s.name for s in failure.state.steps
+                            if s.compensation and s.compensation.error is None)
+            print(failure.state.status.value, failure.reason, undone)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("block", SNIPPETS, ids=lambda b: f"{b.document}:{b.code[:40]}")
+async def test_snippets_run_inside_a_workflow(
+    block: Block, env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    assert block.mark is not None
+    queues = block.mark.partition("; workers on ")[2].replace(",", " ").split()
+    (tmp_path / "snippet.py").write_text(
+        f"{marked('file shop.py')}\n\n@workflow.defn\nclass Snippet:\n    @workflow.run\n"
+        f"    async def run(self) -> None:\n{textwrap.indent(block.code, ' ' * 8)}"
+    )
+    (tmp_path / "run_snippet.py").write_text(RUN_SNIPPET)
+    ran = await asyncio.to_thread(run, [sys.executable, "run_snippet.py", *queues], tmp_path, env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    outcome = ran.stdout.strip()
+    # The shop's card is always declined: a saga that charges it is undone.
+    if "charge_card" in block.code:
+        assert outcome.startswith("COMPENSATED card declined ["), outcome
+    else:
+        assert outcome == "SUCCEEDED", outcome
+    if block.document == "README.md":  # the README says what this one does
+        assert outcome == "COMPENSATED card declined ['book courier', 'reserve stock']"
