@@ -7,7 +7,8 @@ the workflow, so they use only ``workflow.*`` APIs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from temporalio import activity, workflow
 from temporalio.exceptions import (
@@ -25,6 +26,8 @@ from ._options import ActivityOptions
 from ._public import PublicText
 from ._state import StepStatus
 from ._step import Activity
+
+R = TypeVar("R")
 
 
 def is_child_workflow(fn: Activity, where: str) -> bool:
@@ -95,8 +98,8 @@ def describe(error: BaseException) -> Outcome:
     return Outcome(StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}", [])
 
 
-def build_args(arg: Any) -> list[Any]:
-    """A step's or compensation's arguments; a callable ``arg`` is called now.
+def call_user_code(fn: Callable[[], R], purpose: str) -> R:
+    """Call a saga's own callable (an ``arg``, a condition) inside the workflow.
 
     A callable that fails makes the step (or compensation) fail for good, except for
     a sandbox or determinism error: that is a bug in workflow code, so it fails the
@@ -104,15 +107,20 @@ def build_args(arg: Any) -> list[Any]:
     business failure that would start undoing the saga.
     """
     try:
-        value = arg() if callable(arg) else arg
+        return fn()
     except workflow.NondeterminismError:
         raise
     except NoResult as err:
-        raise ApplicationError(f"could not build its argument: {err}", non_retryable=True) from None
+        raise ApplicationError(f"could not {purpose}: {err}", non_retryable=True) from None
     except Exception as err:
         # The message is public (the trace shows it); the error's text may quote saga
         # data, so it goes to the details, which are encrypted.
         raise ApplicationError(
-            f"could not build its argument: {type(err).__name__}", repr(err), non_retryable=True
+            f"could not {purpose}: {type(err).__name__}", repr(err), non_retryable=True
         ) from None
+
+
+def build_args(arg: Any) -> list[Any]:
+    """A step's or compensation's arguments; a callable ``arg`` is called now."""
+    value = call_user_code(arg, "build its argument") if callable(arg) else arg
     return [] if value is None else [value]

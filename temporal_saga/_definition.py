@@ -115,6 +115,7 @@ class SagaDefinition:
         compensate_on_failure: bool = False,
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
+        when: Callable[[], object] | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[R], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -133,6 +134,7 @@ class SagaDefinition:
         compensate_on_failure: bool = False,
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
+        when: Callable[[], object] | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[R], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -151,6 +153,7 @@ class SagaDefinition:
         compensate_on_failure: bool = False,
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
+        when: Callable[[], object] | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[Any], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -168,6 +171,7 @@ class SagaDefinition:
         compensate_on_failure: bool = False,
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
+        when: Callable[[], object] | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[Any], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -203,6 +207,12 @@ class SagaDefinition:
                 ``retry_policy``), so they cannot declare compensations, and the
                 pivot itself cannot have one.
             after: Steps (or step names) that must succeed before this one starts.
+            when: A condition: a zero-argument callable, called once the step's
+                dependencies have succeeded (before ``arg``), that can read their
+                results: ``when=lambda: plane.result.price > 500``. False: the step
+                is ``SKIPPED`` (no activity runs, nothing to undo; the trace says
+                "condition not met") and counts as done for the steps after it. A
+                condition that raises fails the step, like an ``arg`` that raises.
             compensation_options: Activity options for this step's compensation,
                 over the saga's ``compensation_options``.
             public_note: Opt in to showing something of the step's result in the
@@ -244,6 +254,12 @@ class SagaDefinition:
             )
         if public_note is not None and not callable(public_note):
             raise SagaTypeError(f"{where}: public_note= takes a function of the result")
+        if when is not None and not callable(when):
+            raise SagaTypeError(f"{where}: when= takes a zero-argument callable, not {when!r}")
+        if when is not None and pivot:
+            raise SagaDefinitionError(
+                f"{where}: the pivot cannot be conditional; the steps after it rely on it"
+            )
         deps: list[Step[Any] | str] = []
         for dep in after:
             if isinstance(dep, Step):
@@ -272,6 +288,7 @@ class SagaDefinition:
                 check_options(compensation_options or {}, f"{where}, compensation"),
             ),
             public_note=public_note,
+            when=when,
         )
         step._explicit_retry = "retry_policy" in activity_options
         if pivot:

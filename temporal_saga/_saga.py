@@ -19,7 +19,7 @@ from typing import Any
 from temporalio import workflow
 
 from ._activity import COMPENSATION_SUFFIX, saga_run_id, step_activity_id
-from ._calls import build_args, describe, invoke
+from ._calls import build_args, call_user_code, describe, invoke
 from ._errors import SagaFailed
 from ._limits import (
     EVENTS_PER_STEP_FLOOR,
@@ -32,6 +32,7 @@ from ._limits import (
 from ._publish import PublishedSaga
 from ._state import CompensationState, SagaResult, SagaStatus, StepStatus
 from ._step import SAME_ARG, Step
+from ._trace import CONDITION_NOT_MET
 
 HISTORY_FULL = "saga stopped before outgrowing Temporal's history limit; split it into nested sagas"
 
@@ -223,8 +224,8 @@ class Saga(PublishedSaga):
                         continue
                     step = self._running.pop(task)
                     task.result()  # a determinism error in a user callable: fail the task
-                    if step._outcome is StepStatus.SUCCEEDED:
-                        sorter.done(step)
+                    if step._outcome in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+                        sorter.done(step)  # a step whose condition was false counts as done
                     elif self._reason is None:
                         self._fail(step, step._error or "failed")
                         if self._cancel_in_flight:
@@ -299,17 +300,22 @@ class Saga(PublishedSaga):
     async def _execute(self, step: Step[Any]) -> None:
         step._outcome = StepStatus.RUNNING
         step._started_at = workflow.now()
-        self._publish(step)
         try:
-            step._args = build_args(step._arg)
-            step._result = await invoke(
-                step._activity,
-                step._is_child,
-                step._args,
-                name=step.name,
-                ident=step_activity_id(self._run_id, step.name),
-                options=step._options,
-            )
+            if step._when is not None and not call_user_code(step._when, "evaluate its condition"):
+                step._outcome, step._note = StepStatus.SKIPPED, CONDITION_NOT_MET
+            else:
+                self._publish(step)
+                step._args = build_args(step._arg)
+                step._result = await invoke(
+                    step._activity,
+                    step._is_child,
+                    step._args,
+                    name=step.name,
+                    ident=step_activity_id(self._run_id, step.name),
+                    options=step._options,
+                )
+                step._outcome = StepStatus.SUCCEEDED
+                step._note = self._public_note_of(step)
         except workflow.NondeterminismError:
             raise
         except (Exception, asyncio.CancelledError) as err:
@@ -317,17 +323,19 @@ class Saga(PublishedSaga):
             step._outcome, step._uncertain = outcome.status, outcome.uncertain
             step._error = outcome.message
             step._nested_needs_human = outcome.nested_needs_human
-        else:
-            step._outcome = StepStatus.SUCCEEDED
-            if step._public_note is not None:
-                try:
-                    step._note = str(step._public_note(step._result))
-                except Exception as err:
-                    step._note = f"note failed: {type(err).__name__}"
         step._ended_at = workflow.now()
         step._finished = self._finished_count
         self._finished_count += 1
         self._publish(step)
+
+    @staticmethod
+    def _public_note_of(step: Step[Any]) -> str | None:
+        if step._public_note is None:
+            return None
+        try:
+            return str(step._public_note(step._result))
+        except Exception as err:
+            return f"note failed: {type(err).__name__}"
 
     async def _compensate(self) -> None:
         """Undo, in reverse dependency order, every step that took effect or may have."""

@@ -91,8 +91,10 @@ class StepState(BaseModel):
         uncertain: True when the outcome is unknown (timed out, cancelled while
             running): the step may have taken effect, so it is compensated.
         error: The failure's message, for a step that did not succeed.
-        note: The step's public note on its result (``public_note=``), shown in the
-            trace. Only the live saga knows it: a state rebuilt from history has none.
+        note: The step's public note on its result (``public_note=``), or, for a step
+            ``SKIPPED`` because its ``when=`` condition was false, ``condition not
+            met``; shown in the trace. Only the live saga knows it: a state rebuilt
+            from history has none.
         attempts: How many attempts the activity took. Only history records it, so
             it is known in a state rebuilt from history and None in the live query
             (workflow code cannot see attempts).

@@ -55,6 +55,7 @@ class Step(Generic[R]):
         options: ActivityOptions,
         compensation_options: ActivityOptions,
         public_note: Callable[[Any], str] | None,
+        when: Callable[[], object] | None = None,
     ) -> None:
         self._index = index
         self._name = name
@@ -70,6 +71,7 @@ class Step(Generic[R]):
         self._options = options
         self._compensation_options = compensation_options
         self._public_note = public_note
+        self._when = when
         # Resolved by Saga.run: the steps this one waits for, and those that wait for it.
         self._deps: list[Step[Any]] = []
         self._dependents: list[Step[Any]] = []
@@ -113,7 +115,8 @@ class Step(Generic[R]):
 
     @property
     def note(self) -> str | None:
-        """The public note on the step's result (``public_note=`` of :meth:`Saga.step`)."""
+        """The public note on the step's result (``public_note=`` of :meth:`Saga.step`),
+        or ``condition not met`` for a step skipped by its ``when=``."""
         return self._note
 
     @property

@@ -35,6 +35,10 @@ _ICONS = {
 }
 
 
+#: The note of a step whose ``when=`` condition was false.
+CONDITION_NOT_MET = "condition not met"
+
+
 def _line(icon: str, name: str, note: str | None = None) -> str:
     return f"{icon} {name} ({note})" if note else f"{icon} {name}"
 
@@ -54,7 +58,7 @@ class _StepLike(Protocol):
 
 def step_line(step: _StepLike, pivot: str | None) -> str:
     """One step's line of the trace."""
-    note = "skipped" if step.outcome is StepStatus.SKIPPED else step.error
+    note = (step.note or "skipped") if step.outcome is StepStatus.SKIPPED else step.error
     if step.outcome is StepStatus.SUCCEEDED:
         note = step.note
         if step.name == pivot:

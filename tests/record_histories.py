@@ -169,6 +169,16 @@ SHAPES: dict[str, Shape] = {
             ),
         ),
     ),
+    # Conditional steps: b's condition holds, c's does not (skipped), d runs after c.
+    "conditional": Shape(
+        ScriptedSaga,
+        _scripted(
+            ScriptedStep(name="a"),
+            ScriptedStep(name="b", after=["a"], when=("a", "do a")),
+            ScriptedStep(name="c", after=["a"], when=("a", "nope")),
+            ScriptedStep(name="d", after=["c"], fail="boom"),
+        ),
+    ),
     # Venice's hotel has one room: the second traveller's trip fails, the first is undone.
     "group_trip": Shape(
         BookGroupTrip,

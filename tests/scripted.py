@@ -59,6 +59,12 @@ class ScriptedStep(BaseModel):
     # The compensation's argument: "script" (its own Script, the default here), "same"
     # (the library's default: the step's own argument) or "result" (reads step.result).
     undo_arg: str = "script"
+    # A condition (when=): run only if step when[0]'s result equals when[1] (a step's
+    # result is "do <name>"); when_raises: a condition that raises.
+    when: tuple[str, str] | None = None
+    when_raises: bool = False
+    # The step's argument reads this step's result (to read a skipped step's).
+    arg_reads: str | None = None
 
 
 class ScriptedSpec(BaseModel):
@@ -189,11 +195,21 @@ def scripted_saga(spec: ScriptedSpec) -> Saga:
                 undo_options["compensate_arg"] = undo
             elif step.undo_arg == "result":
                 undo_options["compensate_arg"] = lambda name=step.name: made[name].result
+        condition = None
+        if step.when is not None:
+            other, wanted = step.when
+            condition = lambda other=other, wanted=wanted: made[other].result == wanted  # noqa: E731
+        elif step.when_raises:
+            condition = lambda: 1 / 0  # noqa: E731
+        arg: object = do
+        if step.arg_reads is not None:
+            arg = lambda do=do, read=step.arg_reads: (made[read].result, do)[1]  # noqa: E731
         made[step.name] = saga.step(
             step.name,
             do_step,
-            do,
+            arg,
             after=step.after,
+            when=condition,
             pivot=step.pivot,
             **undo_options,  # type: ignore[arg-type]
             **_options(step),  # type: ignore[arg-type]
