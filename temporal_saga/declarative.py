@@ -25,14 +25,17 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 from temporalio import workflow
 
+from ._errors import SagaDefinitionError
 from ._options import COMPENSATION_DEFAULTS, STEP_DEFAULTS, ActivityOptions
 from ._saga import Saga
 from ._state import SagaResult
+from ._step import Step
 
-__all__ = ["DeclarativeSaga", "OptionsSpec", "SagaSpec", "StepSpec"]
+__all__ = ["ConditionSpec", "DeclarativeSaga", "OptionsSpec", "SagaSpec", "StepSpec"]
 
 
 class _Spec(BaseModel):
@@ -87,6 +90,50 @@ class OptionsSpec(_Spec):
         return options
 
 
+class ConditionSpec(_Spec):
+    """Run a step only if an earlier step's result passes a test (else it is skipped).
+
+    ``{"step": "book plane ticket", "field": "price", "above": 500}`` reads the field
+    ``price`` of that step's result (a dotted path into the JSON; empty: the whole
+    result) and compares it. Exactly one of ``equals``, ``not_equals``, ``above`` and
+    ``below``. The step read must be among the conditioned step's ``after``, so its
+    result is known by then; a field the result lacks fails the step.
+    """
+
+    step: str = Field(min_length=1)
+    field: str = ""
+    equals: JsonValue = None
+    not_equals: JsonValue = None
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> ConditionSpec:
+        given = [
+            name
+            for name in ("equals", "not_equals", "above", "below")
+            if name in self.model_fields_set
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                f"a condition takes exactly one of equals, not_equals, above, below; got {given}"
+            )
+        return self
+
+    def holds(self, result: Any) -> bool:
+        """Whether ``result`` (the step's, as JSON) passes the test."""
+        value = result
+        for part in filter(None, self.field.split(".")):
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        if "equals" in self.model_fields_set:
+            return bool(value == self.equals)
+        if "not_equals" in self.model_fields_set:
+            return bool(value != self.not_equals)
+        if self.above is not None:
+            return bool(value > self.above)
+        return bool(value < self.below)
+
+
 class StepSpec(_Spec):
     """One step: an activity by its registered name, with a JSON argument.
 
@@ -102,6 +149,7 @@ class StepSpec(_Spec):
     compensation_name: str | None = None
     compensate_on_failure: bool = False
     after: list[str] = Field(default_factory=list)
+    when: ConditionSpec | None = None
     options: OptionsSpec = OptionsSpec()
     compensation_options: OptionsSpec = OptionsSpec()
 
@@ -133,6 +181,7 @@ class SagaSpec(_Spec):
             compensation_options=compensation_defaults,
             **step_defaults,
         )
+        made: dict[str, Step[Any]] = {}
         for step in self.steps:
             compensation: dict[str, Any] = {}
             if step.compensate is not None:
@@ -146,11 +195,21 @@ class SagaSpec(_Spec):
                 }
                 if "compensate_arg" in step.model_fields_set:
                     compensation["compensate_arg"] = step.compensate_arg
-            saga.step(
+            condition = None
+            if step.when is not None:
+                if step.when.step not in step.after:
+                    raise SagaDefinitionError(
+                        f"saga {self.name!r}, step {step.name!r}: its condition reads "
+                        f"{step.when.step!r}, which must be in its after="
+                    )
+                read, test = step.when.step, step.when
+                condition = lambda read=read, test=test: test.holds(made[read].result)  # noqa: E731
+            made[step.name] = saga.step(
                 step.name,
                 step.activity,
                 step.arg,
                 after=step.after,
+                when=condition,
                 **compensation,
                 **step.options.to_options({**STEP_DEFAULTS, **step_defaults}),
             )

@@ -168,3 +168,47 @@ async def test_trip_spec_started_from_the_temporal_cli(
     result = await client.get_workflow_handle(workflow_id, result_type=SagaResult).result()
     assert result.results["book hotel room"]["city"] == "Rome"
     assert active(services, "Ana") == {"airline": 1, "hotel": 1, "attractions": 1}
+
+
+async def test_a_spec_conditions_steps_on_earlier_results(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    """do_step returns "do <step>": one condition holds, one does not, one fails."""
+    run = str(uuid.uuid4())
+
+    def step(name: str, when: dict[str, Any] | None = None) -> dict[str, Any]:
+        made: dict[str, Any] = {"name": name, "activity": "do_step", "arg": script(run, name)}
+        if when is not None:
+            made |= {"after": [when["step"]], "when": when}
+        return made
+
+    spec = {
+        "name": "conditional",
+        "steps": [
+            step("a"),
+            step("b", {"step": "a", "equals": "do a"}),
+            step("c", {"step": "a", "not_equals": "do a"}),
+        ],
+    }
+    async with worker(workflows=[DeclarativeSaga], activities=[do_step, undo_step]):
+        result = SagaResult.model_validate(await (await start(client, task_queue, spec)).result())
+        bad = {**spec, "steps": [step("a"), step("b", {"step": "a", "above": 5})]}
+        with pytest.raises(WorkflowFailureError) as caught:
+            await (await start(client, task_queue, bad)).result()
+        unknown = {**spec, "steps": [step("a"), {**step("b"), "when": {"step": "a", "equals": 1}}]}
+        with pytest.raises(WorkflowFailureError) as not_after:
+            await (await start(client, task_queue, unknown)).result()
+        two_tests = {
+            **spec,
+            "steps": [step("a"), step("b", {"step": "a", "equals": 1, "above": 0})],
+        }
+        with pytest.raises(WorkflowFailureError) as invalid:
+            await (await start(client, task_queue, two_tests)).result()
+    assert [s.status.value for s in result.state.steps] == ["SUCCEEDED", "SUCCEEDED", "SKIPPED"]
+    assert result.state.step("c").note == "condition not met"
+    # "do a" > 5: a TypeError, which fails the step (and the saga), saying so.
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None and failure.failed_step == "b"
+    assert failure.reason == "could not evaluate its condition: TypeError"
+    assert "its condition reads 'a', which must be in its after=" in str(not_after.value.cause)
+    assert "exactly one of equals, not_equals, above, below" in str(invalid.value.cause)

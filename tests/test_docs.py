@@ -93,7 +93,7 @@ async def test_the_first_saga_runs_as_pasted_and_prints_what_the_readme_shows(
 
 
 RUN_SNIPPET = """
-import asyncio, sys, uuid
+import asyncio, os, sys, uuid
 from contextlib import AsyncExitStack
 from temporalio.client import WorkflowFailureError
 from temporalio.worker import Worker
@@ -122,6 +122,8 @@ async def main() -> None:
             print(failure.state.status.value, failure.reason, undone)
 
 asyncio.run(main())
+sys.stdout.flush()
+os._exit(0)  # the SDK can crash at interpreter teardown (sdk-python issue 300)
 """
 
 

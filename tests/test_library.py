@@ -64,6 +64,7 @@ def test_the_namespaces_are_pinned() -> None:
         "start_codec_server",
     }
     assert set(temporal_saga.declarative.__all__) == {
+        "ConditionSpec",
         "DeclarativeSaga",
         "OptionsSpec",
         "SagaSpec",
