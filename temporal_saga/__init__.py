@@ -19,7 +19,7 @@ The package is laid out by where code runs:
 """
 
 from ._activity import idempotency_key
-from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError
+from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
 from ._options import ActivityOptions
 from ._publish import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from ._saga import Saga
@@ -47,6 +47,7 @@ __all__ = [
     "SagaStatus",
     "SagaTypeError",
     "Step",
+    "StepFailed",
     "StepState",
     "StepStatus",
     "idempotency_key",

@@ -231,8 +231,11 @@ class SagaDefinition:
                 option (a ``ValueError``).
             TypeError: Something that is not an activity where one belongs.
         """
-        if self._started:
-            raise SagaDefinitionError(f"saga {self._name!r}: cannot add a step once it runs")
+        if self._started and not self._in_block:
+            raise SagaDefinitionError(
+                f"saga {self._name!r}: cannot add a step once it runs (add steps while it "
+                "runs with `async with Saga(...) as saga:`)"
+            )
         if not isinstance(name, str) or not name:
             raise SagaDefinitionError(f"saga {self._name!r}: a step needs a non-empty name")
         where = f"saga {self._name!r}, step {name!r}"
@@ -291,10 +294,26 @@ class SagaDefinition:
             when=when,
         )
         step._explicit_retry = "retry_policy" in activity_options
+        if self._in_block:
+            self._start_in_block(step, pivot=pivot)  # may refuse it: before it counts
         if pivot:
             self._pivot = step
         self._steps[name] = step
         return step
+
+    @staticmethod
+    def _retry_forever(step: Step[Any]) -> None:
+        """Past the pivot a step is retried until it succeeds (unless it says otherwise)."""
+        step._after_pivot = True
+        if not step._explicit_retry:
+            forever = dataclasses.replace(step._options["retry_policy"], maximum_attempts=0)
+            step._options = merge(step._options, {"retry_policy": forever})
+
+    # The imperative form (see Saga.__aenter__) starts each step as it is added.
+    _in_block = False
+
+    def _start_in_block(self, step: Step[Any], *, pivot: bool) -> None:
+        raise NotImplementedError
 
     def _resolve_graph(self) -> None:
         """Resolve dependencies by name and reject unknown ones and cycles."""
@@ -343,10 +362,7 @@ class SagaDefinition:
                         f"{where}: comes after the pivot {pivot.name!r}, so it is retried "
                         "until it succeeds and cannot declare a compensation"
                     )
-                step._after_pivot = True
-                if not step._explicit_retry:
-                    forever = dataclasses.replace(step._options["retry_policy"], maximum_attempts=0)
-                    step._options = merge(step._options, {"retry_policy": forever})
+                self._retry_forever(step)
             elif step is not pivot and step not in before:
                 raise SagaDefinitionError(
                     f"{where}: neither before nor after the pivot {pivot.name!r}; with a "

@@ -5,6 +5,7 @@ The hierarchy::
     Exception
     ├── temporalio.exceptions.ApplicationError
     │   ├── SagaFailed              the saga failed and was compensated (fails the workflow)
+    │   ├── StepFailed              a step of an ``async with`` saga failed (at its await)
     │   └── SagaDefinitionError     (also a ValueError) the saga is ill-formed: duplicate
     │       │                       names, unknown or cyclic dependencies, bad options
     │       └── SagaTypeError       (also a TypeError) a non-activity where an activity
@@ -43,6 +44,27 @@ class SagaTypeError(SagaDefinitionError, TypeError):
     A ``TypeError`` for ``except TypeError``, and a ``SagaDefinitionError``, so a workflow
     that makes this mistake fails at once instead of retrying its workflow task.
     """
+
+
+class StepFailed(ApplicationError):
+    """A step of a saga's ``async with`` block failed; raised at its ``await``.
+
+    Catch it to go on without the step (forward recovery: try an alternative; the step
+    stays ``FAILED`` in the state, and is undone if the saga fails later and its
+    outcome is uncertain). Let it leave the block and the saga undoes everything that
+    took effect, then raises :class:`SagaFailed`.
+
+    Attributes:
+        step: The step's name.
+        error: Why it failed (the activity's error message, ``timed out (...)``...).
+        uncertain: It may have taken effect (it timed out, or was cancelled).
+    """
+
+    def __init__(self, step: str, error: str, *, uncertain: bool = False) -> None:
+        super().__init__(f"{step}: {error}", type="StepFailed", non_retryable=True)
+        self.step = step
+        self.error = error
+        self.uncertain = uncertain
 
 
 class NoResult(RuntimeError):

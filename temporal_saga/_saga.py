@@ -13,14 +13,17 @@ import asyncio
 import weakref
 from collections import Counter, deque
 from collections.abc import Coroutine
+from datetime import timedelta
 from graphlib import TopologicalSorter
+from types import TracebackType
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 from ._activity import COMPENSATION_SUFFIX, saga_run_id, step_activity_id
 from ._calls import build_args, call_user_code, describe, invoke
-from ._errors import SagaFailed
+from ._errors import SagaDefinitionError, SagaFailed, StepFailed
 from ._limits import (
     EVENTS_PER_STEP_FLOOR,
     EVENTS_PER_STEP_WORST_CASE,
@@ -32,7 +35,7 @@ from ._limits import (
 from ._publish import PublishedSaga
 from ._state import CompensationState, SagaResult, SagaStatus, StepStatus
 from ._step import SAME_ARG, Step
-from ._trace import CONDITION_NOT_MET
+from ._trace import CONDITION_NOT_MET, step_line
 
 HISTORY_FULL = "saga stopped before outgrowing Temporal's history limit; split it into nested sagas"
 
@@ -125,15 +128,8 @@ class Saga(PublishedSaga):
             asyncio.CancelledError: The workflow was cancelled; what took effect was
                 compensated first.
         """
-        if self._started:
-            raise RuntimeError(f"saga {self._name!r} has already run")
+        self._prepare_run()
         self._resolve_graph()
-        self._started = True
-        self._run_id = saga_run_id(self._name, _next_run_number(self._name))
-        self._running = {}
-        self._undoable = self._finished_count = self._compensation_count = 0
-        info = workflow.info()
-        self._history_at_start = info.get_current_history_length(), info.get_current_history_size()
         # The check runs before anything else, and a cancel does not cut it short:
         # the saga then ends like one cancelled before its first step.
         cancelled = await self._shielded(self._check_status_attribute())
@@ -158,6 +154,17 @@ class Saga(PublishedSaga):
         if cancelled:
             raise asyncio.CancelledError("saga cancelled")
         raise SagaFailed(self._failure_state())
+
+    def _prepare_run(self) -> None:
+        """What both forms do first: claim the saga, number its run, reset the counts."""
+        if self._started:
+            raise RuntimeError(f"saga {self._name!r} has already run")
+        self._started = True
+        self._run_id = saga_run_id(self._name, _next_run_number(self._name))
+        self._running = {}
+        self._undoable = self._finished_count = self._compensation_count = 0
+        info = workflow.info()
+        self._history_at_start = info.get_current_history_length(), info.get_current_history_size()
 
     @staticmethod
     async def _shielded(work: Coroutine[Any, Any, None]) -> bool:
@@ -184,6 +191,11 @@ class Saga(PublishedSaga):
                 step._outcome = StepStatus.SKIPPED
                 self._publish(step)
         if self._reason is None:
+            # A failure the saga's code caught and went on from (the imperative form)
+            # whose outcome is uncertain may have taken effect: undone all the same.
+            for step in self._steps.values():
+                if step._outcome is not StepStatus.SUCCEEDED and step._needs_compensation():
+                    await self._undo(step)
             self._finish(SagaStatus.SUCCEEDED)
             return
         if not self._past_pivot:  # past the point of no return, nothing is undone
@@ -399,3 +411,175 @@ class Saga(PublishedSaga):
             }
         )
         self._publish(step)
+
+    # --- The imperative form: `async with Saga(...) as saga:` -------------------------
+    #
+    # Each saga.step(...) starts at once and returns the Step, which is awaitable (its
+    # result, or StepFailed). A step started after another one's await returned depends
+    # on it, so the undo order follows the code's order; steps that ran side by side
+    # are undone side by side. Leaving the block with an exception undoes what took
+    # effect and raises SagaFailed, exactly as run() does.
+
+    _frontier: dict[Step[Any], None]  # awaited steps no later awaited step depends on
+    _seen_failures: dict[Step[Any], None]  # failed steps whose StepFailed the code got
+    _slots: asyncio.Semaphore  # max_parallelism
+    _body: asyncio.Task[Any] | None  # the task running the block
+    _deadline: asyncio.Task[None] | None = None
+    _deadline_hit = False
+
+    async def __aenter__(self) -> Saga:
+        """Start the saga; add steps inside the block, each starting at once.
+
+        Raises:
+            SagaDefinitionError: Steps were added before the block (with the imperative
+                form, add them inside it).
+            asyncio.CancelledError: The workflow was cancelled before the saga began.
+        """
+        if self._steps and not self._started:
+            raise SagaDefinitionError(
+                f"saga {self._name!r}: steps added before `async with`; add them inside "
+                "the block, or run the saga with run()"
+            )
+        self._prepare_run()
+        self._frontier, self._seen_failures = {}, {}
+        self._slots = asyncio.Semaphore(self._max_parallelism)
+        self._body = asyncio.current_task()
+        cancelled = await self._shielded(self._check_status_attribute())
+        self._begin_publishing()
+        if cancelled:
+            self._fail(None, "saga cancelled")
+            await self._shielded(self._wind_down())
+            raise asyncio.CancelledError("saga cancelled")
+        self._in_block = True
+        if self._timeout is not None:
+            self._deadline = asyncio.create_task(self._expire(self._timeout))
+        return self
+
+    async def _expire(self, after: timedelta) -> None:
+        await workflow.sleep(after)
+        self._fail(None, f"saga timed out after {after}")
+        self._deadline_hit = True
+        self._cancel_in_flight_steps()
+        if self._body is not None:
+            self._body.cancel()  # the block's code stops at its next await
+
+    def _start_in_block(self, step: Step[Any], *, pivot: bool) -> None:
+        """Link a step added in the block to what came before it, and start it."""
+        where = f"saga {self._name!r}, step {step.name!r}"
+        if self._reason is not None:
+            raise SagaDefinitionError(f"{where}: the saga failed; it starts no more steps")
+        if self._pivot is not None and not self._past_pivot:
+            raise SagaDefinitionError(
+                f"{where}: starts before the pivot {self._pivot.name!r} succeeded; "
+                "await the pivot first"
+            )
+        if pivot and self._running:
+            running = ", ".join(repr(s.name) for s in self._running.values())
+            raise SagaDefinitionError(
+                f"{where}: the pivot starts while {running} still run; await them first"
+            )
+        linked = dict(self._frontier)
+        for dep in step._after:
+            target = self._steps.get(dep if isinstance(dep, str) else dep.name)
+            if target is None:
+                raise SagaDefinitionError(f"{where}: depends on unknown step {dep!r}")
+            linked[target] = None
+        if self._past_pivot:
+            if step._compensate is not None:
+                raise SagaDefinitionError(
+                    f"{where}: comes after the pivot {self._pivot_name!r}, so it is retried "
+                    "until it succeeds and cannot declare a compensation"
+                )
+            self._retry_forever(step)
+        for target in linked:
+            step._deps.append(target)
+            target._dependents.append(step)
+        step._on_awaited = self._awaited
+        self._step_lines.append(step_line(step, self._pivot_name))
+        self._undoable += step._compensate is not None
+        task = asyncio.create_task(self._run_when_a_slot_frees(step))
+        task.add_done_callback(self._forget)
+        self._running[task] = step
+        step._task = task
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+
+    async def _run_when_a_slot_frees(self, step: Step[Any]) -> None:
+        async with self._slots:
+            if self._reason is not None:
+                return  # the saga failed while the step waited: it never starts
+            if not self._history_has_room_for(step):
+                self._fail(None, HISTORY_FULL)
+                step._outcome, step._error = StepStatus.FAILED, HISTORY_FULL
+                self._publish(step)
+                return
+            await self._execute(step)
+
+    def _awaited(self, step: Step[Any]) -> None:
+        """An await of ``step`` returned: the steps started from now on depend on it."""
+        if step._outcome in (StepStatus.SUCCEEDED, StepStatus.SKIPPED):
+            for dep in step._deps:
+                self._frontier.pop(dep, None)
+            self._frontier[step] = None
+        else:
+            self._seen_failures[step] = None  # the code saw it fail (and may go on)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """End the saga: wait for its steps, or undo what took effect.
+
+        Raises:
+            SagaFailed: The block raised (a step's StepFailed, or any other error), a
+                step nobody awaited failed, or the saga timed out; what took effect was
+                compensated first.
+            asyncio.CancelledError: The workflow was cancelled; what took effect was
+                compensated first.
+        """
+        self._in_block = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if isinstance(error, workflow.NondeterminismError):
+            return  # a bug in workflow code: fail the workflow task, undo nothing
+        cancelled = False
+        if isinstance(error, asyncio.CancelledError):
+            if self._deadline_hit and self._body is not None:
+                self._body.uncancel()  # our own cancel, for the deadline
+                cancelled = self._body.cancelling() > 0  # and the workflow's too?
+            else:
+                cancelled = True
+                self._fail(None, "saga cancelled")
+        elif isinstance(error, StepFailed) and error.step in self._steps:
+            self._fail(self._steps[error.step], error.error)
+        elif error is not None:
+            self._fail(None, _reason_of(error))
+        if not cancelled and (self._reason is None or not self._cancel_in_flight):
+            # Settle what still runs: its outcome must be known before any undo.
+            cancelled = await self._shielded(self._settle_block())
+        cancelled |= await self._shielded(self._wind_down())
+        if self._reason is None:
+            return
+        if cancelled:
+            raise asyncio.CancelledError("saga cancelled")
+        raise SagaFailed(self._failure_state()) from None
+
+    async def _settle_block(self) -> None:
+        """Wait for the steps still running; a failure nobody awaited fails the saga."""
+        while self._running:
+            await workflow.wait(list(self._running))
+        for step in self._steps.values():
+            failed = step._outcome in (StepStatus.FAILED, StepStatus.CANCELLED)
+            if failed and step not in self._seen_failures and self._reason is None:
+                self._fail(step, step._error or step._outcome.value)
+
+
+def _reason_of(error: BaseException) -> str:
+    """The public reason for a block that raised something other than StepFailed."""
+    if isinstance(error, ApplicationError):
+        return error.message
+    # Another exception's text may quote saga data; its type is safe to show.
+    return f"the saga's code raised {type(error).__name__}"

@@ -6,12 +6,15 @@ hold it to declare dependencies (``after=[step]``) and read :attr:`Step.result`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Generator
 from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from ._errors import NoResult
+from temporalio import workflow
+
+from ._errors import NoResult, StepFailed
 from ._options import ActivityOptions
 from ._state import CompensationState, StepState, StepStatus
 
@@ -89,6 +92,36 @@ class Step(Generic[R]):
         self._explicit_retry = False
         self._after_pivot = False
         self._nested_needs_human: list[str] = []
+        # The imperative form (``async with Saga(...)``): the task running the step, and
+        # the saga's callback for when an ``await`` of the step returns.
+        self._task: asyncio.Task[None] | None = None
+        self._on_awaited: Callable[[Step[Any]], None] | None = None
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """In an ``async with Saga(...)`` block: wait for the step, return its result.
+
+        Raises:
+            StepFailed: The step failed (see :class:`StepFailed`).
+        """
+        return self._wait().__await__()
+
+    async def _wait(self) -> R:
+        if self._task is None:
+            raise RuntimeError(
+                f"step {self._name!r}: await a step only inside `async with Saga(...)`; "
+                "with run(), read its .result once the saga ran"
+            )
+        # workflow.wait, not `await task`: a cancel of the waiting code must not cancel
+        # the step (the saga decides what a cancel does to its steps).
+        await workflow.wait([self._task])
+        self._task.result()  # a determinism error: fail the workflow task
+        if self._on_awaited is not None:
+            self._on_awaited(self)
+        if self._outcome is StepStatus.SUCCEEDED:
+            return self._result  # type: ignore[no-any-return]
+        if self._outcome is StepStatus.SKIPPED:
+            return None  # type: ignore[return-value]
+        raise StepFailed(self._name, self._error or self._outcome.value, uncertain=self._uncertain)
 
     def __repr__(self) -> str:
         return f"<Step {self._name!r} {self.status.value}>"

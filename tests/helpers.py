@@ -19,6 +19,7 @@ from workflows.trip import BuyTripPackage
 
 from .scripted import (
     JOURNAL,
+    BlockSaga,
     HandWrittenParallel,
     ScriptedSaga,
     ScriptedSpec,
@@ -27,7 +28,7 @@ from .scripted import (
     undo_step,
 )
 
-WORKFLOWS = [ScriptedSaga, HandWrittenParallel]
+WORKFLOWS = [ScriptedSaga, HandWrittenParallel, BlockSaga]
 ACTIVITIES = [do_step, undo_step]
 
 

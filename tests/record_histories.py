@@ -34,6 +34,8 @@ from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_binary
 from .scripted import (
+    BlockSaga,
+    BlockSpec,
     NestedSaga,
     NestedSpec,
     RetryLoopSaga,
@@ -45,7 +47,14 @@ from .scripted import (
 )
 
 HISTORIES = Path(__file__).parent / "histories"
-WORKFLOWS = [ScriptedSaga, NestedSaga, RetryLoopSaga, BuyTripPackage, BookGroupTrip]
+WORKFLOWS = [
+    ScriptedSaga,
+    NestedSaga,
+    RetryLoopSaga,
+    BlockSaga,
+    BuyTripPackage,
+    BookGroupTrip,
+]
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,13 @@ SHAPES: dict[str, Shape] = {
             ScriptedStep(name="c", after=["a"], when=("a", "nope")),
             ScriptedStep(name="d", after=["c"], fail="boom"),
         ),
+    ),
+    # The imperative form: a branch, an alternative after a caught failure, a fan-out;
+    # then a late failure undone in the code's reverse order.
+    "block_success": Shape(BlockSaga, BlockSpec(run="record", fail={"hotel": "full"})),
+    "block_failure": Shape(BlockSaga, BlockSpec(run="record", fail={"pay": "declined"})),
+    "block_cancelled": Shape(
+        BlockSaga, BlockSpec(run="record", sleep={"ticket 1": 30}), cancel_after=1.5
     ),
     # Venice's hotel has one room: the second traveller's trip fails, the first is undone.
     "group_trip": Shape(

@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_saga import Saga, SagaFailed, SagaResult, Step, idempotency_key
+    from temporal_saga import Saga, SagaFailed, SagaResult, Step, StepFailed, idempotency_key
 
 
 class Script(BaseModel):
@@ -384,3 +384,77 @@ class LargeSaga:
             )
         result = await saga.run()  # a SagaFailed fails the workflow with its own state
         return result.state.status.value
+
+
+class BlockSpec(BaseModel):
+    """The imperative saga of ``BlockSaga``: which of its steps fail, sleep, time out."""
+
+    run: str
+    fail: dict[str, str] = Field(default_factory=dict)  # step -> failure message
+    sleep: dict[str, float] = Field(default_factory=dict)
+    undo_sleep: dict[str, float] = Field(default_factory=dict)
+    start_to_close: dict[str, float] = Field(default_factory=dict)
+    fan_out: int = 2
+    catch: bool = True  # when "hotel" fails, try "partner hotel"
+    unawaited: bool = False  # start a "note" step that nobody awaits
+    raise_at_end: bool = False  # the block's own code fails after every step
+    timeout: float | None = None
+    search_attributes: bool = False
+    max_parallelism: int | None = None
+
+
+@workflow.defn
+class BlockSaga:
+    """The imperative form: a branch on a result, an alternative, a run-time fan-out."""
+
+    @workflow.run
+    async def run(self, spec: BlockSpec) -> str:
+        def call(step: str, **more: Any) -> Step[str]:
+            options: dict[str, Any] = {}
+            if step in spec.start_to_close:
+                options["start_to_close_timeout"] = timedelta(seconds=spec.start_to_close[step])
+                options["retry_policy"] = RetryPolicy(maximum_attempts=1)
+            return saga.step(
+                step,
+                do_step,
+                Script(
+                    run=spec.run,
+                    step=step,
+                    fail=spec.fail.get(step),
+                    sleep=spec.sleep.get(step, 0.0),
+                ),
+                compensate=undo_step,
+                compensate_arg=Script(run=spec.run, step=step, sleep=spec.undo_sleep.get(step, 0)),
+                **options,
+                **more,
+            )
+
+        async with Saga(
+            "block",
+            timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
+            search_attributes=spec.search_attributes,
+            max_parallelism=spec.max_parallelism,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=100), maximum_attempts=3
+            ),
+            compensation_options={
+                "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=100))
+            },
+        ) as saga:
+            flight = await call("flight")
+            if flight == "do flight":  # branch on a result
+                await call("insurance")
+            try:
+                await call("hotel")
+            except StepFailed:  # try an alternative (forward recovery)
+                if not spec.catch:
+                    raise
+                await call("partner hotel")
+            if spec.unawaited:
+                call("note")
+            # fan out over data known only at run time
+            await asyncio.gather(*(call(f"ticket {i}") for i in range(spec.fan_out)))
+            await call("pay")
+            if spec.raise_at_end:
+                raise ValueError("the code after the steps failed")
+        return "booked"

@@ -38,6 +38,7 @@ def test_the_namespaces_are_pinned() -> None:
         "SagaStatus",
         "SagaTypeError",
         "Step",
+        "StepFailed",
         "StepState",
         "StepStatus",
         "idempotency_key",

@@ -1,0 +1,251 @@
+"""The imperative form, `async with Saga(...) as saga:`, at every phase of a saga.
+
+``BlockSaga`` (tests/scripted.py) books: flight; insurance if the flight's result says
+so (a branch on a result); hotel, or the partner hotel if the hotel fails (an
+alternative); ``fan_out`` tickets side by side (a fan-out over run-time data); pay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+from temporal_saga import (
+    SAGA_STATE_QUERY,
+    Saga,
+    SagaDefinitionError,
+    SagaFailed,
+    SagaState,
+    SagaStatus,
+    StepStatus,
+)
+from temporal_saga.client import render_trace, state_from_history
+
+from .conftest import WorkerFactory
+from .helpers import ACTIVITIES, WORKFLOWS, did, entry
+from .scripted import BlockSaga, BlockSpec, do_step
+from .test_undo_always import ends_cancelled, wait_for
+
+
+def block(**options: Any) -> BlockSpec:
+    return BlockSpec(run=str(uuid.uuid4()), **options)
+
+
+async def start(client: Client, queue: str, s: BlockSpec) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(BlockSaga.run, s, id=f"block-{s.run}", task_queue=queue)
+
+
+async def fails(handle: WorkflowHandle[Any, Any]) -> SagaFailed:
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None, caught.value.cause
+    return failure
+
+
+async def state_of(handle: WorkflowHandle[Any, Any]) -> SagaState:
+    return await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
+
+
+TICKETS = {"ticket 0", "ticket 1"}
+
+
+async def test_branch_and_fan_out_succeed_and_read_like_a_saga(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block()
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        assert await handle.result() == "booked"
+        state = await state_of(handle)
+    assert state.status is SagaStatus.SUCCEEDED
+    assert [step.name for step in state.steps] == [
+        "flight",
+        "insurance",
+        "hotel",
+        "ticket 0",
+        "ticket 1",
+        "pay",
+    ]
+    assert did(s, "do") == {"flight", "insurance", "hotel", "pay", *TICKETS}
+    assert did(s, "undo") == set()
+    assert render_trace(state).startswith("❗️ begin saga\n\n✔️ flight\n✔️ insurance\n")
+
+
+async def test_a_caught_failure_tries_the_alternative_and_the_saga_succeeds(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(fail={"hotel": "no available hotel rooms"})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        assert await handle.result() == "booked"
+        state = await state_of(handle)
+    assert state.status is SagaStatus.SUCCEEDED
+    assert state.step("hotel").status is StepStatus.FAILED
+    assert state.step("partner hotel").status is StepStatus.SUCCEEDED
+    assert did(s, "undo") == set()  # the hotel failed: nothing of it to undo
+    assert "❌ hotel (no available hotel rooms)\n✔️ partner hotel" in render_trace(state)
+
+
+async def test_a_late_failure_undoes_everything_in_the_code_s_reverse_order(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = (
+        block(fail={"pay": "card declined"}, fail_seen=None)
+        if False
+        else block(fail={"pay": "card declined"})
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await start(client, task_queue, s))
+    assert failure.failed_step == "pay" and failure.reason == "card declined"
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert did(s, "undo") == {"flight", "insurance", "hotel", *TICKETS}
+    # Each undo starts after the undos of what came after it; the tickets side by side.
+    ended = {name: entry(s, "undo", name)[1] for name in did(s, "undo")}
+    began = {name: entry(s, "undo", name)[0] for name in did(s, "undo")}
+    assert max(ended[t] for t in TICKETS) <= began["hotel"]
+    assert ended["hotel"] <= began["insurance"] and ended["insurance"] <= began["flight"]
+    assert failure.state.step("pay").compensation is None  # it failed: no effect
+
+
+async def test_an_uncaught_step_failure_leaves_the_block_and_undoes_what_ran(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(fail={"hotel": "no available hotel rooms"}, catch=False)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await start(client, task_queue, s))
+    assert failure.failed_step == "hotel" and failure.reason == "no available hotel rooms"
+    assert did(s, "do") == {"flight", "insurance"}
+    assert did(s, "undo") == {"flight", "insurance"}
+
+
+async def test_the_block_s_own_error_undoes_everything_without_quoting_it(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(raise_at_end=True)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await start(client, task_queue, s))
+    assert failure.failed_step is None
+    assert failure.reason == "the saga's code raised ValueError"
+    assert did(s, "undo") == {"flight", "insurance", "hotel", "pay", *TICKETS}
+
+
+async def test_a_failure_nobody_awaited_fails_the_saga(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(unawaited=True, fail={"note": "the note service is down"})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await start(client, task_queue, s))
+    assert failure.failed_step == "note" and failure.reason == "the note service is down"
+    assert "flight" in did(s, "undo")
+
+
+async def test_a_caught_timeout_is_undone_even_when_the_saga_succeeds(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    """The hotel timed out: it may have booked. The partner hotel stands in, and the
+    hotel's compensation still runs, so nothing is left booked twice."""
+    s = block(sleep={"hotel": 5}, start_to_close={"hotel": 1})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        assert await handle.result() == "booked"
+        state = await state_of(handle)
+    assert state.status is SagaStatus.SUCCEEDED
+    hotel = state.step("hotel")
+    assert hotel.uncertain and hotel.compensation is not None
+    assert hotel.compensation.status is StepStatus.SUCCEEDED
+    assert did(s, "undo") == {"hotel"}
+
+
+# --- cancellation and deadlines, at each phase ------------------------------------
+
+
+async def test_a_cancel_mid_way_undoes_what_ran_and_ends_cancelled(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(sleep={"ticket 1": 30})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        await wait_for(handle, lambda st: any(x.name == "ticket 1" for x in st.steps))
+        await handle.cancel()
+        await ends_cancelled(handle)
+        state = await state_of(handle)
+    assert state.status is SagaStatus.COMPENSATED
+    assert state.step("ticket 1").status is StepStatus.COMPENSATED  # cancelled: uncertain
+    assert did(s, "undo") == {"flight", "insurance", "hotel", "ticket 0", "ticket 1"}
+    assert "pay" not in {x.name for x in state.steps}
+
+
+async def test_a_cancel_while_compensating_lets_the_undo_finish(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(fail={"pay": "card declined"}, undo_sleep={"insurance": 2})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        await wait_for(
+            handle,
+            lambda st: any(
+                x.name == "insurance" and x.status is StepStatus.COMPENSATING for x in st.steps
+            ),
+        )
+        await handle.cancel()
+        await ends_cancelled(handle)
+        state = await state_of(handle)
+    assert state.status is SagaStatus.COMPENSATED
+    assert did(s, "undo") == {"flight", "insurance", "hotel", *TICKETS}
+
+
+async def test_a_cancel_before_the_first_step_runs_nothing(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(search_attributes=True)
+    handle = await start(client, task_queue, s)
+    await handle.cancel()  # before any worker has seen the workflow
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await ends_cancelled(handle)
+    assert did(s, "do") == set()
+
+
+async def test_the_deadline_stops_the_block_and_undoes_what_ran(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(sleep={"ticket 0": 30}, timeout=2)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await start(client, task_queue, s))
+    assert failure.reason == "saga timed out after 0:00:02"
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert {"flight", "insurance", "hotel", "ticket 0"} <= did(s, "undo")
+
+
+async def test_history_alone_tells_the_same_story(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(fail={"pay": "card declined"})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        failure = await fails(handle)
+    history = await handle.fetch_history()
+    rebuilt = await state_from_history(history.events, client.data_converter)
+    assert render_trace(rebuilt) == render_trace(failure.state)
+
+
+async def test_a_run_time_fan_out_of_hundreds_completes_and_compensates(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(fan_out=300, fail={"pay": "card declined"}, max_parallelism=100)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await start(client, task_queue, s))
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert len([n for n in did(s, "undo") if n.startswith("ticket ")]) == 300
+
+
+def test_misuse_is_refused_clearly() -> None:
+    saga = Saga("s")
+    saga.step("a", do_step)
+    with pytest.raises(SagaDefinitionError, match="steps added before `async with`"):
+        saga.__aenter__().send(None)
+    with pytest.raises(RuntimeError, match="await a step only inside `async with"):
+        saga.steps[0].__await__().send(None)
