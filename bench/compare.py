@@ -42,10 +42,31 @@ from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga.client._connect import local_temporal_cli
 from temporal_saga.encryption import EncryptionCodec
 
-from .sagas import ACTIVITIES, WORKFLOWS, BenchSpec, BenchStep, HandWrittenSaga, HelperSaga
+from .sagas import (
+    ACTIVITIES,
+    WORKFLOWS,
+    BenchSpec,
+    BenchStep,
+    HandWrittenSaga,
+    HelperSaga,
+    ImperativeHelperSaga,
+)
 
 HERE = Path(__file__).resolve().parent
-IMPLEMENTATIONS = {"hand-written": HandWrittenSaga, "temporal_saga": HelperSaga}
+IMPLEMENTATIONS = {
+    "hand-written": HandWrittenSaga,
+    "temporal_saga": HelperSaga,  # the graph form
+    "imperative": ImperativeHelperSaga,  # the same saga in `async with Saga(...)`
+}
+
+
+def rotated(round_number: int) -> list[str]:
+    """The implementations in this round's order: A B C, then B C A, then C A B..."""
+    names = list(IMPLEMENTATIONS)
+    shift = round_number % len(names)
+    return names[shift:] + names[:shift]
+
+
 RPCS = 20
 
 
@@ -118,8 +139,9 @@ async def compare(client: Client, queue: str, rounds: int, sagas: int) -> dict[s
         spec = three_steps(fail)
         throughput: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
         last: dict[str, list[WorkflowHandle[Any, Any]]] = {}
-        for _ in range(rounds):
-            for name, workflow in IMPLEMENTATIONS.items():  # A B A B ...
+        for round_number in range(rounds):
+            for name in rotated(round_number):  # no implementation always goes first
+                workflow = IMPLEMENTATIONS[name]
                 seconds, handles = await run_batch(client, queue, workflow, spec, sagas)
                 throughput[name].append(sagas / seconds)
                 last[name] = handles
@@ -138,6 +160,9 @@ async def compare(client: Client, queue: str, rounds: int, sagas: int) -> dict[s
         result["throughput_ratio"] = (
             result["temporal_saga"]["throughput_median"]
             / result["hand-written"]["throughput_median"]
+        )
+        result["imperative_ratio"] = (
+            result["imperative"]["throughput_median"] / result["hand-written"]["throughput_median"]
         )
         # Ratio of the per-round medians of paired rounds is noisier; the median of
         # each side is what the issue asks for.
@@ -260,6 +285,12 @@ def table(results: dict[str, Any]) -> str:
             f"| {path}: history events per saga (mean of 50) | {hand['events_per_saga']:.1f} | "
             f"{ours['events_per_saga']:.1f} | | |"
         )
+        imperative = r["imperative"]
+        rows.append(
+            f"| {path}, imperative form: sagas/s; events per saga | | "
+            f"{imperative['throughput_median']:.1f}; {imperative['events_per_saga']:.1f} | "
+            f"{r['imperative_ratio']:.3f} | at parity with the graph form |"
+        )
         if hand["latency_p50"] is not None:
             rows.append(
                 f"| failure → compensated, p50 / p99 (ms) | {hand['latency_p50'] * 1000:.0f} / "
@@ -280,6 +311,11 @@ def table(results: dict[str, Any]) -> str:
             rows.append(
                 f"| depth {n}: CPU ms per step | {hand_cpu:.2f} | {ours_cpu:.2f} | "
                 f"{ours_cpu / hand_cpu:.2f} | |"
+            )
+            imperative_cpu = row["imperative"]["cpu_ms_per_step"]
+            rows.append(
+                f"| depth {n}, imperative form: CPU ms per step | | {imperative_cpu:.2f} | "
+                f"{imperative_cpu / hand_cpu:.2f} | ≤ graph form |"
             )
     rows.append(
         "| depth: CPU per step, longest / shortest chain | | "

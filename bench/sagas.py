@@ -106,7 +106,29 @@ class HelperSaga:
         return [str(r) for r in result.results.values()]
 
 
-WORKFLOWS = [HandWrittenSaga, HelperSaga]
+@workflow.defn
+class ImperativeHelperSaga:
+    """The same saga through temporal_saga's imperative form (``async with``)."""
+
+    @workflow.run
+    async def run(self, spec: BenchSpec) -> list[str]:
+        async with Saga("bench", start_to_close_timeout=TIMEOUT, retry_policy=RETRY) as saga:
+            if spec.chain:
+                return [
+                    await saga.step(step.name, bench_step, step, compensate=bench_undo)
+                    for step in spec.steps
+                ]
+            return list(
+                await asyncio.gather(
+                    *(
+                        saga.step(step.name, bench_step, step, compensate=bench_undo)
+                        for step in spec.steps
+                    )
+                )
+            )
+
+
+WORKFLOWS = [HandWrittenSaga, HelperSaga, ImperativeHelperSaga]
 ACTIVITIES = [bench_step, bench_undo]
 
 

@@ -4,9 +4,11 @@ A block is marked by the HTML comment before it (invisible when rendered):
 
 * ``<!-- readme-test: file NAME -->``: a module, written to NAME as it stands;
 * ``<!-- readme-test: output of NAME -->``: what running NAME prints;
-* ``<!-- readme-test: in a workflow, with shop.py[; workers on Q1, Q2] -->``: statements
-  that run inside a workflow's run method, with the README's ``shop.py`` in scope
-  (and workers serving its activities on the task queues named);
+* ``<!-- readme-test: in a workflow, with shop.py[; workers on Q1, Q2]; succeeds -->`` or
+  ``...; undoes A, B -->``: statements that run inside a workflow's run method, with
+  the README's ``shop.py`` in scope (and workers serving its activities on the task
+  queues named), and how the saga ends: it succeeds, or it is undone (the shop's card
+  is always declined), with the steps named compensated;
 * ``<!-- readme-test: excerpt of PATH -->``: lines of PATH in this repository, as they
   stand there (that file is tested on its own).
 """

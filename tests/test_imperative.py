@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from temporal_saga import (
@@ -249,3 +250,34 @@ def test_misuse_is_refused_clearly() -> None:
         saga.__aenter__().send(None)
     with pytest.raises(RuntimeError, match="await a step only inside `async with"):
         saga.steps[0].__await__().send(None)
+
+
+@pytest.mark.parametrize("chain", [True, False], ids=["chain", "side by side"])
+async def test_the_imperative_form_costs_the_same_history_as_the_graph_form(
+    client: Client, task_queue: str, worker: WorkerFactory, chain: bool
+) -> None:
+    from bench.sagas import (
+        ACTIVITIES as BENCH_ACTIVITIES,
+    )
+    from bench.sagas import (
+        BenchSpec,
+        BenchStep,
+        HelperSaga,
+        ImperativeHelperSaga,
+    )
+
+    spec = BenchSpec(steps=[BenchStep(name=f"s{i}") for i in range(6)], chain=chain)
+    events = {}
+    async with worker(workflows=[HelperSaga, ImperativeHelperSaga], activities=BENCH_ACTIVITIES):
+        for form in (HelperSaga, ImperativeHelperSaga):
+            handle = await client.start_workflow(
+                form.run, spec, id=f"cost-{uuid.uuid4()}", task_queue=task_queue
+            )
+            await handle.result()
+            events[form] = [e.event_type async for e in handle.fetch_history_events()]
+    graph, imperative = events[HelperSaga], events[ImperativeHelperSaga]
+    if chain:  # one workflow task per step in both: the very same history
+        assert imperative == graph
+    else:  # completions batch into workflow tasks by timing; the activities are the same
+        scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        assert imperative.count(scheduled) == graph.count(scheduled) == 6
