@@ -9,7 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext
+from playwright.async_api import BrowserContext, Frame
+from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
@@ -37,6 +38,14 @@ pytestmark = [
         reason="needs Debian's chromium (apt-get install chromium); CI installs it",
     ),
 ]
+
+
+async def content_of(frame: Frame) -> str:
+    """A frame's HTML, or nothing if the UI replaced the frame meanwhile (it re-renders)."""
+    try:
+        return await frame.content()
+    except PlaywrightError:
+        return ""
 
 
 async def test_web_ui_shows_step_names_and_the_trace(
@@ -77,7 +86,7 @@ async def test_web_ui_shows_step_names_and_the_trace(
             await page.get_by_text("User Metadata").first.click()
             for _ in range(6):  # the UI queries the worker; "r" asks again
                 # The UI renders the markdown details in a sandboxed iframe.
-                details = "\n".join([await frame.content() for frame in page.frames])
+                details = "\n".join([await content_of(frame) for frame in page.frames])
                 if "end saga (no available hotel rooms)" in details:
                     break
                 await page.wait_for_timeout(2500)
