@@ -298,12 +298,12 @@ def table(results: dict[str, Any]) -> str:
                 f"{ours['latency_p99'] * 1000:.0f} | "
                 f"{ours['latency_p50'] / hand['latency_p50']:.2f} (p50) | |"
             )
-    for n, row in results["width"].items():
+    for n, row in results.get("width", {}).items():
         rows.append(
             f"| width {n} × 1 s steps: wall time / one step | | "
             f"{row['relative_to_one_step']:.2f} | | {'< 2 s' if n == '64' else ''} |"
         )
-    depth = results["depth"]
+    depth = results.get("depth", {})
     for n, row in depth.items():
         if isinstance(row, dict):
             hand_cpu = row["hand-written"]["cpu_ms_per_step"]
@@ -317,11 +317,12 @@ def table(results: dict[str, Any]) -> str:
                 f"| depth {n}, imperative form: CPU ms per step | | {imperative_cpu:.2f} | "
                 f"{imperative_cpu / hand_cpu:.2f} | ≤ graph form |"
             )
-    rows.append(
-        "| depth: CPU per step, longest / shortest chain | | "
-        f"{depth['cpu_per_step_growth']:.2f} | | ≤ 1.5 |"
-    )
-    conc = results["concurrency"]
+    if depth:
+        rows.append(
+            "| depth: CPU per step, longest / shortest chain | | "
+            f"{depth['cpu_per_step_growth']:.2f} | | ≤ 1.5 |"
+        )
+    conc = results.get("concurrency", {})
     for n, row in conc.items():
         if isinstance(row, dict):
             hand, ours = row["hand-written"], row["temporal_saga"]
@@ -331,11 +332,12 @@ def table(results: dict[str, Any]) -> str:
                 f"{errors} not completed) | {hand['throughput']:.1f} | {ours['throughput']:.1f} | "
                 f"{ours['throughput'] / hand['throughput']:.2f} | no errors |"
             )
-    rows.append(
-        "| in flight, throughput high / low | "
-        f"{conc['hand-written high / low']:.2f} | {conc['temporal_saga high / low']:.2f} | | "
-        "≥ 0.8 |"
-    )
+    if conc:
+        rows.append(
+            "| in flight, throughput high / low | "
+            f"{conc['hand-written high / low']:.2f} | {conc['temporal_saga high / low']:.2f} | | "
+            "≥ 0.8 |"
+        )
     sealed = results.get("encryption")
     if sealed:
         medians = sealed["throughput_median"]
