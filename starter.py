@@ -79,17 +79,33 @@ def _fault(text: str) -> tuple[str, str]:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--traveller", required=True)
-    parser.add_argument("--passport", required=True)
-    parser.add_argument("--origin", default="Lisbon")
-    parser.add_argument("--destination", default="Paris")
-    parser.add_argument("--check-in", default=str(date.today() + timedelta(days=30)))
-    parser.add_argument("--nights", type=int, default=3)
-    parser.add_argument("--tickets", type=int, default=1)
-    parser.add_argument("--fault", type=_fault, action="append", default=[])
-    parser.add_argument("--id", help="workflow id (default: trip-<traveller>-<random>)")
-    parser.add_argument("--task-queue", default=TASK_QUEUE)
+    parser = argparse.ArgumentParser(
+        description="Start a trip-package saga and print its trace as it unfolds; exit 0 "
+        "if the trip was bought, 1 if the saga failed (and was undone).",
+    )
+    parser.add_argument("--traveller", required=True, help="the traveller's name")
+    parser.add_argument("--passport", required=True, help="the traveller's passport number")
+    parser.add_argument("--origin", default="Lisbon", help="where the flight leaves from")
+    parser.add_argument("--destination", default="Paris", help="where the trip goes")
+    parser.add_argument(
+        "--check-in",
+        default=str(date.today() + timedelta(days=30)),
+        help="the hotel's check-in date, YYYY-MM-DD (default: in 30 days)",
+    )
+    parser.add_argument("--nights", type=int, default=3, help="nights at the hotel")
+    parser.add_argument("--tickets", type=int, default=1, help="tourist tickets to buy")
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        help="make a service misbehave: SERVICE=down|flaky|slow (airline, hotel, "
+        "attractions); repeatable",
+    )
+    parser.add_argument("--id", help="workflow id (default: trip-<random>)")
+    parser.add_argument(
+        "--task-queue", default=TASK_QUEUE, help=f"the workers' queue (default {TASK_QUEUE})"
+    )
     args = parser.parse_args()
     trip = TripRequest(
         traveller=args.traveller,

@@ -60,10 +60,24 @@ async def serve(task_queue: str, grace: float, concurrency: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task-queue", default=TASK_QUEUE)
-    parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace, seconds")
-    parser.add_argument("--concurrency", type=int, default=32, help="activities at once")
+    parser = argparse.ArgumentParser(
+        description="The trip-package worker: serves the trip sagas and their services' "
+        "activities. Connects like the temporal CLI (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, "
+        "TEMPORAL_API_KEY, TLS settings); encrypts with TEMPORAL_SAGA_KEYS or "
+        "TEMPORAL_SAGA_KEY_FILE.",
+    )
+    parser.add_argument(
+        "--task-queue", default=TASK_QUEUE, help=f"the queue to poll (default {TASK_QUEUE})"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="on SIGINT/SIGTERM, seconds to let running activities finish (default 10)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="activities run at once (default 32)"
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -209,3 +209,18 @@ def test_a_missing_encryption_extra_is_named_where_keys_are_configured() -> None
     )
     assert "TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE is set" in result.stdout
     assert "pip install 'temporal-saga[encryption]'" in result.stdout
+
+
+@pytest.mark.parametrize("script", ["worker.py", "starter.py", "demo.py"])
+def test_the_example_s_help_texts_are_plain(script: str) -> None:
+    shown = subprocess.run(
+        [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "``" not in shown.stdout and len(shown.stdout.splitlines()) > 4, shown.stdout
+    # Every option but --help is explained: its help follows on its line or the next.
+    lines = shown.stdout.splitlines()
+    for i, line in enumerate(lines):
+        words = line.split()
+        if line.startswith("  --") and words[0] != "--help" and len(words) <= 2:
+            assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 10), line
