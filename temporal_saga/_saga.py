@@ -128,8 +128,10 @@ class Saga(PublishedSaga):
             asyncio.CancelledError: The workflow was cancelled; what took effect was
                 compensated first.
         """
+        if self._started:
+            raise RuntimeError(f"saga {self._name!r} has already run")
+        self._resolve_graph()  # definition errors first, before anything is claimed
         self._prepare_run()
-        self._resolve_graph()
         # The check runs before anything else, and a cancel does not cut it short:
         # the saga then ends like one cancelled before its first step.
         cancelled = await self._shielded(self._check_status_attribute())
