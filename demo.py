@@ -3,10 +3,10 @@
 Uses the server at ``$TEMPORAL_ADDRESS`` (default ``localhost:7233``) if one answers,
 else starts a dev server there (SQLite history in ``data/temporal.db``, Web UI on
 ``$TEMPORAL_UI_PORT``, default 8233). Starts the worker, runs Maria's trip (it
-succeeds) and Kevin's (Maria took the last hotel room in Venice, so it is
-compensated), prints both traces, checks the services' databases, and stops what it
-started (``--keep``: not before Ctrl-C, to look around in the Web UI). Exits 0 when
-everything went as described.
+succeeds, insured: the flight to Venice is expensive) and Kevin's (Maria took the
+last hotel room in Venice, so it is compensated), prints both traces, checks the
+services' databases, and stops what it started (``--keep``: not before Ctrl-C, to
+look around in the Web UI). Exits 0 when everything went as described.
 
 With an encryption key configured (``make demo-encrypted`` makes one in
 ``data/demo.key``), payloads are encrypted: the demo also starts the codec server,
@@ -42,7 +42,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, WorkflowHandle
 
 from activities.models import TripRequest
-from activities.trip import airline, attractions, hotel
+from activities.trip import airline, attractions, hotel, insurer
 from starter import buy_trip
 from temporal_saga.client import connect, render_trace, web_ui_url
 from temporal_saga.client._connect import local_temporal_cli
@@ -223,17 +223,17 @@ async def demo(keep: bool) -> bool:
             print(f"\nWeb UI: {web_ui_url(client.namespace, handle.id, handle.result_run_id)}")
 
         print(f"\n── The services' databases ({SERVICES}) ──\n")
-        ledgers = [airline(), hotel(), attractions()]
+        ledgers = [airline(), hotel(), attractions(), insurer()]
         maria = [b for ledger in ledgers for b in ledger.active(holder="Maria")]
         kevin = [b for ledger in ledgers for b in ledger.active(holder="Kevin")]
         kevin_rows = [b for ledger in ledgers for b in ledger.bookings(holder="Kevin")]
         ok = (
             outcomes["Maria"].booking is not None
             and outcomes["Kevin"].booking is None
-            and len(maria) == 3
+            and len(maria) == 4  # Venice's fare is high: her trip is insured
             and not kevin
         )
-        mark = "✔️" if len(maria) == 3 else "❌"
+        mark = "✔️" if len(maria) == 4 else "❌"
         ids = ", ".join(str(b.booking_id) for b in maria)
         print(f"{mark} Maria holds {len(maria)} active bookings: {ids}")
         mark = "✔️" if not kevin else "❌"

@@ -51,6 +51,16 @@ class TripRequest(_Model):
             fault=self.faults.get("hotel"),
         )
 
+    def insurance(self, flight: FlightBooking) -> InsuranceRequest:
+        """Travel insurance for the trip, priced on its flight."""
+        return InsuranceRequest(
+            holder=self.traveller,
+            city=self.destination,
+            start=self.check_in,
+            end=self.check_in + timedelta(days=self.nights),
+            flight_price=flight.price,
+        )
+
     def attractions(self) -> TicketRequest:
         return TicketRequest(
             holder=self.traveller,
@@ -86,11 +96,20 @@ class TicketRequest(_Model):
     fault: Fault | None = None
 
 
+class InsuranceRequest(_Model):
+    holder: str
+    city: City
+    start: date
+    end: date
+    flight_price: int
+
+
 class FlightBooking(_Model):
     booking_id: str
     passenger: str
     route: str
     date: date
+    price: int = 0  # euros (bookings made before fares existed carry none)
 
 
 class HotelBooking(_Model):
@@ -109,9 +128,17 @@ class TicketBooking(_Model):
     count: int
 
 
+class InsuranceBooking(_Model):
+    booking_id: str
+    holder: str
+    premium: int  # euros
+
+
 class TripBooking(_Model):
-    """A bought trip package: the three bookings."""
+    """A bought trip package: the three bookings, and travel insurance if the flight
+    was expensive."""
 
     flight: FlightBooking
     hotel: HotelBooking
     tickets: TicketBooking
+    insurance: InsuranceBooking | None = None

@@ -1,4 +1,5 @@
-"""The trip package's activities: book and cancel at the airline, hotel and attractions.
+"""The trip package's activities: book and cancel at the airline, hotel, attractions
+and insurer.
 
 They are plain (synchronous) functions: the worker runs them in its thread pool.
 Each is declared ``no_thread_cancel_exception=True``: by default the SDK raises a
@@ -28,6 +29,8 @@ from .models import (
     FlightRequest,
     HotelBooking,
     HotelRequest,
+    InsuranceBooking,
+    InsuranceRequest,
     TicketBooking,
     TicketRequest,
     TripRequest,
@@ -35,6 +38,11 @@ from .models import (
 
 #: Rooms per night in each city's hotel (Venice's is small: one room).
 HOTEL_ROOMS: dict[City, int] = {"Lisbon": 40, "Paris": 40, "Rome": 40, "Venice": 1}
+#: One-way fares to each city, in euros (a toy price list).
+FARES: dict[City, int] = {"Lisbon": 90, "Paris": 180, "Rome": 260, "Venice": 540}
+#: A trip whose flight costs more than this gets travel insurance (the trip saga's
+#: conditional step); the premium is a tenth of the fare.
+INSURE_FLIGHTS_ABOVE = 500
 
 
 def airline() -> Ledger:
@@ -47,6 +55,10 @@ def hotel() -> Ledger:
 
 def attractions() -> Ledger:
     return Ledger("attractions", "AT")
+
+
+def insurer() -> Ledger:
+    return Ledger("insurer", "IN")
 
 
 def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
@@ -143,7 +155,11 @@ def book_flight(request: FlightRequest) -> FlightBooking:
     )
     route = f"{request.origin} → {request.destination}"
     return FlightBooking(
-        booking_id=booking_id, passenger=request.passenger, route=route, date=request.date
+        booking_id=booking_id,
+        passenger=request.passenger,
+        route=route,
+        date=request.date,
+        price=FARES[request.destination],
     )
 
 
@@ -196,6 +212,28 @@ def cancel_tickets(request: TicketRequest) -> None:
 
 
 @activity.defn(no_thread_cancel_exception=True)
+def buy_insurance(request: InsuranceRequest) -> InsuranceBooking:
+    """Insure the trip, for a tenth of its flight's fare."""
+    booking_id = _book(
+        insurer(),
+        None,
+        holder=request.holder,
+        city=request.city,
+        first_day=request.start,
+        last_day=request.end,
+    )
+    return InsuranceBooking(
+        booking_id=booking_id, holder=request.holder, premium=request.flight_price // 10
+    )
+
+
+@activity.defn(no_thread_cancel_exception=True)
+def cancel_insurance(request: InsuranceRequest) -> None:
+    """Cancel the insurance of this step (nothing to cancel is fine)."""
+    _cancel(insurer(), None, request.holder)
+
+
+@activity.defn(no_thread_cancel_exception=True)
 def cancel_trip_package(trip: TripRequest) -> None:
     """Undo a whole trip package that ran as a nested saga (a step of a group trip).
 
@@ -206,7 +244,7 @@ def cancel_trip_package(trip: TripRequest) -> None:
     """
     info = activity.info()
     child = f"{info.workflow_id}/{info.activity_id.removesuffix('/compensate')}/"
-    for ledger in (airline(), hotel(), attractions()):
+    for ledger in (airline(), hotel(), attractions(), insurer()):
         ledger.cancel_all(child)
     activity.logger.info("cancelled the trip package of %s", trip.traveller)
 
@@ -218,5 +256,7 @@ ALL = [
     cancel_hotel,
     buy_tickets,
     cancel_tickets,
+    buy_insurance,
+    cancel_insurance,
     cancel_trip_package,
 ]

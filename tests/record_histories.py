@@ -149,6 +149,8 @@ SHAPES: dict[str, Shape] = {
     # Recorded after the SagaStatus check (a local activity, patched in) was added; the
     # two above predate it and show that sagas in flight then still replay.
     "trip_success_checked": Shape(BuyTripPackage, _trip("Carla", date(2027, 8, 1))),
+    # After the conditional insurance step was added (patched in): Venice is insured.
+    "trip_insured": Shape(BuyTripPackage, _trip("Dora", date(2027, 9, 1))),
     "cancel_while_compensating": Shape(
         ScriptedSaga, _scripted(*_SLOW_UNDO), cancel_after=1.2, cancels=2
     ),
@@ -227,7 +229,7 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
 # Histories of an earlier version of the library, kept as they are: replaying them
 # proves that sagas in flight across an upgrade still replay. `make histories` leaves
 # them alone (name one to re-record it anyway).
-FROZEN = {"trip_success", "trip_hotel_full"}
+FROZEN = {"trip_success", "trip_hotel_full", "trip_success_checked"}
 
 
 async def main() -> None:

@@ -64,3 +64,22 @@ def test_the_sagastatus_check_is_patched_in() -> None:
 
     assert markers("trip_success") == []
     assert markers("trip_success_checked") == ["core_patch", "core_local_activity"]
+
+
+def test_the_insurance_step_is_patched_in() -> None:
+    """Trips started before the conditional insurance step existed replay without it
+    (trip_success, trip_success_checked); new ones record the patch and insure."""
+    insured = stored("trip_insured")
+    patches = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in insured.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert any(b"trip-insurance" in data for data in patches)
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in insured.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert "buy_insurance" in scheduled

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.ledger import Ledger
 from activities.models import TripBooking, TripRequest
 from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
+from temporal_saga.client import load_state, render_trace
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_cli
@@ -30,7 +31,7 @@ def active(services: Path, traveller: str) -> dict[str, int]:
     """How many bookings in force the traveller holds at each service."""
     return {
         name: len(Ledger(name, "", services).active(holder=traveller))
-        for name in ("airline", "hotel", "attractions")
+        for name in ("airline", "hotel", "attractions", "insurer")
     }
 
 
@@ -59,7 +60,29 @@ async def test_trip_succeeds_and_books_all_three(
     booking = await buy(client, trip_worker, trip("Maria"))
     assert booking.hotel.city == "Venice" and booking.tickets.count == 2
     assert booking.flight.booking_id.startswith("FL-")
-    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1}
+    # Venice's fare is above the insurance threshold: the conditional step ran.
+    assert booking.flight.price == 540 and booking.insurance is not None
+    assert booking.insurance.premium == 54
+    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1}
+
+
+async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    handle = await client.start_workflow(
+        BuyTripPackage.run,
+        trip("Rui", destination="Paris"),
+        id=f"trip-{uuid.uuid4()}",
+        task_queue=trip_worker,
+    )
+    booking = await handle.result()
+    assert booking.flight.price == 180 and booking.insurance is None
+    assert active(services, "Rui") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+    state, _ = await load_state(handle)
+    assert "⏭️ buy travel insurance (condition not met)" in render_trace(state)
+    # The patch is taken only for an expensive flight: a cheap trip's history is as it was.
+    history = await handle.fetch_history()
+    assert not any(e.HasField("marker_recorded_event_attributes") for e in history.events)
 
 
 async def test_full_hotel_cancels_the_flight_and_tickets(
@@ -73,8 +96,10 @@ async def test_full_hotel_cancels_the_flight_and_tickets(
     assert failure.failed_step == "book hotel room"
     assert failure.reason == "no available hotel rooms"
     assert failure.state.status is SagaStatus.COMPENSATED
-    assert active(services, "Kevin") == {"airline": 0, "hotel": 0, "attractions": 0}
-    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1}
+    # Kevin's insurance never started: it waits for the hotel, which failed.
+    assert failure.state.step("buy travel insurance").status is StepStatus.SKIPPED
+    assert active(services, "Kevin") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
+    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1}
 
 
 async def test_airline_down_fails_after_retries_and_releases_everything(
@@ -88,14 +113,14 @@ async def test_airline_down_fails_after_retries_and_releases_everything(
     assert failure.reason == "airline is unavailable"
     flight = failure.state.step("book plane ticket")
     assert flight.status is StepStatus.FAILED and flight.compensation is None
-    assert active(services, "Ana") == {"airline": 0, "hotel": 0, "attractions": 0}
+    assert active(services, "Ana") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
 
 
 async def test_flaky_service_is_absorbed_by_retries(
     client: Client, trip_worker: str, services: Path
 ) -> None:
     await buy(client, trip_worker, trip("Lea", faults={"hotel": "flaky"}, destination="Rome"))
-    assert active(services, "Lea") == {"airline": 1, "hotel": 1, "attractions": 1}
+    assert active(services, "Lea") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
 
 
 README_INPUT = (
@@ -125,7 +150,7 @@ async def test_saga_started_from_the_temporal_cli(
     assert started.returncode == 0, started.stderr
     booking = await client.get_workflow_handle(workflow_id, result_type=TripBooking).result()
     assert booking.hotel.city == "Paris" and booking.hotel.nights == 3
-    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1}
+    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
 
 
 @pytest.mark.parametrize(
@@ -148,7 +173,7 @@ async def test_invalid_trip_fails_at_once_naming_the_field(
         await asyncio.wait_for(handle.result(), timeout=10)
     cause = caught.value.cause
     assert field in str(cause) and "validation error for TripRequest" in str(cause)
-    assert active(services, "Bad") == {"airline": 0, "hotel": 0, "attractions": 0}
+    assert active(services, "Bad") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
 
 
 async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
@@ -161,6 +186,7 @@ async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
         "book plane ticket",
         "book hotel room",
         "buy tourist tickets",
+        "buy travel insurance",
     ]
 
 

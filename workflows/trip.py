@@ -1,6 +1,7 @@
-"""Buy a trip package: book plane ticket, book hotel room, buy tourist tickets.
+"""Buy a trip package: book plane ticket, book hotel room, buy tourist tickets, and,
+if the flight is expensive, buy travel insurance once the rest is booked.
 
-All three steps run in parallel. If one fails (say the hotel has no rooms), the
+The three bookings run in parallel. If one fails (say the hotel has no rooms), the
 others are cancelled by their compensations and the workflow fails with
 ``SagaFailed``, whose message is the reason.
 """
@@ -15,14 +16,17 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.models import TripBooking, TripRequest
     from activities.trip import (
+        INSURE_FLIGHTS_ABOVE,
         book_flight,
         book_hotel,
+        buy_insurance,
         buy_tickets,
         cancel_flight,
         cancel_hotel,
+        cancel_insurance,
         cancel_tickets,
     )
-    from temporal_saga import Saga
+    from temporal_saga import Saga, StepStatus
 
 TASK_QUEUE = "trip-saga"
 
@@ -63,5 +67,25 @@ class BuyTripPackage:
             compensate=cancel_tickets,
             compensation_name="cancel tourist ticket reservations",
         )
+        # A conditional step: once everything is booked, insure an expensive flight.
+        # (patched, and only for an expensive flight: a saga started before this step
+        # existed replays without it, and a cheap trip's history does not change.)
+        insurance = saga.step(
+            "buy travel insurance",
+            buy_insurance,
+            lambda: trip.insurance(plane.result),
+            after=[plane, hotel, tour],
+            when=lambda: (
+                plane.result.price > INSURE_FLIGHTS_ABOVE and workflow.patched("trip-insurance")
+            ),
+            compensate=cancel_insurance,
+            compensation_name="cancel travel insurance",
+        )
         await saga.run()
-        return TripBooking(flight=plane.result, hotel=hotel.result, tickets=tour.result)
+        insured = insurance.outcome is StepStatus.SUCCEEDED
+        return TripBooking(
+            flight=plane.result,
+            hotel=hotel.result,
+            tickets=tour.result,
+            insurance=insurance.result if insured else None,
+        )
