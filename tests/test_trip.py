@@ -82,7 +82,13 @@ async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
     assert "⏭️ buy travel insurance (condition not met)" in render_trace(state)
     # The patch is taken only for an expensive flight: a cheap trip's history is as it was.
     history = await handle.fetch_history()
-    assert not any(e.HasField("marker_recorded_event_attributes") for e in history.events)
+    patches = [
+        payload.data
+        for e in history.events
+        if e.marker_recorded_event_attributes.marker_name == "core_patch"
+        for payload in e.marker_recorded_event_attributes.details["patch-data"].payloads
+    ]
+    assert patches and not [p for p in patches if b"trip-insurance" in p], patches
 
 
 async def test_full_hotel_cancels_the_flight_and_tickets(
