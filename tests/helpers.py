@@ -21,6 +21,7 @@ from .scripted import (
     JOURNAL,
     BlockSaga,
     HandWrittenParallel,
+    PivotBlockSaga,
     ScriptedSaga,
     ScriptedSpec,
     ScriptedStep,
@@ -28,7 +29,7 @@ from .scripted import (
     undo_step,
 )
 
-WORKFLOWS = [ScriptedSaga, HandWrittenParallel, BlockSaga]
+WORKFLOWS = [ScriptedSaga, HandWrittenParallel, BlockSaga, PivotBlockSaga]
 ACTIVITIES = [do_step, undo_step]
 
 

@@ -38,6 +38,7 @@ from .scripted import (
     BlockSpec,
     NestedSaga,
     NestedSpec,
+    PivotBlockSaga,
     RetryLoopSaga,
     ScriptedSaga,
     ScriptedSpec,
@@ -52,6 +53,7 @@ WORKFLOWS = [
     NestedSaga,
     RetryLoopSaga,
     BlockSaga,
+    PivotBlockSaga,
     BuyTripPackage,
     BookGroupTrip,
 ]
@@ -197,6 +199,7 @@ SHAPES: dict[str, Shape] = {
     "block_cancelled": Shape(
         BlockSaga, BlockSpec(run="record", sleep={"ticket 1": 30}), cancel_after=1.5
     ),
+    "block_pivot": Shape(PivotBlockSaga, BlockSpec(run="record", ship_failures=4)),
     # Venice's hotel has one room: the second traveller's trip fails, the first is undone.
     "group_trip": Shape(
         BookGroupTrip,

@@ -401,6 +401,8 @@ class BlockSpec(BaseModel):
     timeout: float | None = None
     search_attributes: bool = False
     max_parallelism: int | None = None
+    ship_failures: int = 0  # PivotBlockSaga: "ship" fails retryably this many times
+    ship_compensated: bool = False  # PivotBlockSaga: "ship" declares a compensation
 
 
 @workflow.defn
@@ -458,3 +460,32 @@ class BlockSaga:
             if spec.raise_at_end:
                 raise ValueError("the code after the steps failed")
         return "booked"
+
+
+@workflow.defn
+class PivotBlockSaga:
+    """The imperative form with a pivot: reserve; pay (no way back); ship."""
+
+    @workflow.run
+    async def run(self, spec: BlockSpec) -> str:
+        def script(step: str, **more: Any) -> Script:
+            return Script(run=spec.run, step=step, fail=spec.fail.get(step), **more)
+
+        fast = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=3)
+        async with Saga("pivot block", retry_policy=fast) as saga:
+            await saga.step(
+                "reserve",
+                do_step,
+                script("reserve"),
+                compensate=undo_step,
+                compensate_arg=Script(run=spec.run, step="reserve"),
+            )
+            await saga.step("pay", do_step, script("pay"), pivot=True)
+            undo = {"compensate": undo_step} if spec.ship_compensated else {}
+            await saga.step(
+                "ship",
+                do_step,
+                script("ship", transient_failures=spec.ship_failures),
+                **undo,  # type: ignore[arg-type]
+            )
+        return "shipped"

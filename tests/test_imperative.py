@@ -27,7 +27,7 @@ from temporal_saga.client import render_trace, state_from_history
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES, WORKFLOWS, did, entry
-from .scripted import BlockSaga, BlockSpec, do_step
+from .scripted import JOURNAL, BlockSaga, BlockSpec, PivotBlockSaga, do_step
 from .test_undo_always import ends_cancelled, wait_for
 
 
@@ -282,3 +282,45 @@ async def test_the_imperative_form_costs_the_same_history_as_the_graph_form(
     else:  # completions batch into workflow tasks by timing; the activities are the same
         scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         assert imperative.count(scheduled) == graph.count(scheduled) == 6
+
+
+# --- a pivot in the imperative form -----------------------------------------------
+
+
+async def run_pivot_block(client: Client, queue: str, s: BlockSpec) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        PivotBlockSaga.run, s, id=f"pivot-block-{s.run}", task_queue=queue
+    )
+
+
+async def test_a_failure_before_the_pivot_is_undone(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(fail={"pay": "card declined"})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await run_pivot_block(client, task_queue, s))
+    assert failure.failed_step == "pay" and failure.state.status is SagaStatus.COMPENSATED
+    assert did(s, "undo") == {"reserve"}
+
+
+async def test_after_the_pivot_a_step_is_retried_until_it_succeeds(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(ship_failures=4)  # more than the saga's 3 attempts
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await run_pivot_block(client, task_queue, s)
+        assert await handle.result() == "shipped"
+        state = await state_of(handle)
+    assert state.past_pivot and state.step("ship").after_pivot
+    assert max(e.attempt for e in JOURNAL[s.run] if e.step == "ship") == 5
+    assert did(s, "undo") == set()
+
+
+async def test_a_compensation_after_the_pivot_is_refused_and_nothing_is_undone(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = block(ship_compensated=True)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await fails(await run_pivot_block(client, task_queue, s))
+    assert "comes after the pivot 'pay', so it is retried until it succeeds" in failure.reason
+    assert did(s, "undo") == set()  # past the point of no return
