@@ -425,6 +425,8 @@ class BlockSaga:
                     fail=spec.fail.get(step),
                     sleep=spec.sleep.get(step, 0.0),
                 ),
+                # Heartbeats carry a cancellation to the activity: within a second.
+                heartbeat_timeout=timedelta(seconds=2),
                 compensate=undo_step,
                 compensate_arg=Script(run=spec.run, step=step, sleep=spec.undo_sleep.get(step, 0)),
                 **options,

@@ -80,7 +80,7 @@ async def test_a_cancel_before_a_conditional_step_leaves_it_skipped_unevaluated(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
     s = spec(
-        ScriptedStep(name="a", sleep=30),
+        ScriptedStep(name="a", sleep=30, heartbeat_timeout=2),
         ScriptedStep(name="b", after=["a"], when_raises=True),  # never evaluated
     )
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
