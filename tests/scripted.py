@@ -297,6 +297,27 @@ class NestedSaga:
 
 
 @workflow.defn
+class NestedBlockSaga:
+    """The imperative form with a whole child saga as a step, then a sibling."""
+
+    @workflow.run
+    async def run(self, spec: NestedSpec) -> str:
+        async with Saga("parent block") as saga:
+            await saga.step(
+                "child saga",
+                ScriptedSaga.run,
+                spec.child,
+                compensate=undo_step,
+                compensate_arg=Script(run=spec.run, step="child saga"),
+            )
+            sibling = Script(
+                run=spec.run, step="sibling", fail="sibling failed" if spec.sibling_fails else None
+            )
+            await saga.step("sibling", do_step, sibling, compensate=undo_step)
+        return "done"
+
+
+@workflow.defn
 class BrokenArgumentSaga:
     """Step b's argument is built from a result that lacks the key it reads."""
 

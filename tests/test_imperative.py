@@ -26,8 +26,18 @@ from temporal_saga import (
 from temporal_saga.client import render_trace, state_from_history
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES, WORKFLOWS, did, entry
-from .scripted import JOURNAL, BlockSaga, BlockSpec, PivotBlockSaga, do_step
+from .helpers import ACTIVITIES, WORKFLOWS, did, entry, spec
+from .scripted import (
+    JOURNAL,
+    BlockSaga,
+    BlockSpec,
+    NestedBlockSaga,
+    NestedSpec,
+    PivotBlockSaga,
+    ScriptedSaga,
+    ScriptedStep,
+    do_step,
+)
 from .test_undo_always import ends_cancelled, wait_for
 
 
@@ -324,3 +334,21 @@ async def test_a_compensation_after_the_pivot_is_refused_and_nothing_is_undone(
         failure = await fails(await run_pivot_block(client, task_queue, s))
     assert "comes after the pivot 'pay', so it is retried until it succeeds" in failure.reason
     assert did(s, "undo") == set()  # past the point of no return
+
+
+async def test_a_nested_saga_as_a_step_is_undone_by_its_compensation(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    """The child saga succeeded; the sibling after it fails: the parent runs the child
+    step's compensation (the child's own steps stay as the child left them)."""
+    run = str(uuid.uuid4())
+    child = spec(ScriptedStep(name="room"))
+    nested = NestedSpec(run=run, child=child, sibling_fails=True)
+    async with worker(workflows=[NestedBlockSaga, ScriptedSaga], activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            NestedBlockSaga.run, nested, id=f"nested-block-{run}", task_queue=task_queue
+        )
+        failure = await fails(handle)
+    assert failure.failed_step == "sibling" and failure.state.status is SagaStatus.COMPENSATED
+    assert {e.step for e in JOURNAL[run] if e.kind == "undo" and e.ok} == {"child saga"}
+    assert did(child, "do") == {"room"}
