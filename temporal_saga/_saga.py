@@ -508,7 +508,11 @@ class Saga(PublishedSaga):
         self._running.pop(task, None)
 
     async def _run_when_a_slot_frees(self, step: Step[Any]) -> None:
-        async with self._slots:
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            return  # cancelled while it waited its turn: it never started (PENDING)
+        try:
             if self._reason is not None:
                 return  # the saga failed while the step waited: it never starts
             if not self._history_has_room_for(step):
@@ -517,6 +521,8 @@ class Saga(PublishedSaga):
                 self._publish(step)
                 return
             await self._execute(step)
+        finally:
+            self._slots.release()
 
     def _awaited(self, step: Step[Any]) -> None:
         """An await of ``step`` returned: the steps started from now on depend on it."""

@@ -121,6 +121,8 @@ class Step(Generic[R]):
             return self._result  # type: ignore[no-any-return]
         if self._outcome is StepStatus.SKIPPED:
             return None  # type: ignore[return-value]
+        if self._outcome is StepStatus.PENDING:  # it waited for a slot as the saga failed
+            raise StepFailed(self._name, "never started: the saga failed")
         raise StepFailed(self._name, self._error or self._outcome.value, uncertain=self._uncertain)
 
     def __repr__(self) -> str:

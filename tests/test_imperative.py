@@ -352,3 +352,26 @@ async def test_a_nested_saga_as_a_step_is_undone_by_its_compensation(
     assert failure.failed_step == "sibling" and failure.state.status is SagaStatus.COMPENSATED
     assert {e.step for e in JOURNAL[run] if e.kind == "undo" and e.ok} == {"child saga"}
     assert did(child, "do") == {"room"}
+
+
+async def test_a_cancel_while_steps_wait_for_a_slot_leaves_them_unstarted(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    """max_parallelism 2, 12 tickets: most wait their turn when the cancel lands."""
+    s = block(fan_out=12, max_parallelism=2, sleep={f"ticket {i}": 1.0 for i in range(12)})
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        await wait_for(
+            handle,
+            lambda st: any(
+                x.name == "ticket 0" and x.status is StepStatus.RUNNING for x in st.steps
+            ),
+        )
+        await handle.cancel()
+        await ends_cancelled(handle)
+        state = await state_of(handle)
+    assert state.status is SagaStatus.COMPENSATED
+    waited = [x for x in state.steps if x.name.startswith("ticket ") and x.started_at is None]
+    assert waited and all(x.status is StepStatus.SKIPPED for x in waited)
+    ran = {x.name for x in state.steps if x.started_at is not None}
+    assert did(s, "undo") == ran - {"pay"}
