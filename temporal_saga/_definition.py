@@ -301,9 +301,35 @@ class SagaDefinition:
         self._steps[name] = step
         return step
 
+    def _named_deps(self, step: Step[Any]) -> list[Step[Any]]:
+        """The steps ``step``'s ``after=`` names (or gives), each checked to exist."""
+        targets = []
+        for dep in step._after:
+            target = self._steps.get(dep if isinstance(dep, str) else dep.name)
+            if target is None:
+                raise SagaDefinitionError(
+                    f"saga {self._name!r}, step {step.name!r}: depends on unknown step {dep!r}"
+                )
+            targets.append(target)
+        return targets
+
     @staticmethod
-    def _retry_forever(step: Step[Any]) -> None:
-        """Past the pivot a step is retried until it succeeds (unless it says otherwise)."""
+    def _link(step: Step[Any], targets: Iterable[Step[Any]]) -> None:
+        """Make ``step`` wait for each of ``targets`` (once each: a step may wait for
+        thousands), and each undo wait for ``step``'s."""
+        for target in dict.fromkeys(targets):
+            step._deps.append(target)
+            target._dependents.append(step)
+
+    def _place_after_pivot(self, step: Step[Any], pivot: Step[Any]) -> None:
+        """A step after the pivot: no compensation, retried until it succeeds (unless it
+        sets its own retry policy)."""
+        if step._compensate is not None:
+            raise SagaDefinitionError(
+                f"saga {self._name!r}, step {step.name!r}: comes after the pivot "
+                f"{pivot.name!r}, so it is retried until it succeeds and cannot declare a "
+                "compensation"
+            )
         step._after_pivot = True
         if not step._explicit_retry:
             forever = dataclasses.replace(step._options["retry_policy"], maximum_attempts=0)
@@ -320,21 +346,12 @@ class SagaDefinition:
         if not self._steps:
             raise SagaDefinitionError(f"saga {self._name!r} has no steps")
         for step in self._steps.values():
-            linked: set[Step[Any]] = set()  # a set: a step may wait for thousands
-            for dep in step._after:
-                target = self._steps.get(dep if isinstance(dep, str) else dep.name)
-                if target is None:
-                    raise SagaDefinitionError(
-                        f"saga {self._name!r}, step {step.name!r}: depends on unknown step {dep!r}"
-                    )
-                if target is step:
-                    raise SagaDefinitionError(
-                        f"saga {self._name!r}, step {step.name!r}: depends on itself"
-                    )
-                if target not in linked:
-                    linked.add(target)
-                    step._deps.append(target)
-                    target._dependents.append(step)
+            targets = self._named_deps(step)
+            if step in targets:
+                raise SagaDefinitionError(
+                    f"saga {self._name!r}, step {step.name!r}: depends on itself"
+                )
+            self._link(step, targets)
         try:
             TopologicalSorter({s: s._deps for s in self._steps.values()}).prepare()
         except CycleError as err:
@@ -357,12 +374,7 @@ class SagaDefinition:
         for step in self._steps.values():
             where = f"saga {self._name!r}, step {step.name!r}"
             if step in after:
-                if step._compensate is not None:
-                    raise SagaDefinitionError(
-                        f"{where}: comes after the pivot {pivot.name!r}, so it is retried "
-                        "until it succeeds and cannot declare a compensation"
-                    )
-                self._retry_forever(step)
+                self._place_after_pivot(step, pivot)
             elif step is not pivot and step not in before:
                 raise SagaDefinitionError(
                     f"{where}: neither before nor after the pivot {pivot.name!r}; with a "

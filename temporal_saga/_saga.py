@@ -131,11 +131,7 @@ class Saga(PublishedSaga):
         if self._started:
             raise RuntimeError(f"saga {self._name!r} has already run")
         self._resolve_graph()  # definition errors first, before anything is claimed
-        self._prepare_run()
-        # The check runs before anything else, and a cancel does not cut it short:
-        # the saga then ends like one cancelled before its first step.
-        cancelled = await self._shielded(self._check_status_attribute())
-        self._begin_publishing()
+        cancelled = await self._begin()
         if cancelled:
             self._fail(None, "saga cancelled")
         else:
@@ -157,8 +153,11 @@ class Saga(PublishedSaga):
             raise asyncio.CancelledError("saga cancelled")
         raise SagaFailed(self._failure_state())
 
-    def _prepare_run(self) -> None:
-        """What both forms do first: claim the saga, number its run, reset the counts."""
+    async def _begin(self) -> bool:
+        """What both forms do first: claim the saga, number its run, reset the counts,
+        check SagaStatus, publish. True if the workflow was cancelled meanwhile: the
+        check runs to its end regardless, and the saga then ends like one cancelled
+        before its first step."""
         if self._started:
             raise RuntimeError(f"saga {self._name!r} has already run")
         self._started = True
@@ -167,6 +166,9 @@ class Saga(PublishedSaga):
         self._undoable = self._finished_count = self._compensation_count = 0
         info = workflow.info()
         self._history_at_start = info.get_current_history_length(), info.get_current_history_size()
+        cancelled = await self._shielded(self._check_status_attribute())
+        self._begin_publishing()
+        return cancelled
 
     @staticmethod
     async def _shielded(work: Coroutine[Any, Any, None]) -> bool:
@@ -442,13 +444,10 @@ class Saga(PublishedSaga):
                 f"saga {self._name!r}: steps added before `async with`; add them inside "
                 "the block, or run the saga with run()"
             )
-        self._prepare_run()
         self._frontier, self._seen_failures = {}, {}
         self._slots = asyncio.Semaphore(self._max_parallelism)
         self._body = asyncio.current_task()
-        cancelled = await self._shielded(self._check_status_attribute())
-        self._begin_publishing()
-        if cancelled:
+        if await self._begin():
             self._fail(None, "saga cancelled")
             await self._shielded(self._wind_down())
             raise asyncio.CancelledError("saga cancelled")
@@ -480,22 +479,10 @@ class Saga(PublishedSaga):
             raise SagaDefinitionError(
                 f"{where}: the pivot starts while {running} still run; await them first"
             )
-        linked = dict(self._frontier)
-        for dep in step._after:
-            target = self._steps.get(dep if isinstance(dep, str) else dep.name)
-            if target is None:
-                raise SagaDefinitionError(f"{where}: depends on unknown step {dep!r}")
-            linked[target] = None
-        if self._past_pivot:
-            if step._compensate is not None:
-                raise SagaDefinitionError(
-                    f"{where}: comes after the pivot {self._pivot_name!r}, so it is retried "
-                    "until it succeeds and cannot declare a compensation"
-                )
-            self._retry_forever(step)
-        for target in linked:
-            step._deps.append(target)
-            target._dependents.append(step)
+        targets = [*self._frontier, *self._named_deps(step)]
+        if self._pivot is not None:  # and past it (checked above)
+            self._place_after_pivot(step, self._pivot)
+        self._link(step, targets)
         step._on_awaited = self._awaited
         self._step_lines.append(step_line(step, self._pivot_name))
         self._undoable += step._compensate is not None

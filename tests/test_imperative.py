@@ -8,6 +8,7 @@ alternative); ``fan_out`` tickets side by side (a fan-out over run-time data); p
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -62,6 +63,11 @@ async def state_of(handle: WorkflowHandle[Any, Any]) -> SagaState:
 
 
 TICKETS = {"ticket 0", "ticket 1"}
+
+
+def step_is(name: str, status: StepStatus) -> Callable[[SagaState], bool]:
+    """Whether the saga has a step ``name`` with this status (steps appear as added)."""
+    return lambda state: any(x.name == name and x.status is status for x in state.steps)
 
 
 async def test_branch_and_fan_out_succeed_and_read_like_a_saga(
@@ -196,12 +202,7 @@ async def test_a_cancel_while_compensating_lets_the_undo_finish(
     s = block(fail={"pay": "card declined"}, undo_sleep={"insurance": 2})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         handle = await start(client, task_queue, s)
-        await wait_for(
-            handle,
-            lambda st: any(
-                x.name == "insurance" and x.status is StepStatus.COMPENSATING for x in st.steps
-            ),
-        )
+        await wait_for(handle, step_is("insurance", StepStatus.COMPENSATING))
         await handle.cancel()
         await ends_cancelled(handle)
         state = await state_of(handle)
@@ -361,12 +362,7 @@ async def test_a_cancel_while_steps_wait_for_a_slot_leaves_them_unstarted(
     s = block(fan_out=12, max_parallelism=2, sleep={f"ticket {i}": 1.0 for i in range(12)})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         handle = await start(client, task_queue, s)
-        await wait_for(
-            handle,
-            lambda st: any(
-                x.name == "ticket 0" and x.status is StepStatus.RUNNING for x in st.steps
-            ),
-        )
+        await wait_for(handle, step_is("ticket 0", StepStatus.RUNNING))
         await handle.cancel()
         await ends_cancelled(handle)
         state = await state_of(handle)

@@ -55,7 +55,7 @@ def _exit_code(state: SagaState) -> int:
 
 async def show(client: Client, args: argparse.Namespace) -> int:
     handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
-    await handle.describe()  # fails early and clearly for an unknown id
+    described = await handle.describe()  # fails early and clearly for an unknown id
     as_json = args.output == "json"
     if args.follow and as_json:  # one JSON line per change
         last: SagaState | None = None
@@ -79,8 +79,7 @@ async def show(client: Client, args: argparse.Namespace) -> int:
             "\n(rebuilt from the workflow's history: no worker answered the query, "
             "or its answer is encrypted with a key this machine lacks)"
         )
-    run_id = args.run_id or (await handle.describe()).run_id
-    print(f"\nWeb UI: {web_ui_url(client.namespace, args.workflow_id, run_id)}")
+    print(f"\nWeb UI: {web_ui_url(client.namespace, args.workflow_id, described.run_id)}")
     return _exit_code(state)
 
 
