@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,27 +39,19 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
 from temporal_saga import SAGA_STATUS_ATTRIBUTE, SagaStatus
-from temporal_saga.client import SagaPlugin, data_converter
-from temporal_saga.client._connect import local_temporal_cli
 from temporal_saga.encryption import EncryptionCodec
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._processes import ROOT, connect, free_port, server_command
 
 SERVICES = ("airline", "hotel", "attractions")
 RPCS = 100  # the dev server caps concurrent long polls per namespace
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -81,22 +72,7 @@ class Chaos:
     def start_server(self) -> None:
         log = (self.workdir / "server.log").open("ab")
         self.server = subprocess.Popen(
-            [
-                local_temporal_cli(),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--headless",
-                "--db-filename",
-                str(self.workdir / "temporal.db"),
-                "--search-attribute",
-                "SagaStatus=Keyword",
-                "--log-level",
-                "error",
-            ],
+            server_command(self.port, self.workdir / "temporal.db"),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -135,19 +111,6 @@ class Chaos:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     worker.wait(timeout=20)
         self.stop_server()
-
-
-async def connect(address: str, seconds: float = 60) -> Client:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return await Client.connect(
-                address, data_converter=data_converter(), plugins=[SagaPlugin()]
-            )
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
 
 
 def make_trip(

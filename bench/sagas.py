@@ -1,13 +1,25 @@
 """The benchmark's workflows and activities: the same saga by hand and through the helper.
 
-The activities do nothing but return (or fail), and never log, so the figures measure
-the saga machinery and Temporal, not the work.
+Four contenders run the same steps with the same activities, timeouts and retries:
+
+- ``HandWrittenSaga``: the samples' way, steps in parallel (or chained), on failure
+  the completed ones compensated in reverse order, one by one;
+- ``HandWrittenWithSummaries``: the same, giving the Web UI the step names the helper
+  gives it (each activity's summary: the step's name, ``undo <name>``);
+- ``HelperSaga``: temporal_saga's graph form (``saga.step`` ... ``await saga.run()``);
+- ``ImperativeHelperSaga``: temporal_saga's imperative form (``async with Saga(...)``).
+
+A saga's input is a plain JSON object (:func:`bench_spec`). With ``models`` its steps'
+activities take pydantic models, otherwise plain JSON objects, so the engine's own cost
+is measured both diluted by pydantic and not. The activities do nothing but return (or
+fail), and never log: the figures measure the saga machinery and Temporal, not the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
@@ -18,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from temporal_saga import Saga
 
 TIMEOUT = timedelta(seconds=30)
-# The same policy for both: 3 attempts, as the helper's default.
+# The same policy for all: 3 attempts, as the helper's default.
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
@@ -28,21 +40,37 @@ class BenchStep(BaseModel):
     fail: bool = False
 
 
-class BenchSpec(BaseModel):
-    steps: list[BenchStep]
-    chain: bool = False  # each step after the previous one
+def bench_spec(
+    names: list[str],
+    *,
+    fail: str | None = None,
+    sleep: float = 0.0,
+    chain: bool = False,
+    models: bool = False,
+) -> dict[str, Any]:
+    """A saga's input: the steps (``fail`` names the one that fails), each after the
+    previous one with ``chain``, their activities on pydantic models with ``models``."""
+    return {
+        "steps": [{"name": n, "sleep": sleep, "fail": n == fail} for n in names],
+        "chain": chain,
+        "models": models,
+    }
+
+
+async def _act(step: dict[str, Any]) -> str:
+    if step["sleep"]:
+        await asyncio.sleep(step["sleep"])
+    if step["fail"]:
+        # BENIGN: expected, so the worker does not log it (logging is not what we measure).
+        raise ApplicationError(
+            f"{step['name']} failed", non_retryable=True, category=ApplicationErrorCategory.BENIGN
+        )
+    return str(step["name"])
 
 
 @activity.defn
 async def bench_step(step: BenchStep) -> str:
-    if step.sleep:
-        await asyncio.sleep(step.sleep)
-    if step.fail:
-        # BENIGN: expected, so the worker does not log it (logging is not what we measure).
-        raise ApplicationError(
-            f"{step.name} failed", non_retryable=True, category=ApplicationErrorCategory.BENIGN
-        )
-    return step.name
+    return await _act(step.model_dump())
 
 
 @activity.defn
@@ -50,40 +78,67 @@ async def bench_undo(step: BenchStep) -> None:
     return None
 
 
-@workflow.defn
-class HandWrittenSaga:
+@activity.defn
+async def bench_step_json(step: dict[str, Any]) -> str:
+    return await _act(step)
+
+
+@activity.defn
+async def bench_undo_json(step: dict[str, Any]) -> None:
+    return None
+
+
+def planned(spec: dict[str, Any]) -> tuple[Any, Any, list[tuple[str, Any]]]:
+    """The step and undo activities, and each step's name and argument."""
+    if spec["models"]:
+        return bench_step, bench_undo, [(s["name"], BenchStep(**s)) for s in spec["steps"]]
+    return bench_step_json, bench_undo_json, [(s["name"], s) for s in spec["steps"]]
+
+
+async def hand_written(spec: dict[str, Any], *, summaries: bool) -> list[str]:
     """A saga the way the Temporal samples write one: run the steps, and on failure
     compensate the completed ones in reverse order, one by one."""
+    do, undo, steps = planned(spec)
+
+    def execute(fn: Any, name: str, arg: Any) -> Any:
+        return workflow.execute_activity(
+            fn,
+            arg,
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+            summary=name if summaries else None,
+        )
+
+    if spec["chain"]:
+        return [await execute(do, name, arg) for name, arg in steps]
+    outcomes = await asyncio.gather(
+        *(execute(do, name, arg) for name, arg in steps), return_exceptions=True
+    )
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    if not failures:
+        return [str(o) for o in outcomes]
+    done = [s for s, o in zip(steps, outcomes, strict=True) if not isinstance(o, BaseException)]
+    for name, arg in reversed(done):
+        await execute(undo, f"undo {name}", arg)
+    raise ApplicationError(f"saga failed: {failures[0]}", non_retryable=True)
+
+
+@workflow.defn
+class HandWrittenSaga:
+    """The hand-written saga, activities without summaries (the Web UI shows no step names)."""
 
     @workflow.run
-    async def run(self, spec: BenchSpec) -> list[str]:
-        results: list[str] = []
-        if spec.chain:
-            for step in spec.steps:
-                results.append(
-                    await workflow.execute_activity(
-                        bench_step, step, start_to_close_timeout=TIMEOUT, retry_policy=RETRY
-                    )
-                )
-            return results
-        outcomes = await asyncio.gather(
-            *(
-                workflow.execute_activity(
-                    bench_step, step, start_to_close_timeout=TIMEOUT, retry_policy=RETRY
-                )
-                for step in spec.steps
-            ),
-            return_exceptions=True,
-        )
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if not failures:
-            return [str(o) for o in outcomes]
-        done = [
-            s for s, o in zip(spec.steps, outcomes, strict=True) if not isinstance(o, BaseException)
-        ]
-        for step in reversed(done):
-            await workflow.execute_activity(bench_undo, step, start_to_close_timeout=TIMEOUT)
-        raise ApplicationError(f"saga failed: {failures[0]}", non_retryable=True)
+    async def run(self, spec: dict[str, Any]) -> list[str]:
+        return await hand_written(spec, summaries=False)
+
+
+@workflow.defn
+class HandWrittenWithSummaries:
+    """The hand-written saga, giving the Web UI the helper's step names."""
+
+    @workflow.run
+    async def run(self, spec: dict[str, Any]) -> list[str]:
+        return await hand_written(spec, summaries=True)
 
 
 @workflow.defn
@@ -91,16 +146,17 @@ class HelperSaga:
     """The same saga through temporal_saga."""
 
     @workflow.run
-    async def run(self, spec: BenchSpec) -> list[str]:
+    async def run(self, spec: dict[str, Any]) -> list[str]:
+        do, undo, steps = planned(spec)
         saga = Saga("bench", start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
         previous = None
-        for step in spec.steps:
+        for name, arg in steps:
             previous = saga.step(
-                step.name,
-                bench_step,
-                step,
-                compensate=bench_undo,
-                after=[previous] if spec.chain and previous else [],
+                name,
+                do,
+                arg,
+                compensate=undo,
+                after=[previous] if spec["chain"] and previous else [],
             )
         result = await saga.run()
         return [str(r) for r in result.results.values()]
@@ -111,25 +167,16 @@ class ImperativeHelperSaga:
     """The same saga through temporal_saga's imperative form (``async with``)."""
 
     @workflow.run
-    async def run(self, spec: BenchSpec) -> list[str]:
+    async def run(self, spec: dict[str, Any]) -> list[str]:
+        do, undo, steps = planned(spec)
         async with Saga("bench", start_to_close_timeout=TIMEOUT, retry_policy=RETRY) as saga:
-            if spec.chain:
-                return [
-                    await saga.step(step.name, bench_step, step, compensate=bench_undo)
-                    for step in spec.steps
-                ]
+            if spec["chain"]:
+                return [await saga.step(name, do, arg, compensate=undo) for name, arg in steps]
             return list(
                 await asyncio.gather(
-                    *(
-                        saga.step(step.name, bench_step, step, compensate=bench_undo)
-                        for step in spec.steps
-                    )
+                    *(saga.step(name, do, arg, compensate=undo) for name, arg in steps)
                 )
             )
-
-
-WORKFLOWS = [HandWrittenSaga, HelperSaga, ImperativeHelperSaga]
-ACTIVITIES = [bench_step, bench_undo]
 
 
 class LargeSpec(BaseModel):
@@ -157,3 +204,13 @@ class LargeHelperSaga:
         if spec.last_fails:
             saga.step("last", bench_step, BenchStep(name="last", fail=True), after=fan)
         return (await saga.run()).state.status.value
+
+
+WORKFLOWS = [
+    HandWrittenSaga,
+    HandWrittenWithSummaries,
+    HelperSaga,
+    ImperativeHelperSaga,
+    LargeHelperSaga,
+]
+ACTIVITIES = [bench_step, bench_undo, bench_step_json, bench_undo_json]

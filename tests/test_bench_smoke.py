@@ -34,12 +34,18 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads(out.read_text())
-    for path in ("success", "failure"):
-        for name in ("hand-written", "temporal_saga"):
-            assert results["compare"][path][name]["throughput_median"] > 0
+    for case in ("success, json", "failure, json", "success, pydantic", "failure, pydantic"):
+        figures = results["compare"][case]
+        for name in ("hand-written", "hand-written, summaries", "temporal_saga"):
+            assert figures[name]["throughput"]["median"] > 0
+            assert figures[name]["worker_cpu_ms_per_saga"]["median"] > 0
+            assert figures[name]["events_per_saga"] > 10
+            assert figures[name]["workflow_tasks_per_saga"] >= 2
+        assert figures["ratios"]["temporal_saga / hand-written, summaries"]["of_medians"] > 0
     # (Exact history-event equality is checked deterministically in test_engine.py; here
     # concurrent sagas share workflow tasks at random, so counts vary run to run.)
     assert results["depth"]["cpu_per_step_growth"] > 0
-    assert "| success: sagas/s" in run.stdout
-    assert results["encryption"]["helper / hand, both encrypted"] > 0
-    assert "| encryption cost" in run.stdout
+    assert "| success, json | **temporal_saga / hand-written, summaries** |" in run.stdout
+    assert results["concurrency"]["high / low"]["temporal_saga"] > 0
+    assert results["encryption"]["helper / hand with summaries, both encrypted"] > 0
+    assert "| helper encrypted / clear" in run.stdout

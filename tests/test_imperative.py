@@ -268,17 +268,10 @@ def test_misuse_is_refused_clearly() -> None:
 async def test_the_imperative_form_costs_the_same_history_as_the_graph_form(
     client: Client, task_queue: str, worker: WorkerFactory, chain: bool
 ) -> None:
-    from bench.sagas import (
-        ACTIVITIES as BENCH_ACTIVITIES,
-    )
-    from bench.sagas import (
-        BenchSpec,
-        BenchStep,
-        HelperSaga,
-        ImperativeHelperSaga,
-    )
+    from bench.sagas import ACTIVITIES as BENCH_ACTIVITIES
+    from bench.sagas import HelperSaga, ImperativeHelperSaga, bench_spec
 
-    spec = BenchSpec(steps=[BenchStep(name=f"s{i}") for i in range(6)], chain=chain)
+    spec = bench_spec([f"s{i}" for i in range(6)], chain=chain)
     events = {}
     async with worker(workflows=[HelperSaga, ImperativeHelperSaga], activities=BENCH_ACTIVITIES):
         for form in (HelperSaga, ImperativeHelperSaga):
