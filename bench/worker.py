@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from ._processes import connect
 from .sagas import ACTIVITIES, WORKFLOWS
+from .sagas_plain_import import PlainImportSaga
 
 
 async def main() -> None:
@@ -30,7 +31,7 @@ async def main() -> None:
     async with Worker(
         client,
         task_queue=args.queue,
-        workflows=WORKFLOWS,
+        workflows=[*WORKFLOWS, PlainImportSaga],
         activities=ACTIVITIES,
         max_concurrent_activities=512,  # the width phase runs 256 steps at once
         max_cached_workflows=4000,

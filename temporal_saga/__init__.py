@@ -32,6 +32,7 @@ from ._state import (
     StepStatus,
 )
 from ._step import SAME_ARG, Step
+from ._versions import deprecated
 
 __all__ = [
     "SAGA_STATE_QUERY",
@@ -50,5 +51,6 @@ __all__ = [
     "StepFailed",
     "StepState",
     "StepStatus",
+    "deprecated",
     "idempotency_key",
 ]

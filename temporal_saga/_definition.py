@@ -30,6 +30,7 @@ from ._options import (
     task_queue_only,
 )
 from ._step import SAME_ARG, Activity, Step
+from ._versions import Patch, check_patch
 
 R = TypeVar("R")
 
@@ -109,6 +110,7 @@ class SagaDefinition:
         activity: Callable[..., Awaitable[R]],
         arg: Any = None,
         *,
+        label: str | None = None,
         compensate: Activity | None = None,
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
@@ -116,6 +118,8 @@ class SagaDefinition:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         when: Callable[[], object] | None = None,
+        since: Patch | None = None,
+        until: Patch | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[R], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -128,6 +132,7 @@ class SagaDefinition:
         activity: Callable[..., R],
         arg: Any = None,
         *,
+        label: str | None = None,
         compensate: Activity | None = None,
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
@@ -135,6 +140,8 @@ class SagaDefinition:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         when: Callable[[], object] | None = None,
+        since: Patch | None = None,
+        until: Patch | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[R], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -147,6 +154,7 @@ class SagaDefinition:
         activity: str,
         arg: Any = None,
         *,
+        label: str | None = None,
         compensate: Activity | None = None,
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
@@ -154,6 +162,8 @@ class SagaDefinition:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         when: Callable[[], object] | None = None,
+        since: Patch | None = None,
+        until: Patch | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[Any], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -165,6 +175,7 @@ class SagaDefinition:
         activity: Activity,
         arg: Any = None,
         *,
+        label: str | None = None,
         compensate: Activity | None = None,
         compensate_arg: Any = SAME_ARG,
         compensation_name: str | None = None,
@@ -172,6 +183,8 @@ class SagaDefinition:
         pivot: bool = False,
         after: Iterable[Step[Any] | str] = (),
         when: Callable[[], object] | None = None,
+        since: Patch | None = None,
+        until: Patch | None = None,
         compensation_options: ActivityOptions | None = None,
         public_note: Callable[[Any], str] | None = None,
         **activity_options: Unpack[ActivityOptions],
@@ -179,12 +192,18 @@ class SagaDefinition:
         """Add a step: one activity call, with an optional compensation.
 
         Args:
-            name: Unique within the saga; the activity's summary in the Web UI.
-                Public text, readable without the encryption key: keep personal
-                data out of it.
+            name: The step's identity, unique within the saga: ``after=``, the
+                results and the state name it, and its activity id (so its
+                idempotency key) is made of it, so renaming a step breaks the
+                sagas in flight (change ``label`` instead). Also the text it shows,
+                unless ``label`` is given. Public text, readable without the
+                encryption key: keep personal data out of it.
             activity: The ``@activity.defn`` function, an activity's name, or a
                 workflow's ``@workflow.run`` method: the step is then a child
                 workflow (a nested saga, which compensates itself if it fails).
+            label: The text the step shows in the trace, the state and the Web UI
+                (the activity's summary) instead of its name. Only display: change
+                it freely while sagas run. Public text, like ``name``.
             arg: The activity's single argument. A zero-argument callable is
                 called when the step starts (after its dependencies), so it can
                 read their results: ``lambda: Req(date=plane.result.arrival)``.
@@ -195,7 +214,7 @@ class SagaDefinition:
                 (known even when the step's outcome is not); else a value, or a
                 zero-argument callable called when the compensation starts.
             compensation_name: Name of the compensation in traces and the Web UI
-                (default ``"undo <name>"``); public text, like ``name``.
+                (default ``"undo <label or name>"``); display only, like ``label``.
             compensate_on_failure: Also compensate the step when it failed with an
                 application error (by default such a step is assumed to have had
                 no effect).
@@ -213,6 +232,19 @@ class SagaDefinition:
                 is ``SKIPPED`` (no activity runs, nothing to undo; the trace says
                 "condition not met") and counts as done for the steps after it. A
                 condition that raises fails the step, like an ``arg`` that raises.
+            since: A patch id (``workflow.patched``), or :func:`deprecated` of one
+                (step 2 of the life cycle): the step was added by a code
+                change while sagas were running. A saga that reaches the step on
+                code that has it runs it; a saga whose history shows it passed that
+                point before the change replays without it. Without it the step is
+                ``SKIPPED`` ("not in this saga's version"), so it counts as done for
+                the steps after it and has nothing to undo. Decided when the step
+                is due, before ``when``. See "Changing a saga while sagas run" in
+                the README for the patch's life cycle.
+            until: A patch id, or :func:`deprecated` of one: the step is retired by
+                a code change. Sagas that
+                reach it on the new code skip it (as with ``since``); those whose
+                history ran it replay with it, and still undo it.
             compensation_options: Activity options for this step's compensation,
                 over the saga's ``compensation_options``.
             public_note: Opt in to showing something of the step's result in the
@@ -255,10 +287,23 @@ class SagaDefinition:
             raise SagaDefinitionError(
                 f"{where}: the saga already has a pivot, {self._pivot.name!r}"
             )
+        if label is not None and (not isinstance(label, str) or not label):
+            raise SagaTypeError(f"{where}: label= takes non-empty text, not {label!r}")
         if public_note is not None and not callable(public_note):
             raise SagaTypeError(f"{where}: public_note= takes a function of the result")
         if when is not None and not callable(when):
             raise SagaTypeError(f"{where}: when= takes a zero-argument callable, not {when!r}")
+        for patch in (since, until):
+            if patch is not None and not check_patch(patch):
+                raise SagaTypeError(
+                    f"{where}: since= and until= take a patch id or deprecated(patch id), "
+                    f"not {patch!r}"
+                )
+        if pivot and (since is not None or until is not None):
+            raise SagaDefinitionError(
+                f"{where}: the pivot cannot come and go with versions; the steps after "
+                "it rely on it"
+            )
         if when is not None and pivot:
             raise SagaDefinitionError(
                 f"{where}: the pivot cannot be conditional; the steps after it rely on it"
@@ -275,13 +320,14 @@ class SagaDefinition:
         step: Step[Any] = Step(
             index=len(self._steps),
             name=name,
+            label=label,
             activity=activity,
             is_child=is_child,
             arg=arg,
             compensate=compensate,
             compensate_is_child=compensate_is_child,
             compensate_arg=compensate_arg,
-            compensation_name=compensation_name or f"undo {name}",
+            compensation_name=compensation_name or f"undo {label or name}",
             compensate_on_failure=compensate_on_failure,
             after=deps,
             options=merge(self._options, options),
@@ -292,6 +338,8 @@ class SagaDefinition:
             ),
             public_note=public_note,
             when=when,
+            since=since,
+            until=until,
         )
         step._explicit_retry = "retry_policy" in activity_options
         if self._in_block:

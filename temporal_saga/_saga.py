@@ -35,7 +35,7 @@ from ._limits import (
 from ._publish import PublishedSaga
 from ._state import CompensationState, SagaResult, SagaStatus, StepStatus
 from ._step import SAME_ARG, Step
-from ._trace import CONDITION_NOT_MET, step_line
+from ._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION, step_line
 
 HISTORY_FULL = "saga stopped before outgrowing Temporal's history limit; split it into nested sagas"
 
@@ -317,7 +317,11 @@ class Saga(PublishedSaga):
         step._outcome = StepStatus.RUNNING
         step._started_at = workflow.now()
         try:
-            if step._when is not None and not call_user_code(step._when, "evaluate its condition"):
+            if not step._in_this_version():
+                step._outcome, step._note = StepStatus.SKIPPED, NOT_IN_THIS_VERSION
+            elif step._when is not None and not call_user_code(
+                step._when, "evaluate its condition"
+            ):
                 step._outcome, step._note = StepStatus.SKIPPED, CONDITION_NOT_MET
             else:
                 self._publish(step)
@@ -326,7 +330,7 @@ class Saga(PublishedSaga):
                     step._activity,
                     step._is_child,
                     step._args,
-                    name=step.name,
+                    name=step.shown,
                     ident=step_activity_id(self._run_id, step.name),
                     options=step._options,
                 )

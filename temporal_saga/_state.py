@@ -85,7 +85,9 @@ class StepState(BaseModel):
     """One step of the saga.
 
     Attributes:
-        name: The step's name.
+        name: The step's name: its identity within the saga (see ``Saga.step``).
+        label: The text the step shows in the trace and the Web UI, when it is not
+            its name (``label=`` of ``Saga.step``).
         outcome: What the step itself did: ``PENDING``, ``RUNNING``, ``SUCCEEDED``,
             ``FAILED``, ``CANCELLED`` or ``SKIPPED`` (never started).
         uncertain: True when the outcome is unknown (timed out, cancelled while
@@ -109,6 +111,7 @@ class StepState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    label: str | None = None
     outcome: StepStatus
     uncertain: bool = False
     started_at: datetime | None = None

@@ -17,6 +17,7 @@ from temporalio import workflow
 from ._errors import NoResult, StepFailed
 from ._options import ActivityOptions
 from ._state import CompensationState, StepState, StepStatus
+from ._versions import Patch, in_this_version
 
 R = TypeVar("R")
 
@@ -46,6 +47,7 @@ class Step(Generic[R]):
         *,
         index: int,
         name: str,
+        label: str | None = None,
         activity: Activity,
         is_child: bool,
         arg: Any,
@@ -59,9 +61,12 @@ class Step(Generic[R]):
         compensation_options: ActivityOptions,
         public_note: Callable[[Any], str] | None,
         when: Callable[[], object] | None = None,
+        since: Patch | None = None,
+        until: Patch | None = None,
     ) -> None:
         self._index = index
         self._name = name
+        self._label = label
         self._activity = activity
         self._is_child = is_child
         self._arg = arg
@@ -75,6 +80,8 @@ class Step(Generic[R]):
         self._compensation_options = compensation_options
         self._public_note = public_note
         self._when = when
+        self._since = since
+        self._until = until
         # Resolved by Saga.run: the steps this one waits for, and those that wait for it.
         self._deps: list[Step[Any]] = []
         self._dependents: list[Step[Any]] = []
@@ -134,6 +141,16 @@ class Step(Generic[R]):
         return self._name
 
     @property
+    def label(self) -> str | None:
+        """The text the step shows instead of its name (``label=``), if any."""
+        return self._label
+
+    @property
+    def shown(self) -> str:
+        """What the trace and the Web UI show for the step: its label, or its name."""
+        return self._label or self._name
+
+    @property
     def status(self) -> StepStatus:
         """Where the step is now (see :class:`StepStatus`)."""
         return self.state.status
@@ -151,7 +168,8 @@ class Step(Generic[R]):
     @property
     def note(self) -> str | None:
         """The public note on the step's result (``public_note=`` of :meth:`Saga.step`),
-        or ``condition not met`` for a step skipped by its ``when=``."""
+        or why a skipped step was skipped: ``condition not met`` (its ``when=``) or
+        ``not in this saga's version`` (its ``since=`` or ``until=``)."""
         return self._note
 
     @property
@@ -159,6 +177,7 @@ class Step(Generic[R]):
         """A snapshot of the step."""
         return StepState(
             name=self._name,
+            label=self._label,
             outcome=self._outcome,
             uncertain=self._uncertain,
             started_at=self._started_at,
@@ -190,6 +209,9 @@ class Step(Generic[R]):
                 )
             raise NoResult(message)
         return self._result  # type: ignore[no-any-return]
+
+    def _in_this_version(self) -> bool:
+        return in_this_version(self._since, self._until)
 
     def _needs_compensation(self) -> bool:
         if self._compensate is None:

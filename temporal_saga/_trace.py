@@ -37,6 +37,7 @@ _ICONS = {
 
 #: The note of a step whose ``when=`` condition was false.
 CONDITION_NOT_MET = "condition not met"
+NOT_IN_THIS_VERSION = "not in this saga's version"
 
 
 def _line(icon: str, name: str, note: str | None = None) -> str:
@@ -48,6 +49,8 @@ class _StepLike(Protocol):
 
     @property
     def name(self) -> str: ...
+    @property
+    def label(self) -> str | None: ...
     @property
     def outcome(self) -> StepStatus: ...
     @property
@@ -63,7 +66,7 @@ def step_line(step: _StepLike, pivot: str | None) -> str:
         note = step.note
         if step.name == pivot:
             note = "; ".join(filter(None, ["pivot: no way back", step.note]))
-    return _line(_ICONS[step.outcome], step.name, note)
+    return _line(_ICONS[step.outcome], step.label or step.name, note)
 
 
 def compensation_line(compensation: CompensationState) -> str:

@@ -139,9 +139,11 @@ class StepSpec(_Spec):
 
     ``compensate_arg``, when present (even ``null``), replaces the step's argument
     for the compensation; when absent, the compensation gets the step's argument.
+    ``label``, ``since`` and ``until`` are as in :meth:`temporal_saga.Saga.step`.
     """
 
     name: str = Field(min_length=1)
+    label: str | None = Field(default=None, min_length=1)
     activity: str = Field(min_length=1)
     arg: JsonValue = None
     compensate: str | None = Field(default=None, min_length=1)
@@ -150,6 +152,8 @@ class StepSpec(_Spec):
     compensate_on_failure: bool = False
     after: list[str] = Field(default_factory=list)
     when: ConditionSpec | None = None
+    since: str | None = Field(default=None, min_length=1)
+    until: str | None = Field(default=None, min_length=1)
     options: OptionsSpec = OptionsSpec()
     compensation_options: OptionsSpec = OptionsSpec()
 
@@ -208,8 +212,11 @@ class SagaSpec(_Spec):
                 step.name,
                 step.activity,
                 step.arg,
+                label=step.label,
                 after=step.after,
                 when=condition,
+                since=step.since,
+                until=step.until,
                 **compensation,
                 **step.options.to_options({**STEP_DEFAULTS, **step_defaults}),
             )

@@ -72,12 +72,14 @@ def _scripted(*steps: ScriptedStep, **options: Any) -> ScriptedSpec:
     return ScriptedSpec(run="record", steps=list(steps), **options)
 
 
-def _trip(traveller: str, check_in: date = date(2027, 6, 1)) -> TripRequest:
+def _trip(
+    traveller: str, check_in: date = date(2027, 6, 1), destination: str = "Venice"
+) -> TripRequest:
     return TripRequest(
         traveller=traveller,
         passport="P1234567",
         origin="Lisbon",
-        destination="Venice",
+        destination=destination,
         check_in=check_in,
         nights=2,
     )
@@ -153,6 +155,10 @@ SHAPES: dict[str, Shape] = {
     "trip_success_checked": Shape(BuyTripPackage, _trip("Carla", date(2027, 8, 1))),
     # After the conditional insurance step was added (patched in): Venice is insured.
     "trip_insured": Shape(BuyTripPackage, _trip("Dora", date(2027, 9, 1))),
+    # The same step with since= (decided before its when=): insured, and not (a cheap
+    # trip records the patch, then skips the step for its fare).
+    "trip_insured_since": Shape(BuyTripPackage, _trip("Ezra", date(2027, 10, 1))),
+    "trip_cheap_since": Shape(BuyTripPackage, _trip("Fay", date(2027, 10, 1), "Paris")),
     "cancel_while_compensating": Shape(
         ScriptedSaga, _scripted(*_SLOW_UNDO), cancel_after=1.2, cancels=2
     ),
@@ -232,7 +238,7 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
 # Histories of an earlier version of the library, kept as they are: replaying them
 # proves that sagas in flight across an upgrade still replay. `make histories` leaves
 # them alone (name one to re-record it anyway).
-FROZEN = {"trip_success", "trip_hotel_full", "trip_success_checked"}
+FROZEN = {"trip_success", "trip_hotel_full", "trip_success_checked", "trip_insured"}
 
 
 async def main() -> None:

@@ -18,9 +18,11 @@ HEAVY = ("temporal_saga.client", "temporal_saga.encryption", "cryptography", "ai
 
 @workflow.defn(sandboxed=True)
 class ModulesInTheSandbox:
-    """Returns the sandbox's loaded modules among ours and the heavy ones."""
+    """Returns the sandbox's loaded modules among ours and the heavy ones, and the id
+    of the ``Saga`` class it sees (the worker's own, if ``temporal_saga`` is passed
+    through; a fresh copy, if the sandbox re-imported it)."""
 
     @workflow.run
-    async def run(self) -> list[str]:
-        assert temporal_saga.Saga  # what a saga workflow uses
-        return sorted(m for m in sys.modules if m.startswith(("temporal_saga", *HEAVY)))
+    async def run(self) -> tuple[list[str], int]:
+        loaded = sorted(m for m in sys.modules if m.startswith(("temporal_saga", *HEAVY)))
+        return loaded, id(temporal_saga.Saga)

@@ -47,5 +47,14 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
     assert results["depth"]["cpu_per_step_growth"] > 0
     assert "| success, json | **temporal_saga / hand-written, summaries** |" in run.stdout
     assert results["concurrency"]["high / low"]["temporal_saga"] > 0
+    assert results["import"]["temporal_saga, imported plainly, no plugin"]["median"] > 0
     assert results["encryption"]["helper / hand with summaries, both encrypted"] > 0
     assert "| helper encrypted / clear" in run.stdout
+
+
+def test_the_table_shows_the_phases_measured_and_only_those() -> None:
+    from bench.compare import table
+
+    shown = table({"width": {"8": {"seconds": 1.1, "relative_to_one_step": 1.1}}})
+    assert "| 8 × 1 s steps | 1.10 |" in shown
+    assert "contender" not in shown  # no compare phase, no compare rows (was a KeyError)

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 import temporal_saga
 import temporal_saga.client
@@ -18,7 +19,7 @@ import temporal_saga.declarative
 import temporal_saga.encryption
 from temporal_saga.client._cli import _parser
 
-from .conftest import ROOT, WorkerFactory
+from .conftest import ROOT
 from .sandbox_probe import HEAVY, ModulesInTheSandbox
 
 
@@ -41,6 +42,7 @@ def test_the_namespaces_are_pinned() -> None:
         "StepFailed",
         "StepState",
         "StepStatus",
+        "deprecated",
         "idempotency_key",
     }
     assert set(temporal_saga.client.__all__) == {
@@ -89,15 +91,30 @@ def test_import_temporal_saga_loads_the_engine_only() -> None:
     assert not [m for m in loaded if m.startswith((*HEAVY, "http.server"))], loaded
 
 
-async def test_a_workflow_importing_temporal_saga_loads_the_engine_only(
-    client: Client, task_queue: str, worker: WorkerFactory
-) -> None:
-    async with worker(workflows=[ModulesInTheSandbox], activities=[]):
-        loaded = await client.execute_workflow(
+async def modules_in_the_sandbox(client: Client, task_queue: str) -> tuple[list[str], int]:
+    async with Worker(client, task_queue=task_queue, workflows=[ModulesInTheSandbox]):
+        return await client.execute_workflow(
             ModulesInTheSandbox.run, id=f"modules-{uuid.uuid4()}", task_queue=task_queue
         )
+
+
+async def test_a_workflow_importing_temporal_saga_loads_the_engine_only(
+    client: Client, task_queue: str
+) -> None:
+    # A worker without SagaPlugin: the sandbox imports temporal_saga afresh.
+    plain = Client(client.service_client, namespace=client.namespace)
+    loaded, saga_class = await modules_in_the_sandbox(plain, task_queue)
+    assert saga_class != id(temporal_saga.Saga)
     assert "temporal_saga._saga" in loaded
     assert not [m for m in loaded if m.startswith(HEAVY)], loaded
+
+
+async def test_the_plugin_lets_every_workflow_run_share_the_engine(
+    client: Client, task_queue: str
+) -> None:
+    # With SagaPlugin (the test client has it), the sandbox passes temporal_saga through.
+    _, saga_class = await modules_in_the_sandbox(client, task_queue)
+    assert saga_class == id(temporal_saga.Saga)
 
 
 def _closure(extra: str, extras: dict[str, list[str]]) -> set[str]:
@@ -164,6 +181,14 @@ def test_the_console_script_is_python_m_temporal_saga() -> None:
         (["codec-server"], {"TEMPORAL_SAGA_KEY_FILE": "/no/such/file"}, "cannot read"),
         (["codec-server"], {"TEMPORAL_SAGA_KEYS": ""}, "no keys: set TEMPORAL_SAGA_KEYS"),
         (["new-key", "--id", "a:b"], {}, "a key id must be non-empty, without ':' or ','"),
+        (["replay-check", "no_such_module", "--file", "x.json"], {}, "cannot import"),
+        (["replay-check", "workflows.trip:Nope", "--file", "x.json"], {}, "not a workflow"),
+        (["replay-check", "activities.trip", "--file", "x.json"], {}, "defines no workflow"),
+        (
+            ["replay-check", "workflows.trip", "--file", "/no/such.json"],
+            {},
+            "not a workflow history",
+        ),
     ],
 )
 def test_cli_misuse_is_one_line(args: list[str], env: dict[str, str], message: str) -> None:

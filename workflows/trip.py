@@ -68,16 +68,15 @@ class BuyTripPackage:
             compensation_name="cancel tourist ticket reservations",
         )
         # A conditional step: once everything is booked, insure an expensive flight.
-        # (patched, and only for an expensive flight: a saga started before this step
-        # existed replays without it, and a cheap trip's history does not change.)
+        # Added while trip sagas were running, hence since=: a saga that had passed
+        # this point before the change replays without it.
         insurance = saga.step(
             "buy travel insurance",
             buy_insurance,
             lambda: trip.insurance(plane.result),
             after=[plane, hotel, tour],
-            when=lambda: (
-                plane.result.price > INSURE_FLIGHTS_ABOVE and workflow.patched("trip-insurance")
-            ),
+            since="trip-insurance",
+            when=lambda: plane.result.price > INSURE_FLIGHTS_ABOVE,
             compensate=cancel_insurance,
             compensation_name="cancel travel insurance",
         )

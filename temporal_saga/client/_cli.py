@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._errors import NotASaga
@@ -31,7 +34,8 @@ from ._watch import follow_trace, load_state, watch
 OK, ERROR, USAGE, COMPENSATED, NEEDS_HUMAN, IN_CLEAR = 0, 1, 2, 3, 4, 5
 EXIT_CODES = {
     OK: "done; for show, the saga succeeded or is still running",
-    ERROR: "an error, printed in one line (unreachable server, unknown workflow, bad key)",
+    ERROR: "an error, printed in one line (unreachable server, unknown workflow, bad key); "
+    "replay-check: a history does not replay against the new code",
     USAGE: "the command line is wrong",
     COMPENSATED: "show: the saga failed and everything that took effect was undone",
     NEEDS_HUMAN: "show: the saga needs a human (a compensation failed, or a step after "
@@ -121,6 +125,50 @@ async def audit(client: Client, args: argparse.Namespace) -> int:
     return IN_CLEAR if found.in_clear else OK
 
 
+async def replay_check_command(client: Client | None, args: argparse.Namespace) -> int:
+    """Replay histories against the workflows named; one line per saga that would break."""
+    from ._replay_check import (
+        histories_from_server,
+        load_workflows,
+        read_history_file,
+        replay_check,
+        workflow_types,
+    )
+
+    classes = load_workflows(args.workflows)
+    logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report
+    histories: AsyncIterator[WorkflowHistory]
+    if args.file:
+        loaded = [read_history_file(Path(name)) for name in args.file]
+        histories = _each(loaded)
+    else:
+        assert client is not None
+        types = ", ".join(f'"{name}"' for name in workflow_types(classes))
+        query = f"WorkflowType IN ({types})"
+        if args.query:
+            query = f"({query}) AND ({args.query})"
+        histories = histories_from_server(client, query, args.limit)
+    began = time.monotonic()
+    report = await replay_check(histories, classes)
+    seconds = time.monotonic() - began
+    if args.output == "json":
+        print(json.dumps({"replayed": report.replayed, "broken": [vars(b) for b in report.broken]}))
+    else:
+        for broken in report.broken:
+            print(f"{broken.workflow_id}: {broken.reason}")
+        noun = "history" if report.replayed == 1 else "histories"
+        print(
+            f"{report.replayed} {noun} replayed in {seconds:.1f} s: "
+            + (f"{len(report.broken)} would break" if report.broken else "all replay")
+        )
+    return ERROR if report.broken else OK
+
+
+async def _each(items: Sequence[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for item in items:
+        yield item
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -139,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="temporal-saga",
-        description="Trace and find sagas on Temporal; run the codec server for the Web UI.",
+        description="Trace and find sagas on Temporal; check new code against their "
+        "histories; run the codec server for the Web UI.",
         epilog=textwrap.fill(
             "Connects like the temporal CLI: TEMPORAL_ADDRESS (default localhost:7233), "
             "TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE. "
@@ -208,6 +257,32 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="the Web UI's origin (repeat for several; default http://localhost:8233)",
     )
+    check_cmd = commands.add_parser(
+        "replay-check",
+        help="replay histories against new workflow code; exit 1 if any would break",
+        description="Replay recent histories from the server (or history files) against "
+        "the workflow classes named, and print one line per saga the new code would "
+        "break (a nondeterminism error names the step). Run it before deploying.",
+    )
+    check_cmd.add_argument(
+        "workflows",
+        nargs="+",
+        metavar="MODULE[:CLASS]",
+        help="the new code: a module (all its workflows) or one class, e.g. workflows.trip",
+    )
+    check_cmd.add_argument(
+        "--query", help="a visibility query to narrow the histories (default: all of the types)"
+    )
+    check_cmd.add_argument(
+        "--limit", type=_positive, default=1000, help="at most this many (default 1000)"
+    )
+    check_cmd.add_argument(
+        "--file",
+        action="append",
+        metavar="HISTORY.json",
+        help="replay this history file instead (temporal workflow show --output json); repeatable",
+    )
+    output(check_cmd)
     key_cmd = commands.add_parser(
         "new-key",
         help="print a fresh encryption key entry",
@@ -260,18 +335,25 @@ async def _run(args: argparse.Namespace) -> int:
         return await codec_server(args)
     if args.command == "audit":
         _encryption()  # before connecting: say what is missing first
+    if args.command == "replay-check" and args.file:
+        return await replay_check_command(None, args)  # no server needed
     address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
     try:
         client = await connect(connect_timeout=timedelta(seconds=5))
     except RuntimeError as err:
         raise CliError(f"cannot reach Temporal at {address}: {err}") from err
-    command = {"show": show, "list": list_sagas, "audit": audit}[args.command]
+    command = {
+        "show": show,
+        "list": list_sagas,
+        "audit": audit,
+        "replay-check": replay_check_command,
+    }[args.command]
     try:
         return await command(client, args)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND and args.command == "list":
             raise CliError(f"cannot list sagas: {err.message}") from err
-        if err.status == RPCStatusCode.NOT_FOUND:
+        if err.status == RPCStatusCode.NOT_FOUND and "workflow_id" in args:
             raise CliError(
                 f"no workflow {args.workflow_id!r} in namespace {client.namespace!r}"
             ) from err

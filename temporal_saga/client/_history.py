@@ -26,6 +26,7 @@ from temporalio.converter import DataConverter
 
 from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
 from .._errors import NotASaga, SagaFailed
+from .._public import PUBLIC
 from .._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
 
 
@@ -36,6 +37,7 @@ class _Activity:
     activity_id: str
     summary: str
     scheduled_at: datetime
+    public: bool = False  # its summary is the engine's public text
     attempts: int | None = None
     ended_at: datetime | None = None
     outcome: StepStatus = StepStatus.RUNNING
@@ -121,6 +123,14 @@ async def _decode(converter: DataConverter, payloads: Sequence[Payload], kind: t
     return value
 
 
+async def _summary(event: HistoryEvent, converter: DataConverter) -> tuple[str, bool]:
+    """An event's summary ("" if none), and whether it is the engine's public text."""
+    if not event.user_metadata.HasField("summary"):
+        return "", False
+    payload = event.user_metadata.summary
+    return await _decode(converter, [payload], str), payload.metadata.get(PUBLIC) == b"1"
+
+
 async def _read(
     events: Sequence[HistoryEvent], converter: DataConverter, workflow_id: str | None
 ) -> _Rebuild:
@@ -130,11 +140,12 @@ async def _read(
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             found.started_at = _time(event)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            summary = ""
-            if event.user_metadata.HasField("summary"):
-                summary = await _decode(converter, [event.user_metadata.summary], str)
+            summary, public = await _summary(event, converter)
             found.activities[event.event_id] = _Activity(
-                event.activity_task_scheduled_event_attributes.activity_id, summary, _time(event)
+                event.activity_task_scheduled_event_attributes.activity_id,
+                summary,
+                _time(event),
+                public,
             )
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             started = event.activity_task_started_event_attributes
@@ -163,11 +174,9 @@ async def _read(
             child_id = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
             if workflow_id is None or not child_id.startswith(f"{workflow_id}/"):
                 continue  # not recognisable as a step (see state_from_history)
-            summary = ""
-            if event.user_metadata.HasField("summary"):
-                summary = await _decode(converter, [event.user_metadata.summary], str)
+            summary, public = await _summary(event, converter)
             found.activities[event.event_id] = _Activity(
-                child_id.removeprefix(f"{workflow_id}/"), summary, _time(event)
+                child_id.removeprefix(f"{workflow_id}/"), summary, _time(event), public
             )
         elif kind in _CHILD_ENDS:
             attrs_name, outcome, uncertain, error = _CHILD_ENDS[kind]
@@ -277,13 +286,17 @@ _INTERRUPTED = {
 def _last_saga_run(found: _Rebuild) -> tuple[str, dict[str, _Activity], dict[str, _Activity]]:
     """The last saga run's id, its steps and their compensations, by activity id.
 
-    A step is an activity (or child) whose id ends in its escaped summary (see
-    ``_activity``); a compensation has its step's id plus ``/compensate``.
+    A step is an activity (or child) with a summary whose id is ``<saga run>/<step>``,
+    both parts escaped, so with one ``/`` (see ``_activity``); its summary is the
+    step's label, public text, or (before labels) its name. A compensation has its
+    step's id plus ``/compensate``.
     """
     steps: dict[str, _Activity] = {}
     for activity in found.activities.values():
-        run, _, name = activity.activity_id.rpartition("/")
-        if run and activity.summary and unescape(name) == activity.summary:
+        run, _, name = activity.activity_id.partition("/")
+        if not run or "/" in name or not activity.summary:
+            continue
+        if activity.public or unescape(name) == activity.summary:
             steps[activity.activity_id] = activity
     if not steps:
         raise NotASaga("no saga step in this workflow's history")
@@ -312,6 +325,10 @@ async def _failure_details(failure: Failure | None, converter: DataConverter) ->
         return None  # encrypted, and no key here: the events alone tell the story
 
 
+def _step_name(activity_id: str) -> str:
+    return unescape(activity_id.partition("/")[2])
+
+
 def _step_state(step: _Activity, undo: dict[str, _Activity]) -> StepState:
     compensation = None
     if step.activity_id in undo:
@@ -326,8 +343,10 @@ def _step_state(step: _Activity, undo: dict[str, _Activity]) -> StepState:
             attempts=comp.attempts,
             error=comp.error,
         )
+    name = _step_name(step.activity_id)
     return StepState(
-        name=step.summary,
+        name=name,
+        label=step.summary if step.summary != name else None,
         outcome=step.outcome,
         uncertain=step.uncertain,
         started_at=step.scheduled_at,
@@ -342,7 +361,7 @@ def _with_attempts(
     state: StepState, steps: dict[str, _Activity], undo: dict[str, _Activity]
 ) -> StepState:
     """``state`` with the attempts that history recorded for it and its compensation."""
-    activity_id = next((k for k, a in steps.items() if a.summary == state.name), None)
+    activity_id = next((k for k in steps if _step_name(k) == state.name), None)
     if activity_id is None:
         return state
     update: dict[str, Any] = {"attempts": steps[activity_id].attempts}

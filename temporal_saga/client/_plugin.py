@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from .._publish import CHECK_ATTRIBUTE_ACTIVITY
 from ._converter import data_converter
@@ -51,14 +55,27 @@ def _saga_converter(existing: DataConverter | None) -> DataConverter:
     return existing
 
 
+def _share_the_engine(runner: WorkflowRunner | None) -> WorkflowRunner:
+    # The sandbox re-imports, for every workflow run, each module it does not pass
+    # through: a workflow module that imports temporal_saga plainly would rebuild the
+    # engine's modules and pydantic models for every saga, several milliseconds of
+    # worker CPU each. The engine keeps no state in its modules, so one copy serves all.
+    runner = runner or SandboxedWorkflowRunner()  # the SDK's default
+    if isinstance(runner, SandboxedWorkflowRunner):
+        restrictions = runner.restrictions.with_passthrough_modules("temporal_saga")
+        return dataclasses.replace(runner, restrictions=restrictions)
+    return runner
+
+
 class SagaPlugin(SimplePlugin):
     """A Temporal plugin for clients and workers that run sagas.
 
     It sets the saga data converter (:func:`data_converter`, unless the client was
-    given a converter of its own) and registers, on every worker made from the
-    client, the activity with which ``Saga(..., search_attributes=True)`` checks that
-    the ``SagaStatus`` attribute exists before it first sets it. :func:`connect` adds
-    it; with a client of your own::
+    given a converter of its own); and on every worker made from the client, it
+    registers the activity with which ``Saga(..., search_attributes=True)`` checks
+    that the ``SagaStatus`` attribute exists before it first sets it, and lets the
+    workflow sandbox pass ``temporal_saga`` through instead of re-importing it for
+    every workflow run. :func:`connect` adds it; with a client of your own::
 
         client = await Client.connect("localhost:7233", plugins=[SagaPlugin()])
     """
@@ -68,4 +85,5 @@ class SagaPlugin(SimplePlugin):
             "temporal-saga",
             data_converter=_saga_converter,
             activities=[check_search_attribute],
+            workflow_runner=_share_the_engine,
         )

@@ -1,0 +1,181 @@
+"""``temporal-saga replay-check``: would the new code break sagas already in flight?
+
+Replays recorded histories (recent ones from the server, or JSON files) against the
+workflow classes of the code about to be deployed, and reports each history the code
+no longer matches: a nondeterminism error (a step renamed, added without ``since=``,
+reordered), or any other failure of the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio import workflow
+from temporalio.client import Client, WorkflowHistory
+from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.worker import Replayer
+
+from .._activity import parse_saga_run_id, unescape
+from ._plugin import SagaPlugin
+
+FETCHES = 10  # histories downloaded at once
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A history the new code does not replay."""
+
+    workflow_id: str
+    run_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What ``replay-check`` found."""
+
+    replayed: int
+    broken: list[Broken]
+
+
+def load_workflows(specs: Sequence[str]) -> list[type]:
+    """The workflow classes named by ``module`` (all of its workflows) or ``module:Class``.
+
+    Raises:
+        ValueError: A module or class that does not exist, or holds no workflow.
+    """
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # the current directory, as `python -m` has it
+    found: list[type] = []
+    for spec in specs:
+        module_name, _, class_name = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"cannot import {module_name!r}: {err}") from None
+        if class_name:
+            cls = getattr(module, class_name, None)
+            if not inspect.isclass(cls) or workflow._Definition.from_class(cls) is None:
+                raise ValueError(f"{spec!r} is not a workflow class")
+            found.append(cls)
+            continue
+        classes = [
+            cls
+            for _, cls in inspect.getmembers(module, inspect.isclass)
+            if cls.__module__ == module.__name__ and workflow._Definition.from_class(cls)
+        ]
+        if not classes:
+            raise ValueError(f"module {module_name!r} defines no workflow")
+        found.extend(classes)
+    return found
+
+
+def workflow_types(classes: Sequence[type]) -> list[str]:
+    """The workflow type names of ``classes``."""
+    names = []
+    for cls in classes:
+        definition = workflow._Definition.from_class(cls)
+        if definition is not None and definition.name is not None:
+            names.append(definition.name)
+    return names
+
+
+def read_history_file(path: Path) -> WorkflowHistory:
+    """A history as ``temporal workflow show --output json`` (or the SDK) writes it.
+
+    Raises:
+        ValueError: Not a readable history.
+    """
+    try:
+        data = json.loads(path.read_text())
+        workflow_id = (
+            data["events"][0]["workflowExecutionStartedEventAttributes"].get("workflowId")
+            or path.stem
+        )
+        return WorkflowHistory.from_json(workflow_id, data)
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise ValueError(f"{path}: not a workflow history ({err})") from None
+
+
+async def histories_from_server(
+    client: Client, query: str, limit: int
+) -> AsyncIterator[WorkflowHistory]:
+    """The histories of up to ``limit`` workflows matching ``query``, newest first."""
+    fetching = asyncio.Semaphore(FETCHES)
+
+    async def fetch(workflow_id: str, run_id: str) -> WorkflowHistory:
+        async with fetching:
+            return await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+
+    pending: list[asyncio.Task[WorkflowHistory]] = []
+    async for execution in client.list_workflows(query, limit=limit):
+        pending.append(asyncio.create_task(fetch(execution.id, execution.run_id)))
+    for task in pending:
+        yield await task
+
+
+async def replay_check(
+    histories: AsyncIterator[WorkflowHistory], classes: Sequence[type]
+) -> ReplayReport:
+    """Replay each history against ``classes``; report those that would break.
+
+    The replayer gets ``SagaPlugin``: the saga data converter (payloads decrypted with
+    the configured keys) and the engine shared with the workflow sandbox, as on a worker.
+    """
+    quiet = Runtime(telemetry=TelemetryConfig(logging=None, metrics=None))  # we report
+    replayer = Replayer(workflows=list(classes), plugins=[SagaPlugin()], runtime=quiet)
+    broken: list[Broken] = []
+    replayed = 0
+    async with replayer.workflow_replay_iterator(histories) as results:
+        async for result in results:
+            replayed += 1
+            if result.replay_failure is not None:
+                reason = _reason(result.replay_failure)
+                broken.append(Broken(result.history.workflow_id, _run_id(result.history), reason))
+    return ReplayReport(replayed=replayed, broken=broken)
+
+
+_ID_MISMATCH = re.compile(
+    r"Activity id of scheduled event '(?P<history>[^']*)' does not match "
+    r"activity id of activity command '(?P<code>[^']*)'"
+)
+_CORE_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
+
+
+def _reason(error: Exception) -> str:
+    """The failure in one line: the SDK core's message when it wraps one."""
+    text = str(error).strip()
+    found = _CORE_MESSAGE.search(text)
+    if found:
+        text = found.group(1).replace('\\"', '"')
+    text = re.sub(r"^\d+: ", "", text)  # the core's error code
+    line = text.splitlines()[0] if text else type(error).__name__
+    moved = _ID_MISMATCH.search(line)
+    if moved:  # say it in saga terms: which step the history has, which the code starts
+        (saga, was), (_, now) = parse_step_id(moved["history"]), parse_step_id(moved["code"])
+        return (
+            f"saga {saga!r}: the new code starts step {now!r} where the history started "
+            f"{was!r} (a step added, renamed or moved without since=/until=) [{line}]"
+        )
+    return line
+
+
+def parse_step_id(activity_id: str) -> tuple[str, str]:
+    """The saga's and the step's names in a step's activity id (see ``_activity``)."""
+    run, _, step = activity_id.partition("/")
+    return parse_saga_run_id(run)[0], unescape(step.removesuffix("/compensate"))
+
+
+def _run_id(history: WorkflowHistory) -> str | None:
+    if not history.events:
+        return None
+    started = history.events[0].workflow_execution_started_event_attributes
+    return started.original_execution_run_id or None
