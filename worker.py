@@ -1,10 +1,17 @@
-"""The trip-package worker: ``python worker.py [--task-queue trip-saga]``.
+"""The trip-package worker: ``python worker.py [--task-queue trip-saga]
+[--deployment NAME --build-id ID]``.
 
 Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS,
 ``TEMPORAL_API_KEY``, profile files), serves the ``BuyTripPackage`` workflow, the
 generic ``DeclarativeSaga`` (sagas sent as JSON) and the trip activities; on
 SIGINT/SIGTERM it stops polling and lets in-flight activities finish (up to
 ``--grace`` seconds) before exiting.
+
+With ``--deployment`` and ``--build-id`` (or ``TEMPORAL_DEPLOYMENT_NAME`` and
+``TEMPORAL_WORKER_BUILD_ID``) it runs as that Worker Deployment Version, its workflows
+pinned: a saga runs to its end on the version it started on, so a new version's code
+never replays an older saga's history. Make a version current with ``temporal worker
+deployment set-current-version --deployment-name NAME --build-id ID``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.ledger import data_dir
 from activities.trip import ALL
@@ -30,7 +38,22 @@ from workflows.trip import TASK_QUEUE, BuyTripPackage
 log = logging.getLogger("worker")
 
 
-async def serve(task_queue: str, grace: float, concurrency: int) -> None:
+def deployment(name: str | None, build_id: str | None) -> WorkerDeploymentConfig | None:
+    """The Worker Deployment Version to run as, sagas pinned to it; None: unversioned."""
+    if not name and not build_id:
+        return None
+    if not name or not build_id:
+        raise ValueError("--deployment and --build-id go together")
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=name, build_id=build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
+
+
+async def serve(
+    task_queue: str, grace: float, concurrency: int, version: WorkerDeploymentConfig | None
+) -> None:
     client = await connect(connect_timeout=timedelta(seconds=10))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -46,12 +69,14 @@ async def serve(task_queue: str, grace: float, concurrency: int) -> None:
             activity_executor=executor,
             max_concurrent_activities=concurrency,
             graceful_shutdown_timeout=timedelta(seconds=grace),
+            deployment_config=version,
         ):
             log.info(
-                "serving task queue %r at %s (namespace %r); services' data in %s",
+                "serving task queue %r at %s (namespace %r%s); services' data in %s",
                 task_queue,
                 client.service_client.config.target_host,
                 client.namespace,
+                f", as {version.version.to_canonical_string()}, sagas pinned" if version else "",
                 data_dir(),
             )
             await stop.wait()
@@ -78,13 +103,27 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=32, help="activities run at once (default 32)"
     )
+    parser.add_argument(
+        "--deployment",
+        default=os.environ.get("TEMPORAL_DEPLOYMENT_NAME"),
+        help="run as this Worker Deployment (with --build-id), sagas pinned to the version",
+    )
+    parser.add_argument(
+        "--build-id",
+        default=os.environ.get("TEMPORAL_WORKER_BUILD_ID"),
+        help="this code's build id within --deployment",
+    )
     args = parser.parse_args()
+    try:
+        version = deployment(args.deployment, args.build_id)
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     code = 0
     try:
-        asyncio.run(serve(args.task_queue, args.grace, args.concurrency))
+        asyncio.run(serve(args.task_queue, args.grace, args.concurrency, version))
     except Exception as err:
         log.error("worker failed: %s", err)
         code = 1

@@ -17,15 +17,22 @@ import tomllib
 import uuid
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.api.enums.v1 import VersioningBehavior
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import TripRequest
 from workflows.trip import BuyTripPackage
 
-from .conftest import ROOT, server_address
+from .conftest import ROOT, server_address, temporal_cli
 from .test_trip import active
 
 
@@ -158,3 +165,98 @@ async def test_sagas_spread_over_three_workers_and_survive_losing_one(
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(3)]
     assert all("booked" in log for log in logs), "every worker took a share of the work"
     assert sum(succeeded) >= 95  # the hotels have room: only a lost worker could fail one
+
+
+def start_versioned_worker(
+    env: WorkflowEnvironment, queue: str, build_id: str, tmp_path: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """worker.py as version ``trip.<build_id>`` of deployment ``trip``, once it polls."""
+    log = tmp_path / f"worker-{build_id}-{uuid.uuid4().hex[:6]}.log"
+    worker = subprocess.Popen(
+        [sys.executable, "worker.py", "--task-queue", queue],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": server_address(env),
+            "TRIP_DATA_DIR": str(tmp_path / "services"),
+            "TEMPORAL_DEPLOYMENT_NAME": f"trip-{queue}",
+            "TEMPORAL_WORKER_BUILD_ID": build_id,
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return worker, log
+
+
+async def set_current(env: WorkflowEnvironment, queue: str, build_id: str) -> None:
+    """Make ``build_id`` the current version (retried until its worker has polled)."""
+    for _ in range(100):
+        done = await asyncio.to_thread(
+            temporal_cli,
+            env,
+            "worker",
+            "deployment",
+            "set-current-version",
+            "--deployment-name",
+            f"trip-{queue}",
+            "--build-id",
+            build_id,
+            "--yes",
+        )
+        if done.returncode == 0:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(done.stdout + done.stderr)
+
+
+async def pinned_to(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
+    """The build id a saga's workflow runs on, and its versioning behavior."""
+    info = (await handle.describe()).raw_description.workflow_execution_info.versioning_info
+    behavior = VersioningBehavior.Name(info.behavior).removeprefix("VERSIONING_BEHAVIOR_")
+    return info.deployment_version.build_id, behavior
+
+
+async def test_a_saga_finishes_on_the_version_it_started_on(
+    env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    def trip(name: str) -> TripRequest:
+        return TripRequest(
+            traveller=name,
+            passport="P1234567",
+            origin="Lisbon",
+            destination="Paris",
+            check_in=date(2027, 3, 1),
+            nights=1,
+            faults={"hotel": "flaky"},  # its first booking attempt fails: retried in 1 s
+        )
+
+    old, _ = start_versioned_worker(env, task_queue, "v1", tmp_path)
+    await set_current(env, task_queue, "v1")
+    first = await client.start_workflow(
+        BuyTripPackage.run, trip("Old"), id=f"pinned-{uuid.uuid4()}", task_queue=task_queue
+    )
+    for _ in range(100):  # its first workflow task ran on v1: it is pinned there
+        if (await pinned_to(first))[0] == "v1":
+            break
+        await asyncio.sleep(0.1)
+    old.terminate()  # the deploy: v1's worker goes, v2's comes and becomes current
+    old.wait(timeout=30)
+    new, new_log = start_versioned_worker(env, task_queue, "v2", tmp_path)
+    try:
+        await set_current(env, task_queue, "v2")
+        second = await client.start_workflow(
+            BuyTripPackage.run, trip("New"), id=f"pinned-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await second.result()
+        assert await pinned_to(second) == ("v2", "PINNED")
+        # The first saga waits for a v1 worker: v2's never runs it.
+        await asyncio.sleep(3)
+        assert (await first.describe()).status == WorkflowExecutionStatus.RUNNING
+        old, _ = start_versioned_worker(env, task_queue, "v1", tmp_path)
+        await first.result()
+        assert await pinned_to(first) == ("v1", "PINNED")
+    finally:
+        for worker in (old, new):
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert "trip-" in new_log.read_text() and "sagas pinned" in new_log.read_text()
