@@ -342,3 +342,46 @@ async def test_replay_check_names_the_sagas_a_change_would_break(
     report = json.loads(offline.stdout)
     assert report["replayed"] == 3 and len(report["broken"]) == 3
     assert all("reserve the room" in b["reason"] for b in report["broken"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (None, None),  # the trip saga as it is
+        (('compensation_name="cancel hotel room booking",', 'label="reserve a room",'), None),
+        # The insurance step without since=: the histories that decided it break.
+        (('since="trip-insurance",', ""), "patch marker encountered for change trip-insurance"),
+        # A step renamed: every history breaks, naming both names.
+        (
+            ('"book hotel room",', '"reserve a room",'),
+            "starts step 'reserve a room' where the history started 'book hotel room'",
+        ),
+    ],
+    ids=["as is", "relabelled", "added without since", "renamed"],
+)
+def test_replay_check_stops_an_unsafe_change_to_the_trip_saga(
+    edit: tuple[str, str] | None, named: str | None, tmp_path: Path
+) -> None:
+    # The trip saga's recorded histories (some from before the insurance step existed)
+    # against workflows/trip.py as a team would edit it.
+    source = (ROOT / "workflows" / "trip.py").read_text()
+    if edit is not None:
+        assert edit[0] in source
+        source = source.replace(edit[0], edit[1], 1)
+    (tmp_path / "edited_trip.py").write_text(source)
+    histories = sorted((ROOT / "tests" / "histories").glob("trip_*.json"))
+    files = [arg for path in histories for arg in ("--file", str(path))]
+    checked = subprocess.run(
+        [sys.executable, "-m", "temporal_saga", "replay-check", "edited_trip", *files],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == (0 if named is None else 1), checked.stdout + checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[-1].startswith(f"{len(histories)} histories replayed"), checked.stdout
+    if named is not None:
+        assert [x for x in lines if x.startswith("history-trip_insured_since: ")]
+        assert all(named in x for x in lines[:-1]), checked.stdout

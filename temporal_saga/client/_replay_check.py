@@ -59,8 +59,10 @@ def load_workflows(specs: Sequence[str]) -> list[type]:
         module_name, _, class_name = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ValueError(f"cannot import {module_name!r}: {err}") from None
+        except Exception as err:  # not found, or broken: a syntax error, a failed import
+            raise ValueError(
+                f"cannot import {module_name!r}: {type(err).__name__}: {err}"
+            ) from None
         if class_name:
             cls = getattr(module, class_name, None)
             if not inspect.isclass(cls) or workflow._Definition.from_class(cls) is None:
