@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -34,6 +34,7 @@ from ._options import COMPENSATION_DEFAULTS, STEP_DEFAULTS, ActivityOptions
 from ._saga import Saga
 from ._state import SagaResult
 from ._step import Step
+from ._versions import Patch, deprecated
 
 __all__ = ["ConditionSpec", "DeclarativeSaga", "OptionsSpec", "SagaSpec", "StepSpec"]
 
@@ -134,12 +135,27 @@ class ConditionSpec(_Spec):
         return bool(value < self.below)
 
 
+class DeprecatedPatchSpec(_Spec):
+    """``{"deprecated": "PATCH_ID"}``: step 2 of a versioned step's life cycle (see
+    :func:`temporal_saga.deprecated`)."""
+
+    deprecated: str = Field(min_length=1)
+
+
+_PatchId = Annotated[str, Field(min_length=1)]
+
+
+def _patch(spec: str | DeprecatedPatchSpec | None) -> Patch | None:
+    return deprecated(spec.deprecated) if isinstance(spec, DeprecatedPatchSpec) else spec
+
+
 class StepSpec(_Spec):
     """One step: an activity by its registered name, with a JSON argument.
 
     ``compensate_arg``, when present (even ``null``), replaces the step's argument
     for the compensation; when absent, the compensation gets the step's argument.
-    ``label``, ``since`` and ``until`` are as in :meth:`temporal_saga.Saga.step`.
+    ``label``, ``since`` and ``until`` are as in :meth:`temporal_saga.Saga.step`; a
+    deprecated patch is ``{"deprecated": "PATCH_ID"}``.
     """
 
     name: str = Field(min_length=1)
@@ -152,8 +168,8 @@ class StepSpec(_Spec):
     compensate_on_failure: bool = False
     after: list[str] = Field(default_factory=list)
     when: ConditionSpec | None = None
-    since: str | None = Field(default=None, min_length=1)
-    until: str | None = Field(default=None, min_length=1)
+    since: _PatchId | DeprecatedPatchSpec | None = None
+    until: _PatchId | DeprecatedPatchSpec | None = None
     options: OptionsSpec = OptionsSpec()
     compensation_options: OptionsSpec = OptionsSpec()
 
@@ -215,8 +231,8 @@ class SagaSpec(_Spec):
                 label=step.label,
                 after=step.after,
                 when=condition,
-                since=step.since,
-                until=step.until,
+                since=_patch(step.since),
+                until=_patch(step.until),
                 **compensation,
                 **step.options.to_options({**STEP_DEFAULTS, **step_defaults}),
             )

@@ -249,7 +249,7 @@ async def test_the_imperative_and_declarative_forms_take_since_and_until(
         name="declared",
         steps=[
             step("reserve"),
-            step("insure", after=["reserve"], since=INSURE_PATCH),
+            step("insure", after=["reserve"], since={"deprecated": INSURE_PATCH}),
             step("notify", after=["reserve"], until=RETIRE_NOTIFY_PATCH),
         ],
     )
