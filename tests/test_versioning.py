@@ -385,3 +385,24 @@ def test_replay_check_stops_an_unsafe_change_to_the_trip_saga(
     if named is not None:
         assert [x for x in lines if x.startswith("history-trip_insured_since: ")]
         assert all(named in x for x in lines[:-1]), checked.stdout
+
+
+def test_replay_check_splits_many_histories_over_processes(tmp_path: Path) -> None:
+    source = (ROOT / "workflows" / "trip.py").read_text()
+    (tmp_path / "renamed_trip.py").write_text(
+        source.replace('"book hotel room",', '"reserve a room",', 1)
+    )
+    history = ROOT / "tests" / "histories" / "trip_cheap_since.json"
+    checked = subprocess.run(
+        [sys.executable, "-m", "temporal_saga", "replay-check", "renamed_trip", "--jobs", "2"]
+        + ["--file", str(history)] * 250,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    lines = checked.stdout.splitlines()
+    assert len(lines) == 251 and lines[-1].startswith("250 histories replayed"), lines[-3:]
+    assert all("starts step 'reserve a room'" in line for line in lines[:-1])

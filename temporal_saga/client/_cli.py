@@ -128,6 +128,7 @@ async def audit(client: Client, args: argparse.Namespace) -> int:
 async def replay_check_command(client: Client | None, args: argparse.Namespace) -> int:
     """Replay histories against the workflows named; one line per saga that would break."""
     from ._replay_check import (
+        each_of,
         histories_from_server,
         load_workflows,
         read_history_file,
@@ -139,8 +140,7 @@ async def replay_check_command(client: Client | None, args: argparse.Namespace) 
     logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report
     histories: AsyncIterator[WorkflowHistory]
     if args.file:
-        loaded = [read_history_file(Path(name)) for name in args.file]
-        histories = _each(loaded)
+        histories = each_of([read_history_file(Path(name)) for name in args.file])
     else:
         assert client is not None
         types = ", ".join(f'"{name}"' for name in workflow_types(classes))
@@ -149,7 +149,7 @@ async def replay_check_command(client: Client | None, args: argparse.Namespace) 
             query = f"({query}) AND ({args.query})"
         histories = histories_from_server(client, query, args.limit)
     began = time.monotonic()
-    report = await replay_check(histories, classes)
+    report = await replay_check(histories, args.workflows, jobs=args.jobs)
     seconds = time.monotonic() - began
     if args.output == "json":
         print(json.dumps({"replayed": report.replayed, "broken": [vars(b) for b in report.broken]}))
@@ -162,11 +162,6 @@ async def replay_check_command(client: Client | None, args: argparse.Namespace) 
             + (f"{len(report.broken)} would break" if report.broken else "all replay")
         )
     return ERROR if report.broken else OK
-
-
-async def _each(items: Sequence[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
-    for item in items:
-        yield item
 
 
 def _positive(text: str) -> int:
@@ -275,6 +270,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     check_cmd.add_argument(
         "--limit", type=_positive, default=1000, help="at most this many (default 1000)"
+    )
+    check_cmd.add_argument(
+        "--jobs",
+        type=_positive,
+        default=min(4, os.cpu_count() or 1),
+        help="replay in this many processes (default: the CPUs, at most 4)",
     )
     check_cmd.add_argument(
         "--file",

@@ -12,9 +12,12 @@ import asyncio
 import importlib
 import inspect
 import json
+import logging
+import multiprocessing
 import re
 import sys
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from .._activity import parse_saga_run_id, unescape
 from ._plugin import SagaPlugin
 
 FETCHES = 10  # histories downloaded at once
+PER_PROCESS = 100  # at least this many histories for each process replay_check starts
 
 
 @dataclass(frozen=True)
@@ -125,13 +129,51 @@ async def histories_from_server(
 
 
 async def replay_check(
+    histories: AsyncIterator[WorkflowHistory], specs: Sequence[str], *, jobs: int = 1
+) -> ReplayReport:
+    """Replay each history against the workflows ``specs`` name (see
+    :func:`load_workflows`); report those that would break.
+
+    With ``jobs`` above 1 the histories are split over that many processes (replay is
+    CPU-bound Python). The replayer gets ``SagaPlugin``: the saga data converter
+    (payloads decrypted with the configured keys) and the engine shared with the
+    workflow sandbox, as on a worker.
+    """
+    if jobs <= 1:
+        return await _replay(histories, load_workflows(specs))
+    classes = load_workflows(specs)  # fail here, once, rather than in every process
+    loaded = [h async for h in histories]
+    jobs = min(jobs, len(loaded) // PER_PROCESS)  # a process costs a second or two to start
+    if jobs <= 1:
+        return await _replay(each_of(loaded), classes)
+    texts = [(h.workflow_id, h.to_json()) for h in loaded]
+    chunks = [texts[i::jobs] for i in range(jobs)]
+    loop = asyncio.get_running_loop()
+    spawn = multiprocessing.get_context("spawn")  # no fork of the SDK's threads
+    with ProcessPoolExecutor(max_workers=len(chunks) or 1, mp_context=spawn) as pool:
+        reports = await asyncio.gather(
+            *(loop.run_in_executor(pool, _replay_in_process, list(specs), c) for c in chunks)
+        )
+    return ReplayReport(
+        replayed=sum(r.replayed for r in reports),
+        broken=[b for r in reports for b in r.broken],
+    )
+
+
+def _replay_in_process(specs: list[str], histories: list[tuple[str, str]]) -> ReplayReport:
+    logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report
+    loaded = [WorkflowHistory.from_json(workflow_id, text) for workflow_id, text in histories]
+    return asyncio.run(_replay(each_of(loaded), load_workflows(specs)))
+
+
+async def each_of(items: Sequence[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for item in items:
+        yield item
+
+
+async def _replay(
     histories: AsyncIterator[WorkflowHistory], classes: Sequence[type]
 ) -> ReplayReport:
-    """Replay each history against ``classes``; report those that would break.
-
-    The replayer gets ``SagaPlugin``: the saga data converter (payloads decrypted with
-    the configured keys) and the engine shared with the workflow sandbox, as on a worker.
-    """
     quiet = Runtime(telemetry=TelemetryConfig(logging=None, metrics=None))  # we report
     replayer = Replayer(workflows=list(classes), plugins=[SagaPlugin()], runtime=quiet)
     broken: list[Broken] = []
