@@ -62,6 +62,17 @@ async def state_of(handle: WorkflowHandle[Any, Any]) -> SagaState:
     return await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
 
 
+async def cancelled_once(
+    client: Client, queue: str, s: BlockSpec, moment: Callable[[SagaState], bool]
+) -> SagaState:
+    """Start the block saga, cancel it once ``moment`` holds; its state once cancelled."""
+    handle = await start(client, queue, s)
+    await wait_for(handle, moment)
+    await handle.cancel()
+    await ends_cancelled(handle)
+    return await state_of(handle)
+
+
 TICKETS = {"ticket 0", "ticket 1"}
 
 
@@ -185,11 +196,9 @@ async def test_a_cancel_mid_way_undoes_what_ran_and_ends_cancelled(
 ) -> None:
     s = block(sleep={"ticket 1": 30})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, lambda st: any(x.name == "ticket 1" for x in st.steps))
-        await handle.cancel()
-        await ends_cancelled(handle)
-        state = await state_of(handle)
+        state = await cancelled_once(
+            client, task_queue, s, lambda st: any(x.name == "ticket 1" for x in st.steps)
+        )
     assert state.status is SagaStatus.COMPENSATED
     assert state.step("ticket 1").status is StepStatus.COMPENSATED  # cancelled: uncertain
     assert did(s, "undo") == {"flight", "insurance", "hotel", "ticket 0", "ticket 1"}
@@ -201,11 +210,9 @@ async def test_a_cancel_while_compensating_lets_the_undo_finish(
 ) -> None:
     s = block(fail={"pay": "card declined"}, undo_sleep={"insurance": 2})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, step_is("insurance", StepStatus.COMPENSATING))
-        await handle.cancel()
-        await ends_cancelled(handle)
-        state = await state_of(handle)
+        state = await cancelled_once(
+            client, task_queue, s, step_is("insurance", StepStatus.COMPENSATING)
+        )
     assert state.status is SagaStatus.COMPENSATED
     assert did(s, "undo") == {"flight", "insurance", "hotel", *TICKETS}
 
@@ -354,11 +361,7 @@ async def test_a_cancel_while_steps_wait_for_a_slot_leaves_them_unstarted(
     """max_parallelism 2, 12 tickets: most wait their turn when the cancel lands."""
     s = block(fan_out=12, max_parallelism=2, sleep={f"ticket {i}": 1.0 for i in range(12)})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, step_is("ticket 0", StepStatus.RUNNING))
-        await handle.cancel()
-        await ends_cancelled(handle)
-        state = await state_of(handle)
+        state = await cancelled_once(client, task_queue, s, step_is("ticket 0", StepStatus.RUNNING))
     assert state.status is SagaStatus.COMPENSATED
     waited = [x for x in state.steps if x.name.startswith("ticket ") and x.started_at is None]
     assert waited and all(x.status is StepStatus.SKIPPED for x in waited)
