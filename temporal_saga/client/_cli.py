@@ -16,12 +16,12 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._errors import NotASaga
@@ -127,27 +127,17 @@ async def audit(client: Client, args: argparse.Namespace) -> int:
 
 async def replay_check_command(client: Client | None, args: argparse.Namespace) -> int:
     """Replay histories against the workflows named; one line per saga that would break."""
-    from ._replay_check import (
-        each_of,
-        histories_from_server,
-        load_workflows,
-        read_history_file,
-        replay_check,
-        workflow_types,
-    )
+    from ._replay_check import histories_of, load_workflows, replay_check
 
     classes = load_workflows(args.workflows)
     logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report
-    histories: AsyncIterator[WorkflowHistory]
-    if args.file:
-        histories = each_of([read_history_file(Path(name)) for name in args.file])
-    else:
-        assert client is not None
-        types = ", ".join(f'"{name}"' for name in workflow_types(classes))
-        query = f"WorkflowType IN ({types})"
-        if args.query:
-            query = f"({query}) AND ({args.query})"
-        histories = histories_from_server(client, query, args.limit)
+    histories = histories_of(
+        classes,
+        files=[Path(name) for name in args.file or ()],
+        client=client,
+        query=args.query,
+        limit=args.limit,
+    )
     began = time.monotonic()
     report = await replay_check(histories, args.workflows, jobs=args.jobs)
     seconds = time.monotonic() - began

