@@ -61,7 +61,12 @@ def env(saga_env: SagaEnvironment) -> WorkflowEnvironment:
 
 
 @pytest.fixture
-def client(env: WorkflowEnvironment) -> Client:
+def client(request: pytest.FixtureRequest, env: WorkflowEnvironment) -> Client:
+    """The session's dev server; for a test marked ``time_skipping``, a time-skipping
+    test server of its own (the kit's), where retry backoffs and other timers skip."""
+    if request.node.get_closest_marker("time_skipping"):
+        skipping: SagaEnvironment = request.getfixturevalue("saga_time_skipping_env")
+        return skipping.client
     return env.client
 
 

@@ -39,6 +39,7 @@ async def test_failure_before_the_pivot_is_undone_backwards(
     assert not failure.state.past_pivot and failure.needs_human == []
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 async def test_after_the_pivot_steps_are_retried_until_they_succeed(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:

@@ -82,6 +82,7 @@ async def test_timed_out_step_is_uncertain_and_compensated(
     assert failure.reason == "timed out (START_TO_CLOSE)"
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 async def test_retries_exhausted_is_a_failure_without_effect(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
@@ -97,6 +98,7 @@ async def test_retries_exhausted_is_a_failure_without_effect(
     assert failure.reason == "transient failure, attempt 2"
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 async def test_default_retry_policy_absorbs_transient_failures(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
@@ -178,6 +180,7 @@ async def test_independent_steps_run_in_parallel(
     assert elapsed < 3.0, f"8 parallel 1 s steps took {elapsed:.2f} s"
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 async def test_compensation_failing_for_good_does_not_stop_the_others(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
@@ -343,6 +346,7 @@ async def test_every_kind_of_timeout_is_uncertain_and_compensated(
     assert did(s, "undo") == {"a", "slow"}
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 async def test_idempotency_key_is_stable_across_retries_and_shared_with_the_compensation(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:

@@ -314,6 +314,7 @@ async def test_a_failure_before_the_pivot_is_undone(
     assert did(s, "undo") == {"reserve"}
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 async def test_after_the_pivot_a_step_is_retried_until_it_succeeds(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:

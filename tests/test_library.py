@@ -17,6 +17,7 @@ import temporal_saga
 import temporal_saga.client
 import temporal_saga.declarative
 import temporal_saga.encryption
+import temporal_saga.testing
 from temporal_saga.client._cli import _parser
 
 from .conftest import ROOT
@@ -73,7 +74,24 @@ def test_the_namespaces_are_pinned() -> None:
         "SagaSpec",
         "StepSpec",
     }
-    for module in (temporal_saga, temporal_saga.client, temporal_saga.encryption):
+    assert set(temporal_saga.testing.__all__) == {
+        "INJECTED_FAILURE",
+        "Broken",
+        "FakeActivity",
+        "FakeCall",
+        "ReplayReport",
+        "SagaEnvironment",
+        "SagaOutcome",
+        "SagaWorker",
+        "fake",
+        "replay",
+    }
+    for module in (
+        temporal_saga,
+        temporal_saga.client,
+        temporal_saga.encryption,
+        temporal_saga.testing,
+    ):
         for name in module.__all__:
             assert getattr(module, name).__doc__, f"{module.__name__}.{name} has no docstring"
 

@@ -33,11 +33,15 @@ def test_the_wheel_holds_the_library_only(wheel: Path) -> None:
     tops = {name.split("/")[0] for name in names}
     assert tops == {"temporal_saga", "temporal_saga-0.1.0.dist-info"}, tops
     assert "temporal_saga/py.typed" in names
-    assert {"temporal_saga/client/__init__.py", "temporal_saga/encryption/__init__.py"} <= set(
-        names
-    )
+    assert {
+        "temporal_saga/client/__init__.py",
+        "temporal_saga/encryption/__init__.py",
+        "temporal_saga/testing/pytest_plugin.py",
+    } <= set(names)
     entry_points = zipfile.ZipFile(wheel).read("temporal_saga-0.1.0.dist-info/entry_points.txt")
     assert b"temporal-saga = temporal_saga.client._cli:entry_point" in entry_points
+    # The testing kit's pytest plugin is opt-in: no pytest11 entry point loads it.
+    assert b"pytest11" not in entry_points
     assert any(name.endswith("/LICENSE") for name in names)
 
 

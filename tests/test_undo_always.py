@@ -442,6 +442,7 @@ async def rebuild(client: Client, workflow_id: str, *, key: bool = True) -> Saga
     return await state_from_history(history.events, converter, workflow_id=workflow_id)
 
 
+@pytest.mark.time_skipping  # retry backoffs are timers
 @pytest.mark.parametrize("key", [True, False], ids=["with-key", "keyless"])
 async def test_a_failed_saga_rebuilt_from_history_has_attempts_and_failed_compensations(
     client: Client, task_queue: str, worker: WorkerFactory, key: bool
