@@ -11,6 +11,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from temporal_saga.client import data_converter
+from temporal_saga.testing import replay
 
 with workflow.unsafe.imports_passed_through():
     from temporal_saga import SagaResult
@@ -26,8 +27,8 @@ def stored(name: str) -> WorkflowHistory:
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 async def test_stored_history_replays(name: str) -> None:
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
-    await replayer.replay_workflow(stored(name))
+    report = await replay(WORKFLOWS, files=[HISTORIES / f"{name}.json"])
+    assert report.replayed == 1 and report.broken == [], report.broken
 
 
 @workflow.defn(name="ScriptedSaga")
@@ -46,6 +47,10 @@ async def test_a_non_deterministic_change_is_caught() -> None:
     )
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(stored("success"))
+    # The testing kit's replay reports it instead of raising.
+    report = await replay([ScriptedSagaWithAChangedCommand], histories=[stored("success")])
+    [broken] = report.broken
+    assert "nondetermin" in broken.reason.lower(), broken
 
 
 def test_every_shape_has_a_stored_history() -> None:

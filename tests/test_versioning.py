@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
 from temporal_saga import (
     SagaDefinitionError,
@@ -30,8 +30,9 @@ from temporal_saga import (
     SagaTypeError,
     StepStatus,
 )
-from temporal_saga.client import SagaPlugin, render_trace, state_from_history
+from temporal_saga.client import render_trace, state_from_history
 from temporal_saga.declarative import DeclarativeSaga, SagaSpec, StepSpec
+from temporal_saga.testing import replay as replay_all
 
 from .conftest import ROOT, server_address
 from .versions import (
@@ -81,9 +82,10 @@ async def outcome(handle: WorkflowHandle[Any, Any]) -> Any:
         return failure.state
 
 
-async def replay(history: WorkflowHistory, workflow: type) -> Exception | None:
-    replayer = Replayer(workflows=[workflow], plugins=[SagaPlugin()])
-    return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
+async def replay(history: WorkflowHistory, workflow: type) -> str | None:
+    """Why ``history`` does not replay against ``workflow`` (None: it does)."""
+    report = await replay_all([workflow], histories=[history])
+    return report.broken[0].reason if report.broken else None
 
 
 async def deploy(

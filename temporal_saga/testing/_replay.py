@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
-from ..client._replay_check import Broken, ReplayReport, histories_of
+from ..client._replay_check import Broken, ReplayReport, each_of, histories_of
 from ..client._replay_check import replay as replay_histories
 
 __all__ = ["Broken", "ReplayReport", "replay"]
@@ -16,6 +16,7 @@ __all__ = ["Broken", "ReplayReport", "replay"]
 async def replay(
     workflows: Sequence[type],
     *,
+    histories: Sequence[WorkflowHistory] = (),
     files: Sequence[str | Path] = (),
     client: Client | None = None,
     query: str | None = None,
@@ -30,17 +31,20 @@ async def replay(
 
     Args:
         workflows: The workflow classes as the code has them now.
+        histories: Histories to replay (``await handle.fetch_history()``).
         files: History files (JSON) to replay.
-        client: Without files: fetch the newest histories of ``workflows``' types
+        client: Without histories or files: fetch the newest histories of ``workflows``' types
             from this client's server (give one made by ``connect()``, whose
             converter can read the payloads).
         query: Narrow the server's histories with this visibility query.
         limit: At most this many histories from the server.
 
     Raises:
-        ValueError: Neither files nor a client, or a file that is not a history.
+        ValueError: No histories, files or client, or a file that is not a history.
     """
-    histories = histories_of(
+    if histories:
+        return await replay_histories(each_of(histories), workflows)
+    found = histories_of(
         workflows, files=[Path(f) for f in files], client=client, query=query, limit=limit
     )
-    return await replay_histories(histories, workflows)
+    return await replay_histories(found, workflows)
