@@ -5,7 +5,8 @@ Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``
 ``TEMPORAL_API_KEY``, profile files), serves the ``BuyTripPackage`` workflow, the
 generic ``DeclarativeSaga`` (sagas sent as JSON) and the trip activities; on
 SIGINT/SIGTERM it stops polling and lets in-flight activities finish (up to
-``--grace`` seconds) before exiting.
+``--grace`` seconds) before exiting. With ``--metrics-address HOST:PORT`` (or
+``TEMPORAL_SAGA_METRICS_ADDRESS``) it serves Prometheus metrics there.
 
 With ``--deployment`` and ``--build-id`` (or ``TEMPORAL_DEPLOYMENT_NAME`` and
 ``TEMPORAL_WORKER_BUILD_ID``) it runs as that Worker Deployment Version, its workflows
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.ledger import data_dir
@@ -51,10 +53,25 @@ def deployment(name: str | None, build_id: str | None) -> WorkerDeploymentConfig
     )
 
 
+def metrics_runtime(address: str | None) -> Runtime | None:
+    """A runtime that serves Prometheus metrics on ``address`` (host:port); None: none.
+
+    The SDK's own worker metrics and the sagas' (``temporal_saga_*``) are served at
+    ``http://ADDRESS/metrics``.
+    """
+    if not address:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
 async def serve(
-    task_queue: str, grace: float, concurrency: int, version: WorkerDeploymentConfig | None
+    task_queue: str,
+    grace: float,
+    concurrency: int,
+    version: WorkerDeploymentConfig | None,
+    metrics: str | None = None,
 ) -> None:
-    client = await connect(connect_timeout=timedelta(seconds=10))
+    client = await connect(connect_timeout=timedelta(seconds=10), runtime=metrics_runtime(metrics))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -72,12 +89,13 @@ async def serve(
             deployment_config=version,
         ):
             log.info(
-                "serving task queue %r at %s (namespace %r%s); services' data in %s",
+                "serving task queue %r at %s (namespace %r%s); services' data in %s%s",
                 task_queue,
                 client.service_client.config.target_host,
                 client.namespace,
                 f", as {version.version.to_canonical_string()}, sagas pinned" if version else "",
                 data_dir(),
+                f"; metrics at http://{metrics}/metrics" if metrics else "",
             )
             await stop.wait()
             log.info("stopping: in-flight activities get up to %s s to finish", grace)
@@ -113,6 +131,12 @@ def main() -> None:
         default=os.environ.get("TEMPORAL_WORKER_BUILD_ID"),
         help="this code's build id within --deployment",
     )
+    parser.add_argument(
+        "--metrics-address",
+        default=os.environ.get("TEMPORAL_SAGA_METRICS_ADDRESS"),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (the SDK's and the sagas') at http://HOST:PORT/metrics",
+    )
     args = parser.parse_args()
     try:
         version = deployment(args.deployment, args.build_id)
@@ -123,7 +147,9 @@ def main() -> None:
     )
     code = 0
     try:
-        asyncio.run(serve(args.task_queue, args.grace, args.concurrency, version))
+        asyncio.run(
+            serve(args.task_queue, args.grace, args.concurrency, version, args.metrics_address)
+        )
     except Exception as err:
         log.error("worker failed: %s", err)
         code = 1

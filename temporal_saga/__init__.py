@@ -16,6 +16,9 @@ The package is laid out by where code runs:
   converter for workers and clients, reading a saga's state and trace, the CLI.
 * :mod:`temporal_saga.encryption` (the ``temporal-saga[encryption]`` extra): the
   payload codec, the codec server for the Web UI, the audit of stored payloads.
+* :mod:`temporal_saga.testing` (the ``temporal-saga[testing]`` extra): test your own
+  sagas: a ready server (time-skipping too), fake activities with failures injected,
+  outcomes to assert on, replay, an opt-in pytest plugin.
 """
 
 from ._activity import idempotency_key

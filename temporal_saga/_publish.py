@@ -22,6 +22,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from ._definition import SagaDefinition
 from ._errors import SagaDefinitionError
 from ._limits import FULL_STATE_STEPS
+from ._metrics import SagaMetrics
 from ._public import PublicText
 from ._state import SagaState, SagaStatus, StepStatus
 from ._step import Step
@@ -48,6 +49,7 @@ class PublishedSaga(SagaDefinition):
     _status = SagaStatus.RUNNING
     _started_at: datetime | None = None
     _ended_at: datetime | None = None
+    _metrics: SagaMetrics
     _failed_step: Step[Any] | None = None
     _reason: str | None = None
     # The live trace's lines, kept up to date step by step (see _publish).
@@ -138,6 +140,7 @@ class PublishedSaga(SagaDefinition):
         self._step_lines = [step_line(s, self._pivot_name) for s in self._steps.values()]
         self._compensation_lines = []
         self._started_at = workflow.now()
+        self._metrics = SagaMetrics(self._name)
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
         self._set_status(SagaStatus.RUNNING)
 
@@ -149,6 +152,7 @@ class PublishedSaga(SagaDefinition):
     def _finish(self, status: SagaStatus) -> None:
         self._ended_at = workflow.now()
         self._set_status(status)
+        self._metrics.saga_ended(status, self._ended_at - (self._started_at or self._ended_at))
 
     def _set_status(self, status: SagaStatus) -> None:
         self._status = status

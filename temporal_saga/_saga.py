@@ -193,6 +193,7 @@ class Saga(PublishedSaga):
         for step in self._steps.values():
             if step._outcome is StepStatus.PENDING:
                 step._outcome = StepStatus.SKIPPED
+                self._metrics.step_ended(StepStatus.SKIPPED)
                 self._publish(step)
         if self._reason is None:
             # A failure the saga's code caught and went on from (the imperative form)
@@ -346,6 +347,7 @@ class Saga(PublishedSaga):
         step._ended_at = workflow.now()
         step._finished = self._finished_count
         self._finished_count += 1
+        self._metrics.step_ended(step._outcome)
         self._publish(step)
 
     @staticmethod
@@ -411,13 +413,12 @@ class Saga(PublishedSaga):
             raise
         except (Exception, asyncio.CancelledError) as err:
             error = describe(err).message
+        ended = workflow.now()
+        outcome = StepStatus.FAILED if error else StepStatus.SUCCEEDED
         step._compensation = step._compensation.model_copy(
-            update={
-                "status": StepStatus.FAILED if error else StepStatus.SUCCEEDED,
-                "ended_at": workflow.now(),
-                "error": error,
-            }
+            update={"status": outcome, "ended_at": ended, "error": error}
         )
+        self._metrics.compensation_ended(outcome, ended - started)
         self._publish(step)
 
     # --- The imperative form: `async with Saga(...) as saga:` -------------------------

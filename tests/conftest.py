@@ -8,6 +8,7 @@ test that asks for one. Each test gets a fresh task queue and its own worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -107,17 +108,17 @@ def services(tmp_path: Path) -> Path:
     return tmp_path / "services"
 
 
-@pytest.fixture
-def trip_worker(
-    env: WorkflowEnvironment, task_queue: str, services: Path, tmp_path: Path
+@contextlib.contextmanager
+def running_worker_py(
+    env: WorkflowEnvironment, task_queue: str, services: Path, log: Path, *args: str
 ) -> Iterator[str]:
-    """worker.py in its own process, on this test's task queue; yields the queue."""
-    log = tmp_path / "worker.log"  # a file, not a pipe: a full pipe would stall the worker
+    """worker.py in its own process on ``task_queue`` (more ``args`` given to it),
+    logging to ``log``; yields the queue, and checks that it stops cleanly."""
     worker = subprocess.Popen(
-        [sys.executable, "worker.py", "--task-queue", task_queue],
+        [sys.executable, "worker.py", "--task-queue", task_queue, *args],
         cwd=ROOT,
         env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), "TRIP_DATA_DIR": str(services)},
-        stdout=log.open("wb"),
+        stdout=log.open("wb"),  # a file, not a pipe: a full pipe would stall the worker
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
@@ -131,6 +132,15 @@ def trip_worker(
     output = log.read_text()
     assert worker.returncode == 0, output
     assert output.rstrip().endswith("INFO worker: stopped"), output
+
+
+@pytest.fixture
+def trip_worker(
+    env: WorkflowEnvironment, task_queue: str, services: Path, tmp_path: Path
+) -> Iterator[str]:
+    """worker.py in its own process, on this test's task queue; yields the queue."""
+    with running_worker_py(env, task_queue, services, tmp_path / "worker.log") as queue:
+        yield queue
 
 
 def temporal_cli(env: WorkflowEnvironment, *args: str) -> subprocess.CompletedProcess[str]:

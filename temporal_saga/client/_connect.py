@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor, Plugin
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 from ._converter import data_converter
 from ._plugin import SagaPlugin
@@ -53,7 +55,12 @@ def local_temporal_cli() -> str:
 
 
 async def connect(
-    *, profile: str | None = None, connect_timeout: timedelta | None = None
+    *,
+    profile: str | None = None,
+    connect_timeout: timedelta | None = None,
+    runtime: Runtime | None = None,
+    plugins: Sequence[Plugin] = (),
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     """Connect with the SDK's environment configuration, the saga data converter and
     :class:`SagaPlugin` (which workers made from this client inherit).
@@ -68,12 +75,18 @@ async def connect(
         profile: Profile of the config file to use (default: ``TEMPORAL_PROFILE``,
             else ``default``).
         connect_timeout: Give up connecting after this long.
+        runtime: The SDK runtime (e.g. with Prometheus metrics or OpenTelemetry).
+        plugins: More SDK plugins, after ``SagaPlugin`` (tracing, say).
+        interceptors: SDK client interceptors (workers made from the client get
+            those that are worker interceptors too).
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
     config.setdefault("target_host", DEFAULT_ADDRESS)
     return await Client.connect(
         **config,
         data_converter=data_converter(),
-        plugins=[SagaPlugin()],
+        plugins=[SagaPlugin(), *plugins],
+        interceptors=interceptors,
+        runtime=runtime,
         connect_timeout=connect_timeout,
     )

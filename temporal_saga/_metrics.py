@@ -1,0 +1,54 @@
+"""Saga metrics, recorded through the workflow's metric meter.
+
+The SDK's runtime exports them with its own (to Prometheus, say: ``worker.py
+--metrics-address``); a runtime without metrics drops them. Replay-safe: the SDK
+records nothing while a workflow replays, so a saga is counted once however often
+its history is replayed. Every metric carries the saga's name as ``saga``.
+
+* ``temporal_saga_sagas`` (counter, ``status``): sagas that ended, by final status.
+* ``temporal_saga_duration`` (histogram, ms, ``status``): from start to end.
+* ``temporal_saga_steps`` (counter, ``outcome``): steps that ended, by outcome
+  (``SUCCEEDED``, ``FAILED``, ``CANCELLED``, ``SKIPPED``).
+* ``temporal_saga_compensations`` (counter, ``outcome``): compensations that ended
+  (``SUCCEEDED``, or ``FAILED`` for good).
+* ``temporal_saga_compensation_duration`` (histogram, ms, ``outcome``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+from ._state import SagaStatus, StepStatus
+
+
+class SagaMetrics:
+    """The instruments of one saga run (made once, at its start)."""
+
+    def __init__(self, saga: str) -> None:
+        meter = workflow.metric_meter().with_additional_attributes({"saga": saga})
+        self._sagas = meter.create_counter(
+            "temporal_saga_sagas", "Sagas that ended, by final status"
+        )
+        self._duration = meter.create_histogram_timedelta(
+            "temporal_saga_duration", "A saga's time from start to end", "ms"
+        )
+        self._steps = meter.create_counter("temporal_saga_steps", "Saga steps that ended")
+        self._compensations = meter.create_counter(
+            "temporal_saga_compensations", "Compensations that ended"
+        )
+        self._compensation_duration = meter.create_histogram_timedelta(
+            "temporal_saga_compensation_duration", "A compensation's time", "ms"
+        )
+
+    def saga_ended(self, status: SagaStatus, took: timedelta) -> None:
+        self._sagas.add(1, {"status": status.value})
+        self._duration.record(took, {"status": status.value})
+
+    def step_ended(self, outcome: StepStatus) -> None:
+        self._steps.add(1, {"outcome": outcome.value})
+
+    def compensation_ended(self, outcome: StepStatus, took: timedelta) -> None:
+        self._compensations.add(1, {"outcome": outcome.value})
+        self._compensation_duration.record(took, {"outcome": outcome.value})

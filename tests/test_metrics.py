@@ -1,0 +1,65 @@
+"""Saga metrics: a real worker.py serves them for Prometheus; a scrape counts the sagas."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from .conftest import free_port, running_worker_py
+from .test_trip import buy, trip
+
+LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+
+
+def scrape(address: str) -> list[tuple[str, dict[str, str], float]]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        found = LINE.match(line)
+        if found:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', found["labels"] or ""))
+            samples.append((found["name"], labels, float(found["value"])))
+    return samples
+
+
+def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of the samples of counter ``name`` (with or without ``_total``) with ``labels``."""
+    return sum(
+        value
+        for sample, have, value in samples
+        if sample in (name, f"{name}_total") and labels.items() <= have.items()
+    )
+
+
+async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
+    env: WorkflowEnvironment, client: Client, services: Path, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    queue = f"metrics-{uuid.uuid4()}"
+    log = tmp_path / "worker.log"
+    with running_worker_py(env, queue, services, log, "--metrics-address", address):
+        assert f"metrics at http://{address}/metrics" in log.read_text()
+        await buy(client, queue, trip("Maria"))  # the last room in Venice: succeeds, insured
+        with pytest.raises(WorkflowFailureError):
+            await buy(client, queue, trip("Kevin"))  # the hotel is full: undone
+        samples = scrape(address)
+    saga = {"saga": "buy trip package"}
+    assert total(samples, "temporal_saga_sagas", status="SUCCEEDED", **saga) == 1
+    assert total(samples, "temporal_saga_sagas", status="COMPENSATED", **saga) == 1
+    assert total(samples, "temporal_saga_sagas", status="COMPENSATION_FAILED") == 0
+    # Maria: four steps; Kevin: plane and tickets, the hotel failed, insurance skipped.
+    assert total(samples, "temporal_saga_steps", outcome="SUCCEEDED", **saga) == 6
+    assert total(samples, "temporal_saga_steps", outcome="FAILED", **saga) == 1
+    assert total(samples, "temporal_saga_steps", outcome="SKIPPED", **saga) == 1
+    assert total(samples, "temporal_saga_compensations", outcome="SUCCEEDED", **saga) == 2
+    assert total(samples, "temporal_saga_duration_count", status="COMPENSATED") == 1
+    assert total(samples, "temporal_saga_compensation_duration_count") == 2
+    # The SDK's own worker metrics are there too, with the workflow type.
+    assert any(name.startswith("temporal_") and "workflow" in name for name, _, _ in samples)
