@@ -156,6 +156,23 @@ class PublishedSaga(SagaDefinition):
 
     def _set_status(self, status: SagaStatus) -> None:
         self._status = status
+        # workflow.logger is replay-aware: a replay logs nothing again.
+        if status is SagaStatus.RUNNING:
+            workflow.logger.info("saga %r: %s", self._name, status.value)
+        elif status is SagaStatus.COMPENSATING:
+            failed = f" ({self._failed_step.name} failed)" if self._failed_step else ""
+            workflow.logger.warning(
+                "saga %r: %s%s: %s", self._name, status.value, failed, self._reason
+            )
+        elif status is SagaStatus.COMPENSATION_FAILED:
+            workflow.logger.error(
+                "saga %r: %s; needs a human: %s",
+                self._name,
+                status.value,
+                ", ".join(self.state.needs_human),
+            )
+        else:
+            workflow.logger.info("saga %r: %s", self._name, status.value)
         if self._search_attributes:
             workflow.upsert_search_attributes([SAGA_STATUS_ATTRIBUTE.value_set(status.value)])
         self._publish()

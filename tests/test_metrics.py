@@ -1,7 +1,9 @@
-"""Saga metrics: a real worker.py serves them for Prometheus; a scrape counts the sagas."""
+"""Saga metrics and logs: a real worker.py serves metrics for Prometheus and a scrape
+counts the sagas; the engine logs each status change once."""
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.request
 import uuid
@@ -11,7 +13,11 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from temporal_saga import SagaStatus
+from temporal_saga.testing import SagaEnvironment, fake
+
 from .conftest import free_port, running_worker_py
+from .kit_sagas import KitInput, KitSaga, book, cancel, pay
 from .test_trip import buy, trip
 
 LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
@@ -63,3 +69,30 @@ async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
     assert total(samples, "temporal_saga_compensation_duration_count") == 2
     # The SDK's own worker metrics are there too, with the workflow type.
     assert any(name.startswith("temporal_") and "workflow" in name for name, _, _ in samples)
+
+
+@pytest.mark.time_skipping
+async def test_the_engine_logs_each_status_change_once(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = SagaEnvironment.from_client(client)
+    doubles = [
+        fake(book, returns="ok"),
+        fake(cancel, fails="refunds refused"),
+        fake(pay, fails="no"),
+    ]
+    with caplog.at_level(logging.INFO, logger="temporalio.workflow"):
+        async with env.worker(workflows=[KitSaga], fakes=doubles) as worker:
+            outcome = await worker.run(KitSaga.run, KitInput())
+            await worker.outcome(await worker.start(KitSaga.run, KitInput(deadline_hours=None)))
+    assert outcome.status is SagaStatus.COMPENSATION_FAILED
+    said = [
+        (r.levelname, r.getMessage().split(" ({")[0])
+        for r in caplog.records
+        if r.name == "temporalio.workflow" and outcome.workflow_id in str(r.__dict__)
+    ]
+    assert said == [
+        ("INFO", "saga 'kit': RUNNING"),
+        ("WARNING", "saga 'kit': COMPENSATING (pay failed): no"),
+        ("ERROR", "saga 'kit': COMPENSATION_FAILED; needs a human: book flight, book hotel"),
+    ], said
