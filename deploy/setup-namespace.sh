@@ -1,8 +1,46 @@
 #!/bin/sh
-# The default namespace, and the SagaStatus search attribute the trip saga keeps.
+# The namespace and the SagaStatus search attribute the trip saga keeps. Waits for the
+# cluster to answer first (up to TEMPORAL_WAIT_SECONDS, default 300: a first start,
+# with the database being set up, can take minutes), and retries each step, so a slow
+# cluster does not use up the job's restarts. Safe to run again.
 set -eu
-temporal operator namespace describe --namespace default >/dev/null 2>&1 \
-  || temporal operator namespace create --namespace default --retention 7d
-temporal operator search-attribute list --namespace default | grep -q SagaStatus \
-  || temporal operator search-attribute create --namespace default --name SagaStatus --type Keyword
-echo "namespace ready"
+namespace=${TEMPORAL_NAMESPACE:-default}
+wait_for=${TEMPORAL_WAIT_SECONDS:-300}
+interval=${TEMPORAL_WAIT_INTERVAL:-2}
+
+waited=0
+until temporal operator cluster health >/dev/null 2>&1; do
+  if [ "$waited" -ge "$wait_for" ]; then
+    echo "setup-namespace: the cluster at ${TEMPORAL_ADDRESS:-?} is not healthy after ${wait_for}s" >&2
+    exit 1
+  fi
+  sleep "$interval"
+  waited=$((waited + interval))
+done
+
+# Run "$@" until it succeeds, 10 tries (a new namespace takes a moment to be usable).
+retry() {
+  tries=0
+  until "$@"; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 10 ]; then
+      echo "setup-namespace: gave up: $*" >&2
+      return 1
+    fi
+    sleep "$interval"
+  done
+}
+
+has_namespace() { temporal operator namespace describe --namespace "$namespace" >/dev/null 2>&1; }
+create_namespace() { temporal operator namespace create --namespace "$namespace" --retention 7d; }
+has_attribute() {
+  temporal operator search-attribute list --namespace "$namespace" | grep -q SagaStatus
+}
+create_attribute() {
+  has_attribute || temporal operator search-attribute create --namespace "$namespace" \
+    --name SagaStatus --type Keyword
+}
+
+has_namespace || retry create_namespace
+retry create_attribute
+echo "namespace $namespace ready"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,88 @@ def test_compose_file_is_valid() -> None:
     assert "service_healthy" in config and "service_completed_successfully" in config
     # The codec server decrypts: published on this machine's loopback only.
     assert "host_ip: 127.0.0.1" in config or "127.0.0.1:8888:8888" in config, config
+    # Every published port is on the loopback unless TEMPORAL_PUBLISH_IP says otherwise.
+    published = re.findall(r"^\s+- ['\"]?([\d.]+):\d+:\d+", config, re.M)
+    published += re.findall(r"host_ip: ['\"]?([\d.]+)", config)  # the long syntax
+    assert len(published) == 3 and set(published) == {"127.0.0.1"}, published
+    assert re.search(r"NUM_HISTORY_SHARDS: ['\"]?4", config)
+    assert "9464/metrics" in config  # the worker's health check asks the worker
+    assert "exit 78" in config and "restart: on-failure:3" in config  # codec: fail fast
+
+
+STUB_TEMPORAL = """#!/bin/sh
+# A stand-in for the temporal CLI: the cluster is healthy after $HEALTHY_AFTER calls,
+# and a new namespace refuses its first creation.
+echo "$*" >> "$CALLS"
+count() { echo x >> "$STATE/$1"; wc -l < "$STATE/$1"; }
+case "$1 $2 $3" in
+  "operator cluster health") [ "$(count health)" -gt "$HEALTHY_AFTER" ] ;;
+  "operator namespace describe") [ -f "$STATE/namespace" ] ;;
+  "operator namespace create")
+    [ "$(count create)" -ge 2 ] && touch "$STATE/namespace" ;;
+  "operator search-attribute list") [ -f "$STATE/attribute" ] && echo "SagaStatus Keyword"; true ;;
+  "operator search-attribute create") touch "$STATE/attribute" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def setup_namespace(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "state").mkdir()
+    stub = tmp_path / "bin" / "temporal"
+    stub.write_text(STUB_TEMPORAL)
+    stub.chmod(0o755)
+    return subprocess.run(
+        ["/bin/sh", str(ROOT / "deploy" / "setup-namespace.sh")],
+        env={
+            **os.environ,
+            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+            "CALLS": str(tmp_path / "calls"),
+            "STATE": str(tmp_path / "state"),
+            "TEMPORAL_WAIT_INTERVAL": "0",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_namespace_job_waits_for_the_cluster_and_retries(tmp_path: Path) -> None:
+    done = setup_namespace(tmp_path, HEALTHY_AFTER="5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "namespace default ready"
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls.count("operator cluster health") == 6
+    assert sum(c.startswith("operator namespace create") for c in calls) == 2
+    assert (
+        calls[-1]
+        == "operator search-attribute create --namespace default --name SagaStatus --type Keyword"
+    )
+    again = subprocess.run(  # a second run finds everything in place and changes nothing
+        ["/bin/sh", str(ROOT / "deploy" / "setup-namespace.sh")],
+        env={
+            **os.environ,
+            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+            "CALLS": str(tmp_path / "calls-again"),
+            "STATE": str(tmp_path / "state"),
+            "HEALTHY_AFTER": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    assert not any("create" in c for c in (tmp_path / "calls-again").read_text().splitlines())
+
+
+def test_the_namespace_job_gives_up_on_a_cluster_that_never_answers(tmp_path: Path) -> None:
+    done = setup_namespace(
+        tmp_path, HEALTHY_AFTER="1000", TEMPORAL_WAIT_SECONDS="2", TEMPORAL_WAIT_INTERVAL="1"
+    )
+    assert done.returncode == 1
+    assert "not healthy after 2s" in done.stderr
 
 
 def test_dockerfile_lints_clean() -> None:
