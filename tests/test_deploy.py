@@ -8,6 +8,7 @@ with hadolint plus a dry run of what its commands do; the stack itself is not st
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from temporalio.api.enums.v1 import VersioningBehavior
 from temporalio.client import (
     Client,
@@ -65,10 +67,48 @@ def test_compose_file_is_valid() -> None:
     # Every published port is on the loopback unless TEMPORAL_PUBLISH_IP says otherwise.
     published = re.findall(r"^\s+- ['\"]?([\d.]+):\d+:\d+", config, re.M)
     published += re.findall(r"host_ip: ['\"]?([\d.]+)", config)  # the long syntax
-    assert len(published) == 3 and set(published) == {"127.0.0.1"}, published
+    assert len(published) == 5 and set(published) == {"127.0.0.1"}, published
+    assert "prom/prometheus" in config and "grafana/grafana" in config
     assert re.search(r"NUM_HISTORY_SHARDS: ['\"]?4", config)
     assert "9464/metrics" in config  # the worker's health check asks the worker
     assert "exit 78" in config and "restart: on-failure:3" in config  # codec: fail fast
+
+
+DEPLOY = ROOT / "deploy"
+
+
+def test_prometheus_scrapes_every_worker_and_loads_the_alert_rules() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["saga-workers"]["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": 9464}
+    ]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert set(alerts) == {"SagaNeedsAHuman", "SagaCompensationsFailing", "SagaWorkersDown"}
+    for rule in alerts.values():
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule
+        assert rule["labels"]["severity"] in ("page", "warning")
+        assert rule["annotations"]["summary"]
+
+
+def test_grafana_is_provisioned_with_the_sagas_dashboard() -> None:
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090" and source["uid"] == "prometheus"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "sagas.yml").read_text())[
+        "providers"
+    ]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sagas.json").read_text())
+    assert dashboard["uid"] == "temporal-saga"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus"
+        for target in panel["targets"]:
+            assert "temporal_saga_" in target["expr"]
 
 
 STUB_TEMPORAL = """#!/bin/sh

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporal_saga import SagaStatus
 from temporal_saga.testing import SagaEnvironment, fake
 
-from .conftest import free_port, running_worker_py
+from .conftest import ROOT, free_port, running_worker_py
 from .kit_sagas import KitInput, KitSaga, book, cancel, pay
 from .test_trip import buy, trip
 
@@ -69,6 +69,15 @@ async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
     assert total(samples, "temporal_saga_compensation_duration_count") == 2
     # The SDK's own worker metrics are there too, with the workflow type.
     assert any(name.startswith("temporal_") and "workflow" in name for name, _, _ in samples)
+    # The compose stack's alert rules and Grafana dashboard ask for metrics that exist.
+    exported = {name for name, _, _ in samples}
+    deploy = ROOT / "deploy"
+    for used in (
+        deploy / "prometheus" / "alerts.yml",
+        deploy / "grafana" / "dashboards" / "sagas.json",
+    ):
+        names = set(re.findall(r"temporal_saga_\w+", used.read_text()))
+        assert names and names <= exported, (used.name, names - exported)
 
 
 @pytest.mark.time_skipping
