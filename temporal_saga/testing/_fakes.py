@@ -54,8 +54,8 @@ class FakeCall:
         attempt: The attempt, from 1.
         arg: The argument, decoded as the real activity declares it (``None`` for
             an activity without one).
-        outcome: ``"succeeded"``, ``"failed"``, ``"timed out"`` (injected) or
-            ``"cancelled"``.
+        outcome: ``"succeeded"``, ``"failed"``, ``"timed out"`` (recorded as the
+            attempt starts outlasting its timeout) or ``"cancelled"``.
         workflow_id: The saga's workflow.
     """
 
@@ -213,7 +213,7 @@ def fake(
     Raises:
         TypeError: ``activity_or_name`` is neither an activity nor a name, or an
             option has the wrong type.
-        ValueError: Options that contradict each other, or a negative count or delay.
+        ValueError: Options that contradict each other, or a negative count.
     """
     name, arg_types, ret_type = _signature(activity_or_name)
     if fails is not None and not isinstance(fails, str):
