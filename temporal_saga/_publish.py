@@ -27,6 +27,7 @@ from ._public import PublicText
 from ._state import SagaState, SagaStatus, StepStatus
 from ._step import Step
 from ._trace import assemble_trace, compensation_line, step_line
+from ._tracing import SagaSpans
 
 #: Name of the query that returns a running (or closed) saga's :class:`SagaState`.
 SAGA_STATE_QUERY = "saga_state"
@@ -50,6 +51,7 @@ class PublishedSaga(SagaDefinition):
     _started_at: datetime | None = None
     _ended_at: datetime | None = None
     _metrics: SagaMetrics
+    _spans: SagaSpans
     _failed_step: Step[Any] | None = None
     _reason: str | None = None
     # The live trace's lines, kept up to date step by step (see _publish).
@@ -141,6 +143,7 @@ class PublishedSaga(SagaDefinition):
         self._compensation_lines = []
         self._started_at = workflow.now()
         self._metrics = SagaMetrics(self._name)
+        self._spans = SagaSpans(self._name)
         workflow.set_query_handler(SAGA_STATE_QUERY, lambda: self.state)
         self._set_status(SagaStatus.RUNNING)
 
@@ -153,6 +156,7 @@ class PublishedSaga(SagaDefinition):
         self._ended_at = workflow.now()
         self._set_status(status)
         self._metrics.saga_ended(status, self._ended_at - (self._started_at or self._ended_at))
+        self._spans.finish(status.value)
 
     def _set_status(self, status: SagaStatus) -> None:
         self._status = status

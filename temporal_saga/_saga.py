@@ -317,6 +317,7 @@ class Saga(PublishedSaga):
     async def _execute(self, step: Step[Any]) -> None:
         step._outcome = StepStatus.RUNNING
         step._started_at = workflow.now()
+        span = self._spans.start(f"step {step.name}")
         try:
             if not step._in_this_version():
                 step._outcome, step._note = StepStatus.SKIPPED, NOT_IN_THIS_VERSION
@@ -348,6 +349,7 @@ class Saga(PublishedSaga):
         step._finished = self._finished_count
         self._finished_count += 1
         self._metrics.step_ended(step._outcome)
+        self._spans.end(span, step._outcome.value)
         self._publish(step)
 
     @staticmethod
@@ -397,6 +399,7 @@ class Saga(PublishedSaga):
             name=step._compensation_name, status=StepStatus.RUNNING, order=order, started_at=started
         )
         self._publish(step)
+        span = self._spans.start(f"compensate {step.name}")
         error: str | None = None
         try:
             same = step._compensate_arg is SAME_ARG
@@ -419,6 +422,7 @@ class Saga(PublishedSaga):
             update={"status": outcome, "ended_at": ended, "error": error}
         )
         self._metrics.compensation_ended(outcome, ended - started)
+        self._spans.end(span, outcome.value)
         self._publish(step)
 
     # --- The imperative form: `async with Saga(...) as saga:` -------------------------

@@ -9,8 +9,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import opentelemetry.trace
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_provider
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_saga import SagaStatus
@@ -105,3 +109,37 @@ async def test_the_engine_logs_each_status_change_once(
         ("WARNING", "saga 'kit': COMPENSATING (pay failed): no"),
         ("ERROR", "saga 'kit': COMPENSATION_FAILED; needs a human: book flight, book hotel"),
     ], said
+
+
+async def test_with_opentelemetry_a_saga_is_a_span_tree_of_its_steps_and_compensations(
+    saga_time_skipping_env: SagaEnvironment,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = create_tracer_provider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    opentelemetry.trace.set_tracer_provider(provider)
+    config = saga_time_skipping_env.client.config()
+    config["plugins"] = [*config["plugins"], OpenTelemetryPlugin()]
+    traced = SagaEnvironment.from_client(Client(**config))
+    doubles = [fake(book, returns="ok"), fake(cancel), fake(pay, fails="card declined")]
+    try:
+        async with traced.worker(workflows=[KitSaga], fakes=doubles) as worker:
+            outcome = await worker.run(KitSaga.run, KitInput())
+    finally:
+        provider.shutdown()  # the global provider stays set: later tests export nothing
+    assert outcome.status is SagaStatus.COMPENSATED
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    saga = spans["saga kit"]
+    assert saga.attributes is not None and saga.attributes["saga.status"] == "COMPENSATED"
+    children = {
+        name: dict(s.attributes or {})["saga.outcome"]
+        for name, s in spans.items()
+        if s.parent is not None and s.parent.span_id == saga.context.span_id
+    }
+    assert children == {
+        "step book flight": "SUCCEEDED",
+        "step book hotel": "SUCCEEDED",
+        "step pay": "FAILED",
+        "compensate book hotel": "SUCCEEDED",
+        "compensate book flight": "SUCCEEDED",
+    }
