@@ -111,6 +111,62 @@ def test_grafana_is_provisioned_with_the_sagas_dashboard() -> None:
             assert "temporal_saga_" in target["expr"]
 
 
+STUB_SQL_TOOL = """#!/bin/sh
+# A stand-in for temporal-sql-tool: the databases exist already (a restart); the
+# visibility schema set-up fails if FAIL_VISIBILITY is set.
+echo "$*" >> "$CALLS"
+case "$*" in
+  *" create") echo "pq: database already exists" >&2; exit 1 ;;
+  *"temporal_visibility setup-schema"*)
+    [ -n "${FAIL_VISIBILITY:-}" ] && { echo "dial tcp: connection refused" >&2; exit 1; } ;;
+esac
+exit 0
+"""
+
+
+def setup_postgres(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    stub = tmp_path / "bin" / "temporal-sql-tool"
+    stub.write_text(STUB_SQL_TOOL)
+    stub.chmod(0o755)
+    return subprocess.run(
+        ["/bin/sh", str(DEPLOY / "setup-postgres.sh")],
+        env={
+            **os.environ,
+            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+            "CALLS": str(tmp_path / "sql-calls"),
+            "DB": "postgres12",
+            "POSTGRES_SEEDS": "db.internal",
+            "DB_PORT": "6543",
+            "POSTGRES_USER": "temporal_admin",
+            "SQL_PASSWORD": "secret",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_schema_job_uses_the_settings_it_is_given_and_hides_no_error(
+    tmp_path: Path,
+) -> None:
+    done = setup_postgres(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("schemas ready")
+    assert "create - already there" in done.stdout  # a restart: fine
+    calls = (tmp_path / "sql-calls").read_text().splitlines()
+    assert len(calls) == 6
+    assert all(
+        c.startswith("--plugin postgres12 --ep db.internal -u temporal_admin -p 6543 ")
+        for c in calls
+    )
+    failed = setup_postgres(tmp_path, FAIL_VISIBILITY="1")
+    assert failed.returncode == 1
+    assert "connection refused" in failed.stderr and "setup-schema" in failed.stderr
+    assert "schemas ready" not in failed.stdout
+
+
 STUB_TEMPORAL = """#!/bin/sh
 # A stand-in for the temporal CLI: the cluster is healthy after $HEALTHY_AFTER calls,
 # and a new namespace refuses its first creation.
