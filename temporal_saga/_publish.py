@@ -161,9 +161,7 @@ class PublishedSaga(SagaDefinition):
     def _set_status(self, status: SagaStatus) -> None:
         self._status = status
         # workflow.logger is replay-aware: a replay logs nothing again.
-        if status is SagaStatus.RUNNING:
-            workflow.logger.info("saga %r: %s", self._name, status.value)
-        elif status is SagaStatus.COMPENSATING:
+        if status is SagaStatus.COMPENSATING:
             failed = f" ({self._failed_step.name} failed)" if self._failed_step else ""
             workflow.logger.warning(
                 "saga %r: %s%s: %s", self._name, status.value, failed, self._reason

@@ -22,20 +22,20 @@ class SagaSpans:
     """The spans of one saga run: the saga's, and its children's."""
 
     def __init__(self, saga: str) -> None:
-        self._trace = sys.modules.get(_TRACE)
+        trace = sys.modules.get(_TRACE)
+        self._tracer: Any = None
         self._saga: Any = None
         self._context: Any = None
-        if self._trace is not None:
-            tracer = self._trace.get_tracer("temporal_saga")
-            self._saga = tracer.start_span(f"saga {saga}", attributes={"saga.name": saga})
-            self._context = self._trace.set_span_in_context(self._saga)
+        if trace is not None:
+            self._tracer = trace.get_tracer("temporal_saga")
+            self._saga = self._tracer.start_span(f"saga {saga}", attributes={"saga.name": saga})
+            self._context = trace.set_span_in_context(self._saga)
 
     def start(self, name: str) -> Any:
         """Start a child span of the saga's (None without tracing)."""
-        if self._trace is None:
+        if self._tracer is None:
             return None
-        tracer = self._trace.get_tracer("temporal_saga")
-        return tracer.start_span(name, context=self._context)
+        return self._tracer.start_span(name, context=self._context)
 
     @staticmethod
     def end(span: Any, outcome: str) -> None:

@@ -124,27 +124,43 @@ exit 0
 """
 
 
-def setup_postgres(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_deploy_script(
+    tmp_path: Path, script: str, stub: str, stub_text: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run deploy/SCRIPT with a stand-in for the CLI named ``stub`` first on PATH."""
     (tmp_path / "bin").mkdir(exist_ok=True)
-    stub = tmp_path / "bin" / "temporal-sql-tool"
-    stub.write_text(STUB_SQL_TOOL)
-    stub.chmod(0o755)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "bin" / stub).write_text(stub_text)
+    (tmp_path / "bin" / stub).chmod(0o755)
     return subprocess.run(
-        ["/bin/sh", str(DEPLOY / "setup-postgres.sh")],
+        ["/bin/sh", str(DEPLOY / script)],
         env={
             **os.environ,
             "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-            "CALLS": str(tmp_path / "sql-calls"),
-            "DB": "postgres12",
-            "POSTGRES_SEEDS": "db.internal",
-            "DB_PORT": "6543",
-            "POSTGRES_USER": "temporal_admin",
-            "SQL_PASSWORD": "secret",
+            "STATE": str(tmp_path / "state"),
             **env,
         },
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def setup_postgres(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    settings = {
+        "DB": "postgres12",
+        "POSTGRES_SEEDS": "db.internal",
+        "DB_PORT": "6543",
+        "POSTGRES_USER": "temporal_admin",
+        "SQL_PASSWORD": "secret",
+    }
+    return run_deploy_script(
+        tmp_path,
+        "setup-postgres.sh",
+        "temporal-sql-tool",
+        STUB_SQL_TOOL,
+        CALLS=str(tmp_path / "sql-calls"),
+        **settings | env,
     )
 
 
@@ -184,25 +200,16 @@ esac
 """
 
 
-def setup_namespace(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "state").mkdir()
-    stub = tmp_path / "bin" / "temporal"
-    stub.write_text(STUB_TEMPORAL)
-    stub.chmod(0o755)
-    return subprocess.run(
-        ["/bin/sh", str(ROOT / "deploy" / "setup-namespace.sh")],
-        env={
-            **os.environ,
-            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-            "CALLS": str(tmp_path / "calls"),
-            "STATE": str(tmp_path / "state"),
-            "TEMPORAL_WAIT_INTERVAL": "0",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
+def setup_namespace(
+    tmp_path: Path, calls: str = "calls", **env: str
+) -> subprocess.CompletedProcess[str]:
+    return run_deploy_script(
+        tmp_path,
+        "setup-namespace.sh",
+        "temporal",
+        STUB_TEMPORAL,
+        CALLS=str(tmp_path / calls),
+        **{"TEMPORAL_WAIT_INTERVAL": "0"} | env,
     )
 
 
@@ -217,19 +224,8 @@ def test_the_namespace_job_waits_for_the_cluster_and_retries(tmp_path: Path) -> 
         calls[-1]
         == "operator search-attribute create --namespace default --name SagaStatus --type Keyword"
     )
-    again = subprocess.run(  # a second run finds everything in place and changes nothing
-        ["/bin/sh", str(ROOT / "deploy" / "setup-namespace.sh")],
-        env={
-            **os.environ,
-            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-            "CALLS": str(tmp_path / "calls-again"),
-            "STATE": str(tmp_path / "state"),
-            "HEALTHY_AFTER": "0",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # A second run finds everything in place and changes nothing.
+    again = setup_namespace(tmp_path, calls="calls-again", HEALTHY_AFTER="0")
     assert again.returncode == 0, again.stderr
     assert not any("create" in c for c in (tmp_path / "calls-again").read_text().splitlines())
 

