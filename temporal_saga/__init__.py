@@ -23,11 +23,20 @@ The package is laid out by where code runs:
 
 from ._activity import idempotency_key
 from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
+from ._operator import (
+    SAGA_GIVE_UP_UPDATE,
+    SAGA_RESOLVE_UPDATE,
+    SAGA_RETRY_UPDATE,
+    GiveUp,
+    ResolveStep,
+    RetryStep,
+)
 from ._options import ActivityOptions
 from ._publish import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from ._saga import Saga
 from ._state import (
     CompensationState,
+    OperatorAction,
     SagaResult,
     SagaState,
     SagaStatus,
@@ -38,11 +47,18 @@ from ._step import SAME_ARG, Step
 from ._versions import deprecated
 
 __all__ = [
+    "SAGA_GIVE_UP_UPDATE",
+    "SAGA_RESOLVE_UPDATE",
+    "SAGA_RETRY_UPDATE",
     "SAGA_STATE_QUERY",
     "SAGA_STATUS_ATTRIBUTE",
     "SAME_ARG",
     "ActivityOptions",
     "CompensationState",
+    "GiveUp",
+    "OperatorAction",
+    "ResolveStep",
+    "RetryStep",
     "Saga",
     "SagaDefinitionError",
     "SagaFailed",

@@ -59,6 +59,7 @@ class SagaDefinition:
         timeout: timedelta | None = None,
         max_parallelism: int | None = None,
         search_attributes: bool = False,
+        human_timeout: timedelta | None = None,
         compensation_options: ActivityOptions | None = None,
         **activity_options: Unpack[ActivityOptions],
     ) -> None:
@@ -66,6 +67,14 @@ class SagaDefinition:
             raise SagaDefinitionError("a saga needs a non-empty name")
         if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta()):
             raise SagaDefinitionError(f"saga {name!r}: timeout must be a positive timedelta")
+        if human_timeout is not None and (
+            not isinstance(human_timeout, timedelta) or human_timeout < timedelta()
+        ):
+            raise SagaDefinitionError(
+                f"saga {name!r}: human_timeout must be a timedelta of 0 or more (0: do "
+                f"not wait for a human), not {human_timeout!r}"
+            )
+        self._human_timeout = human_timeout
         self._name = name
         self._parallel_compensation = parallel_compensation
         self._cancel_in_flight = cancel_in_flight

@@ -13,7 +13,9 @@ The hierarchy::
     ├── RuntimeError
     │   └── NoResult                ``Step.result`` of a step that has not succeeded
     └── ValueError
-        └── NotASaga                a workflow whose history holds no saga (client side)
+        ├── NotASaga                a workflow whose history holds no saga (client side)
+        └── ActionRejected          a saga rejected an operator's retry, resolve or
+                                    give-up (client side): wrong step, not waiting...
 
 Both subclasses of ``ApplicationError`` are non-retryable: raised inside a workflow they
 fail the workflow with a readable reason instead of making its workflow task retry
@@ -73,6 +75,12 @@ class NoResult(RuntimeError):
 
 class NotASaga(ValueError):
     """The workflow's history holds no saga (raised when rebuilding a state from it)."""
+
+
+class ActionRejected(ValueError):
+    """A saga rejected an operator's action (its Workflow Update's validator did):
+    the step does not need a human, the saga does not wait for one, a retry of the
+    step runs already... Nothing was recorded in the saga's history."""
 
 
 _NEEDS_HUMAN = "; manual intervention needed for: "

@@ -12,6 +12,10 @@ its history is replayed. Every metric carries the saga's name as ``saga``.
 * ``temporal_saga_compensations`` (counter, ``outcome``): compensations that ended
   (``SUCCEEDED``, or ``FAILED`` for good).
 * ``temporal_saga_compensation_duration`` (histogram, ms, ``outcome``).
+* ``temporal_saga_needs_human_entered`` (counter): sagas that began to wait for a human.
+* ``temporal_saga_needs_human_left`` (counter, ``how``): sagas that stopped waiting:
+  ``resolved`` (operators retried or resolved every step), ``given_up``,
+  ``timed_out`` (``human_timeout``), ``cancelled``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ class SagaMetrics:
         self._compensation_duration = meter.create_histogram_timedelta(
             "temporal_saga_compensation_duration", "A compensation's time", "ms"
         )
+        self._needs_human_entered = meter.create_counter(
+            "temporal_saga_needs_human_entered", "Sagas that began to wait for a human"
+        )
+        self._needs_human_left = meter.create_counter(
+            "temporal_saga_needs_human_left", "Sagas that stopped waiting for a human"
+        )
 
     def saga_ended(self, status: SagaStatus, took: timedelta) -> None:
         self._sagas.add(1, {"status": status.value})
@@ -52,3 +62,9 @@ class SagaMetrics:
     def compensation_ended(self, outcome: StepStatus, took: timedelta) -> None:
         self._compensations.add(1, {"outcome": outcome.value})
         self._compensation_duration.record(took, {"outcome": outcome.value})
+
+    def needs_human_entered(self) -> None:
+        self._needs_human_entered.add(1)
+
+    def needs_human_left(self, how: str) -> None:
+        self._needs_human_left.add(1, {"how": how})

@@ -24,9 +24,9 @@ from ._errors import SagaDefinitionError
 from ._limits import FULL_STATE_STEPS
 from ._metrics import SagaMetrics
 from ._public import PublicText
-from ._state import SagaState, SagaStatus, StepStatus
+from ._state import OperatorAction, SagaState, SagaStatus, StepStatus
 from ._step import Step
-from ._trace import assemble_trace, compensation_line, step_line
+from ._trace import action_line, assemble_trace, compensation_line, step_line
 from ._tracing import SagaSpans
 
 #: Name of the query that returns a running (or closed) saga's :class:`SagaState`.
@@ -37,6 +37,9 @@ SAGA_STATE_QUERY = "saga_state"
 #: --type Keyword`` (or ``temporal server start-dev --search-attribute SagaStatus=Keyword``).
 SAGA_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("SagaStatus")
 
+
+# The statuses whose trace names the steps that need a human.
+_HUMAN_SHOWN = (SagaStatus.NEEDS_HUMAN, SagaStatus.COMPENSATION_FAILED)
 
 #: The local activity that checks the attribute exists (see _check_status_attribute).
 CHECK_ATTRIBUTE_ACTIVITY = "temporal_saga.check_search_attribute"
@@ -58,6 +61,8 @@ class PublishedSaga(SagaDefinition):
     _step_lines: list[str]
     _compensation_lines: list[str]
     _flush_pending = False
+    # What operators did while the saga waited for a human (see _operator).
+    _actions: tuple[OperatorAction, ...] = ()
 
     @property
     def _pivot_name(self) -> str | None:
@@ -84,6 +89,7 @@ class PublishedSaga(SagaDefinition):
             pivot=self._pivot_name,
             started_at=self._started_at,
             ended_at=self._ended_at,
+            actions=list(self._actions),
         )
 
     def _failure_state(self) -> SagaState:
@@ -166,6 +172,13 @@ class PublishedSaga(SagaDefinition):
             workflow.logger.warning(
                 "saga %r: %s%s: %s", self._name, status.value, failed, self._reason
             )
+        elif status is SagaStatus.NEEDS_HUMAN:
+            workflow.logger.warning(
+                "saga %r: %s: waiting for an operator for: %s",
+                self._name,
+                status.value,
+                ", ".join(self.state.needs_human),
+            )
         elif status is SagaStatus.COMPENSATION_FAILED:
             workflow.logger.error(
                 "saga %r: %s; needs a human: %s",
@@ -189,7 +202,7 @@ class PublishedSaga(SagaDefinition):
         if step is not None:
             self._step_lines[step._index] = step_line(step, self._pivot_name)
             if step._compensation is not None:
-                line = compensation_line(step._compensation)
+                line = compensation_line(step._compensation, step._resolved)
                 order = step._compensation.order
                 if order == len(self._compensation_lines):
                     self._compensation_lines.append(line)
@@ -201,7 +214,6 @@ class PublishedSaga(SagaDefinition):
 
     def _flush(self) -> None:
         self._flush_pending = False
-        final = self._status is SagaStatus.COMPENSATION_FAILED
         workflow.set_current_details(
             assemble_trace(
                 self._step_lines,
@@ -210,6 +222,7 @@ class PublishedSaga(SagaDefinition):
                 reason=self._reason,
                 failed_step=self._failed_step.name if self._failed_step else None,
                 past_pivot=self._past_pivot,
-                needs_human=self.state.needs_human if final else (),
+                needs_human=self.state.needs_human if self._status in _HUMAN_SHOWN else (),
+                action_lines=[action_line(action) for action in self._actions],
             )
         )

@@ -32,7 +32,7 @@ from ._limits import (
     LARGE_HISTORY_EVENTS,
     LARGE_HISTORY_PARALLELISM,
 )
-from ._publish import PublishedSaga
+from ._operator import OperatedSaga
 from ._state import CompensationState, SagaResult, SagaStatus, StepStatus
 from ._step import SAME_ARG, Step
 from ._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION, step_line
@@ -51,7 +51,7 @@ def _next_run_number(saga: str) -> int:
     return runs[saga]
 
 
-class Saga(PublishedSaga):
+class Saga(OperatedSaga):
     """A saga: named steps with compensations, run as one Temporal workflow.
 
     Create it inside a workflow's run method, add steps with :meth:`step`, then
@@ -60,6 +60,12 @@ class Saga(PublishedSaga):
     steps in flight are waited for (or cancelled, with ``cancel_in_flight=True``),
     and every step that took effect, or may have, is undone by its compensation in
     reverse dependency order; then ``run`` raises :class:`SagaFailed`.
+
+    If a compensation fails for good (or a step after the pivot cannot go on), the
+    saga undoes all it still can, then waits in status ``NEEDS_HUMAN`` with its
+    workflow open, until operators retry or resolve what is left or give up
+    (Workflow Updates ``saga_retry``, ``saga_resolve``, ``saga_give_up``; see
+    ``python -m temporal_saga retry|resolve|give-up``).
 
     Args:
         name: The saga's name, shown in its trace.
@@ -79,9 +85,12 @@ class Saga(PublishedSaga):
             while one runs).
         search_attributes: Keep the saga's status in the ``SagaStatus`` Keyword
             search attribute, so ``temporal workflow list --query
-            'SagaStatus="COMPENSATION_FAILED"'`` finds the sagas that need a human.
+            'SagaStatus="NEEDS_HUMAN"'`` finds the sagas that wait for a human.
             Each status change costs one history event; the attribute must be
             registered on the namespace.
+        human_timeout: How long a saga that needs a human waits for an operator
+            before it ends ``COMPENSATION_FAILED`` (None, the default: as long as it
+            takes; ``timedelta(0)``: it does not wait). Costs one timer.
         compensation_options: Activity options for every compensation of this saga.
         **activity_options: Activity options for every step of this saga (see
             :class:`ActivityOptions`).
@@ -121,7 +130,7 @@ class Saga(PublishedSaga):
         Raises:
             SagaFailed: A step failed or the saga timed out; what took effect was
                 compensated (``state.status`` says whether every compensation
-                succeeded).
+                succeeded, or was resolved by an operator).
             SagaDefinitionError: The steps' dependencies are unknown or cyclic, or
                 the saga could never fit in a workflow's history; nothing was
                 scheduled.
@@ -142,8 +151,9 @@ class Saga(PublishedSaga):
                 self._fail(None, "saga cancelled")
         # From here the saga only winds down, where no cancel, first or second, can cut
         # the undo short.
+        self._cancel_requested = cancelled
         cancelled |= await self._shielded(self._wind_down())
-        if self._reason is None:
+        if self._status is SagaStatus.SUCCEEDED:
             # Everything succeeded before a cancel could stop anything: that stands.
             return SagaResult(
                 state=self.state,
@@ -170,12 +180,12 @@ class Saga(PublishedSaga):
         self._begin_publishing()
         return cancelled
 
-    @staticmethod
-    async def _shielded(work: Coroutine[Any, Any, None]) -> bool:
+    async def _shielded(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run ``work`` to its end; True if the workflow was cancelled meanwhile.
 
         It runs in a task of its own, which the workflow's cancellation never reaches
-        (that goes to the task running ``Saga.run``).
+        (that goes to the task running ``Saga.run``); a saga waiting for a human sees
+        the cancel through ``_cancel_requested``.
         """
         task = asyncio.create_task(work)
         cancelled = False
@@ -183,7 +193,7 @@ class Saga(PublishedSaga):
             try:
                 await workflow.wait([task])
             except asyncio.CancelledError:
-                cancelled = True
+                cancelled = self._cancel_requested = True
         task.result()
         return cancelled
 
@@ -205,8 +215,13 @@ class Saga(PublishedSaga):
             return
         if not self._past_pivot:  # past the point of no return, nothing is undone
             await self._compensate()
-        needs_human = self.state.needs_human
-        self._finish(SagaStatus.COMPENSATION_FAILED if needs_human else SagaStatus.COMPENSATED)
+        await self._wait_for_human()
+        if self.state.needs_human:
+            self._finish(SagaStatus.COMPENSATION_FAILED)
+        elif self._past_pivot and self._actions:  # operators finished it
+            self._finish(SagaStatus.SUCCEEDED)
+        else:
+            self._finish(SagaStatus.COMPENSATED)
 
     async def _forward(self) -> None:
         """Start every step whose dependencies succeeded, until done or failed."""
@@ -390,10 +405,15 @@ class Saga(PublishedSaga):
                     task.result()
                     sorter.done(running.pop(task))
 
-    async def _undo(self, step: Step[Any]) -> None:
+    async def _undo(
+        self, step: Step[Any], *, args: list[Any] | None = None, order: int | None = None
+    ) -> None:
+        """Run ``step``'s compensation; an operator's retry passes its new ``args`` and
+        the ``order`` of the first try (its line in the trace)."""
         assert step._compensate is not None
-        order = self._compensation_count
-        self._compensation_count += 1
+        if order is None:
+            order = self._compensation_count
+            self._compensation_count += 1
         started = workflow.now()
         step._compensation = CompensationState(
             name=step._compensation_name, status=StepStatus.RUNNING, order=order, started_at=started
@@ -402,8 +422,9 @@ class Saga(PublishedSaga):
         span = self._spans.start(f"compensate {step.name}")
         error: str | None = None
         try:
-            same = step._compensate_arg is SAME_ARG
-            args = step._args if same else build_args(step._compensate_arg)
+            if args is None:
+                same = step._compensate_arg is SAME_ARG
+                args = step._args if same else build_args(step._compensate_arg)
             await invoke(
                 step._compensate,
                 step._compensate_is_child,
@@ -564,8 +585,9 @@ class Saga(PublishedSaga):
         if not cancelled and (self._reason is None or not self._cancel_in_flight):
             # Settle what still runs: its outcome must be known before any undo.
             cancelled = await self._shielded(self._settle_block())
+        self._cancel_requested = cancelled
         cancelled |= await self._shielded(self._wind_down())
-        if self._reason is None:
+        if self._status is SagaStatus.SUCCEEDED:
             return
         if cancelled:
             raise asyncio.CancelledError("saga cancelled")

@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, computed_field
 class SagaStatus(StrEnum):
     """Where the saga as a whole is.
 
+    ``NEEDS_HUMAN``: a compensation failed for good (or a step after the pivot could
+    not go on); the saga undid all it could and its workflow stays open, waiting for
+    an operator to retry, resolve or give up (see ``Saga(human_timeout=...)``).
+    ``COMPENSATION_FAILED``: the saga ended with steps still needing a human (given
+    up, or no operator acted in time).
+
     ``INTERRUPTED`` is only ever seen in a state rebuilt from history: the workflow
     was terminated or timed out while the saga ran, so no code undid what took effect.
     """
@@ -25,6 +31,7 @@ class SagaStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     COMPENSATING = "COMPENSATING"
     COMPENSATED = "COMPENSATED"
+    NEEDS_HUMAN = "NEEDS_HUMAN"
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
     INTERRUPTED = "INTERRUPTED"
 
@@ -77,8 +84,26 @@ _LEFT_IN_EFFECT = (
 )
 
 
-def _left_in_effect(step: StepState) -> bool:
-    return step.status in _LEFT_IN_EFFECT or (step.uncertain and step.compensation is None)
+class OperatorAction(BaseModel):
+    """Something done to a saga while it waited for a human.
+
+    Attributes:
+        action: ``retry``, ``resolve`` or ``give up`` (an operator's Workflow
+            Update), ``cancel`` (the workflow was cancelled while it waited) or
+            ``time out`` (no operator acted within ``human_timeout``).
+        step: The step acted on (retry, resolve).
+        note: The operator's note (resolve, give up), or what a retry came to.
+        by: Who did it, as the operator gave it (the CLI sends user@host).
+        at: Workflow time of the action.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    step: str | None = None
+    note: str | None = None
+    by: str | None = None
+    at: datetime | None = None
 
 
 class StepState(BaseModel):
@@ -105,6 +130,8 @@ class StepState(BaseModel):
         nested_needs_human: For a step that is a nested saga which failed and could
             not undo all of its own steps (it ended ``COMPENSATION_FAILED``): its
             steps that need a human. The step then needs a human too.
+        resolved: The operator's note, once an operator resolved the step by hand
+            (``saga_resolve``): it no longer needs a human.
         compensation: The compensation, once it has started.
     """
 
@@ -121,6 +148,7 @@ class StepState(BaseModel):
     note: str | None = None
     after_pivot: bool = False
     nested_needs_human: list[str] = []
+    resolved: str | None = None
     compensation: CompensationState | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -149,6 +177,8 @@ class SagaState(BaseModel):
             ``SagaFailed`` of a saga of more than 100 steps omits any (it keeps the
             failed step and those needing a human); the query and the state rebuilt
             from history list every step.
+        actions: What operators (and timers, and cancels) did while the saga waited
+            for a human, oldest first.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -162,6 +192,7 @@ class SagaState(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     omitted_steps: int = 0
+    actions: list[OperatorAction] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -174,23 +205,34 @@ class SagaState(BaseModel):
     def needs_human(self) -> list[str]:
         """Steps someone must finish by hand: their compensation failed for good; the
         saga failed after the pivot (no way back) and they did not succeed, whether
-        they failed or never ran; they are a pivot of unknown outcome; they are a
-        nested saga that could not undo itself; or the workflow was interrupted and
-        they took effect (or may have) without being undone."""
-        forward_stuck = self.past_pivot and self.reason is not None
+        they failed or never ran (not those skipped by their own condition or
+        version); they are a pivot of unknown outcome; they are a nested saga that
+        could not undo itself; or the workflow was interrupted and they took effect
+        (or may have) without being undone. A step an operator resolved is done."""
         interrupted = self.status is SagaStatus.INTERRUPTED
         return [
             s.name
             for s in self.steps
-            if s.status is StepStatus.COMPENSATION_FAILED
-            or (forward_stuck and s.after_pivot and s.outcome is not StepStatus.SUCCEEDED)
-            or (s.name == self.pivot and s.uncertain)
-            or s.nested_needs_human
-            or (
-                interrupted
-                and (s.status in _LEFT_IN_EFFECT or (s.uncertain and not s.compensation))
+            if s.resolved is None
+            and (
+                s.status is StepStatus.COMPENSATION_FAILED
+                or self._stuck_after_pivot(s)
+                or (s.name == self.pivot and s.uncertain)
+                or bool(s.nested_needs_human)
+                or (
+                    interrupted
+                    and (s.status in _LEFT_IN_EFFECT or (s.uncertain and not s.compensation))
+                )
             )
         ]
+
+    def _stuck_after_pivot(self, step: StepState) -> bool:
+        """The saga failed past the pivot and this later step has not done its part."""
+        if not (self.past_pivot and self.reason is not None and step.after_pivot):
+            return False
+        if step.outcome is StepStatus.SKIPPED:
+            return step.note is None  # never ran because the saga failed
+        return step.outcome is not StepStatus.SUCCEEDED
 
     def step(self, name: str) -> StepState:
         """The state of the step called ``name`` (``KeyError`` if there is none)."""

@@ -99,6 +99,7 @@ class Step(Generic[R]):
         self._explicit_retry = False
         self._after_pivot = False
         self._nested_needs_human: list[str] = []
+        self._resolved: str | None = None  # an operator's note: finished by hand
         # The imperative form (``async with Saga(...)``): the task running the step, and
         # the saga's callback for when an ``await`` of the step returns.
         self._task: asyncio.Task[None] | None = None
@@ -173,6 +174,16 @@ class Step(Generic[R]):
         return self._note
 
     @property
+    def resolved(self) -> str | None:
+        """The operator's note, if an operator resolved the step by hand."""
+        return self._resolved
+
+    @property
+    def compensation(self) -> CompensationState | None:
+        """The compensation's progress, once it has started."""
+        return self._compensation
+
+    @property
     def state(self) -> StepState:
         """A snapshot of the step."""
         return StepState(
@@ -186,6 +197,7 @@ class Step(Generic[R]):
             note=self._note,
             after_pivot=self._after_pivot,
             nested_needs_human=self._nested_needs_human,
+            resolved=self._resolved,
             compensation=self._compensation,
         )
 

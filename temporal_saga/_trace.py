@@ -16,6 +16,9 @@ The finished format::
     ❌ end saga (no available hotel rooms)
 
 While the saga runs, unfinished lines carry ⏳ (running) or ⬜ (not started yet).
+A saga waiting for a human (``NEEDS_HUMAN``) says so after its compensations, and
+lists what operators did (``👤``); a step they resolved by hand shows
+``✔️ NAME (resolved by hand: NOTE)``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from ._state import CompensationState, SagaState, SagaStatus, StepStatus
+from ._state import CompensationState, OperatorAction, SagaState, SagaStatus, StepStatus
 
 _ICONS = {
     StepStatus.PENDING: "⬜",
@@ -57,10 +60,20 @@ class _StepLike(Protocol):
     def error(self) -> str | None: ...
     @property
     def note(self) -> str | None: ...
+    @property
+    def resolved(self) -> str | None: ...
+    @property
+    def compensation(self) -> CompensationState | None: ...
+
+
+def _resolved(note: str) -> str:
+    return f"resolved by hand: {note}"
 
 
 def step_line(step: _StepLike, pivot: str | None) -> str:
     """One step's line of the trace."""
+    if step.resolved is not None and step.compensation is None:
+        return _line("✔️", step.label or step.name, _resolved(step.resolved))
     note = (step.note or "skipped") if step.outcome is StepStatus.SKIPPED else step.error
     if step.outcome is StepStatus.SUCCEEDED:
         note = step.note
@@ -69,12 +82,21 @@ def step_line(step: _StepLike, pivot: str | None) -> str:
     return _line(_ICONS[step.outcome], step.label or step.name, note)
 
 
-def compensation_line(compensation: CompensationState) -> str:
-    """One compensation's line of the trace."""
+def compensation_line(compensation: CompensationState, resolved: str | None = None) -> str:
+    """One compensation's line of the trace (``resolved``: the operator's note)."""
+    if resolved is not None:
+        return _line("✔️", compensation.name, _resolved(resolved))
     failed = compensation.status is StepStatus.FAILED
     return _line(
         _ICONS[compensation.status], compensation.name, compensation.error if failed else None
     )
+
+
+def action_line(action: OperatorAction) -> str:
+    """One line for what was done while the saga waited for a human."""
+    what = f"{action.action} {action.step}" if action.step else action.action
+    by = f"by {action.by}" if action.by else None
+    return _line("👤" if action.by else "❗️", what, "; ".join(filter(None, [action.note, by])))
 
 
 def assemble_trace(
@@ -86,6 +108,7 @@ def assemble_trace(
     failed_step: str | None,
     past_pivot: bool,
     needs_human: Sequence[str],
+    action_lines: Sequence[str] = (),
 ) -> str:
     """The trace from its lines; the engine keeps the lines, so each update is cheap.
 
@@ -93,12 +116,18 @@ def assemble_trace(
     """
     blocks = ["❗️ begin saga", "\n".join(step_lines)]
     human = f"❌ end saga ({reason}; manual intervention needed for: {', '.join(needs_human)})"
+    waiting = [f"❗️ waiting for a human: {', '.join(needs_human)}"] if needs_human else []
+    operators = ["\n".join(action_lines)] if action_lines else []
     if status is SagaStatus.SUCCEEDED:
+        if reason is not None:  # failed past the pivot, and operators finished it
+            blocks += ["❗️ step failed after the pivot: no way back", *operators]
         blocks += ["❗️ all steps succeeded", "✔️ end saga (success)"]
     elif reason is not None and past_pivot:
         blocks.append("❗️ step failed after the pivot: no way back")
-        if status is SagaStatus.COMPENSATION_FAILED:
-            blocks.append(human)
+        if status is SagaStatus.NEEDS_HUMAN:
+            blocks += [*waiting, *operators]
+        elif status is SagaStatus.COMPENSATION_FAILED:
+            blocks += [*operators, human]
     elif status is SagaStatus.INTERRUPTED:
         # The workflow ended under the saga (terminated, timed out): say what it left.
         undone = "\n".join(compensation_lines)
@@ -108,10 +137,12 @@ def assemble_trace(
     elif reason is not None:
         blocks.append(f"❗️ {'step failed' if failed_step else reason}: reverting")
         blocks.append("\n".join(compensation_lines))
-        if status is SagaStatus.COMPENSATED:
-            blocks.append(f"❌ end saga ({reason})")
+        if status is SagaStatus.NEEDS_HUMAN:
+            blocks += [*waiting, *operators]
+        elif status is SagaStatus.COMPENSATED:
+            blocks += [*operators, f"❌ end saga ({reason})"]
         elif status is SagaStatus.COMPENSATION_FAILED:
-            blocks.append(human)
+            blocks += [*operators, human]
     return "\n\n".join(block for block in blocks if block)
 
 
@@ -124,13 +155,17 @@ def render_trace(state: SagaState) -> str:
     Returns:
         The trace, without a trailing newline.
     """
-    undone = sorted((s.compensation for s in state.steps if s.compensation), key=lambda c: c.order)
+    undone = sorted(
+        (s for s in state.steps if s.compensation),
+        key=lambda s: s.compensation.order,  # type: ignore[union-attr]
+    )
     return assemble_trace(
         (step_line(s, state.pivot) for s in state.steps),
-        (compensation_line(c) for c in undone),
+        (compensation_line(s.compensation, s.resolved) for s in undone if s.compensation),
         status=state.status,
         reason=state.reason,
         failed_step=state.failed_step,
         past_pivot=state.past_pivot,
         needs_human=state.needs_human,
+        action_lines=[action_line(a) for a in state.actions],
     )

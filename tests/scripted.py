@@ -76,6 +76,9 @@ class ScriptedSpec(BaseModel):
     timeout: float | None = None
     max_parallelism: int | None = None
     search_attributes: bool = False
+    # Seconds a saga that needs a human waits for one (None: as long as it takes). The
+    # engine's tests of undoing end at once (0); those of operators set it.
+    human_timeout: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def scripted_saga(spec: ScriptedSpec) -> Saga:
         timeout=timedelta(seconds=spec.timeout) if spec.timeout else None,
         search_attributes=spec.search_attributes,
         max_parallelism=spec.max_parallelism,
+        human_timeout=None if spec.human_timeout is None else timedelta(seconds=spec.human_timeout),
         # Fast retries keep the tests quick; the attempt limit stays the default 3.
         retry_policy=RetryPolicy(
             initial_interval=timedelta(milliseconds=100),

@@ -8,25 +8,33 @@
   from the ``saga_state`` query or, with no worker answering, its history
   (:func:`state_from_history`).
 * :func:`render_trace`: the trace as text; :func:`web_ui_url`: a saga's page in the Web UI.
+* :func:`retry_step`, :func:`resolve_step`, :func:`give_up`: act on a saga that waits
+  for a human (``NEEDS_HUMAN``); a refusal raises :class:`ActionRejected`.
 * The ``temporal-saga`` command (also ``python -m temporal_saga``).
 """
 
-from .._errors import NotASaga
+from .._errors import ActionRejected, NotASaga
 from .._trace import render_trace
 from ._connect import connect, web_ui_url
 from ._converter import data_converter
 from ._history import state_from_history
+from ._operate import give_up, operator_name, resolve_step, retry_step
 from ._plugin import SagaPlugin
 from ._watch import follow_trace, load_state, watch
 
 __all__ = [
+    "ActionRejected",
     "NotASaga",
     "SagaPlugin",
     "connect",
     "data_converter",
     "follow_trace",
+    "give_up",
     "load_state",
+    "operator_name",
     "render_trace",
+    "resolve_step",
+    "retry_step",
     "state_from_history",
     "watch",
     "web_ui_url",

@@ -24,11 +24,12 @@ from typing import Any, NoReturn
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._errors import NotASaga
+from .._errors import ActionRejected, NotASaga
 from .._publish import SAGA_STATUS_ATTRIBUTE
 from .._state import SagaState, SagaStatus
 from .._trace import render_trace
 from ._connect import connect, web_ui_url
+from ._operate import give_up, resolve_step, retry_step
 from ._watch import follow_trace, load_state, watch
 
 OK, ERROR, USAGE, COMPENSATED, NEEDS_HUMAN, IN_CLEAR = 0, 1, 2, 3, 4, 5
@@ -39,7 +40,7 @@ EXIT_CODES = {
     USAGE: "the command line is wrong",
     COMPENSATED: "show: the saga failed and everything that took effect was undone",
     NEEDS_HUMAN: "show: the saga needs a human (a compensation failed, or a step after "
-    "the pivot did not finish)",
+    "the pivot did not finish; while it waits, retry, resolve and give-up act on it)",
     IN_CLEAR: "audit: payload content is stored in clear",
 }
 
@@ -89,28 +90,57 @@ async def show(client: Client, args: argparse.Namespace) -> int:
 
 async def list_sagas(client: Client, args: argparse.Namespace) -> int:
     name = SAGA_STATUS_ATTRIBUTE.name
-    query = f'{name}="{args.status}"' if args.status else f"{name} IS NOT NULL"
+    status = SagaStatus.NEEDS_HUMAN.value if args.needs_human else args.status
+    query = f'{name}="{status}"' if status else f"{name} IS NOT NULL"
     found: list[dict[str, Any]] = []
     if args.output == "text":
-        print(f"{'WORKFLOW ID':40} {'SAGA STATUS':20} {'WORKFLOW':12} STARTED")
+        last = "NEEDS A HUMAN FOR" if args.needs_human else "STARTED"
+        print(f"{'WORKFLOW ID':40} {'SAGA STATUS':20} {'WORKFLOW':12} {last}")
     async for execution in client.list_workflows(query, limit=args.limit):
-        row = {
+        row: dict[str, Any] = {
             "workflow_id": execution.id,
             "run_id": execution.run_id,
             "saga_status": execution.typed_search_attributes.get(SAGA_STATUS_ATTRIBUTE),
             "workflow_status": execution.status.name if execution.status else None,
             "started_at": execution.start_time.isoformat(),
         }
+        last = execution.start_time.strftime("%Y-%m-%d %H:%M:%S")
+        if args.needs_human:  # what each needs: one query (or history read) per saga
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            state, _ = await load_state(handle)
+            row["needs_human"] = state.needs_human
+            last = ", ".join(state.needs_human) or "(being acted on)"
         if args.output == "json":
             found.append(row)
             continue
-        started = execution.start_time.strftime("%Y-%m-%d %H:%M:%S")
         print(
             f"{row['workflow_id']:40} {row['saga_status'] or '?':20} "
-            f"{row['workflow_status'] or '?':12} {started}"
+            f"{row['workflow_status'] or '?':12} {last}"
         )
     if args.output == "json":
         print(json.dumps(found, indent=2))
+    return OK
+
+
+async def act(client: Client, args: argparse.Namespace) -> int:
+    """retry, resolve, give-up: one Workflow Update, one line of answer."""
+    handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
+    common: dict[str, Any] = {"by": args.by, "saga": args.saga}
+    try:
+        if args.command == "retry":
+            if args.arg is not None:
+                try:
+                    common["arg"] = json.loads(args.arg)
+                except json.JSONDecodeError as err:
+                    raise CliError(f"--arg is not JSON: {err}") from None
+            answer = await retry_step(handle, args.step, **common)
+        elif args.command == "resolve":
+            answer = await resolve_step(handle, args.step, note=args.note, **common)
+        else:
+            answer = await give_up(handle, note=args.note, **common)
+    except ActionRejected as err:
+        raise CliError(f"{args.workflow_id}: rejected: {err}") from None
+    print(f"{args.workflow_id}: {answer}")
     return OK
 
 
@@ -215,9 +245,39 @@ def _parser() -> argparse.ArgumentParser:
         "--status", choices=[s.value for s in SagaStatus], help="only sagas in this status"
     )
     list_cmd.add_argument(
+        "--needs-human",
+        action="store_true",
+        help="only the sagas waiting for a human, with the steps each needs",
+    )
+    list_cmd.add_argument(
         "--limit", type=_positive, default=50, help="at most this many (default 50)"
     )
     output(list_cmd)
+    for command, summary in (
+        ("retry", "run a failed compensation (or step after the pivot) again"),
+        ("resolve", "mark a step as finished by hand"),
+        ("give-up", "stop waiting: the saga ends COMPENSATION_FAILED"),
+    ):
+        act_cmd = commands.add_parser(
+            command,
+            help=f"{summary} (a saga waiting for a human)",
+            description=f"For a saga in NEEDS_HUMAN: {summary}. Sent as a Workflow Update, "
+            "which the saga validates before anything is recorded; prints its answer.",
+        )
+        act_cmd.add_argument("workflow_id", help="the saga's workflow id")
+        if command != "give-up":
+            act_cmd.add_argument("step", help="the step's name, as `show` lists it")
+        if command == "retry":
+            act_cmd.add_argument(
+                "--arg", help="a new argument, as JSON (default: the one it ran with)"
+            )
+        else:
+            act_cmd.add_argument(
+                "--note", required=True, help="what was done, or why (public text)"
+            )
+        act_cmd.add_argument("--by", help="who acts (default: user@host)")
+        act_cmd.add_argument("--saga", help="the saga's name, if several in the workflow wait")
+        act_cmd.add_argument("--run-id", help="a particular run (default: the latest)")
     audit_cmd = commands.add_parser(
         "audit",
         help="what a saga's history holds in clear (exit 5: payload content in clear)",
@@ -338,12 +398,17 @@ async def _run(args: argparse.Namespace) -> int:
         "list": list_sagas,
         "audit": audit,
         "replay-check": replay_check_command,
+        "retry": act,
+        "resolve": act,
+        "give-up": act,
     }[args.command]
     try:
         return await command(client, args)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND and args.command == "list":
             raise CliError(f"cannot list sagas: {err.message}") from err
+        if args.command in ("retry", "resolve", "give-up"):
+            raise CliError(f"{args.workflow_id}: cannot act: {err.message}") from err
         if err.status == RPCStatusCode.NOT_FOUND and "workflow_id" in args:
             raise CliError(
                 f"no workflow {args.workflow_id!r} in namespace {client.namespace!r}"

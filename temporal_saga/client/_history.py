@@ -13,6 +13,7 @@ pivot, the steps the failure's message names as needing a human).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +27,24 @@ from temporalio.converter import DataConverter
 
 from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
 from .._errors import NotASaga, SagaFailed
+from .._operator import (
+    NEEDS_HUMAN_PATCH,
+    SAGA_GIVE_UP_UPDATE,
+    SAGA_RESOLVE_UPDATE,
+    SAGA_RETRY_UPDATE,
+    GiveUp,
+    ResolveStep,
+    RetryStep,
+)
 from .._public import PUBLIC
-from .._state import CompensationState, SagaState, SagaStatus, StepState, StepStatus
+from .._state import (
+    CompensationState,
+    OperatorAction,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+)
 
 
 @dataclass
@@ -45,9 +62,30 @@ class _Activity:
     error: str | None = None
 
 
+# The operators' Workflow Updates: the action each records, and its input.
+_UPDATES: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
+    SAGA_RETRY_UPDATE: ("retry", RetryStep),
+    SAGA_RESOLVE_UPDATE: ("resolve", ResolveStep),
+    SAGA_GIVE_UP_UPDATE: ("give up", GiveUp),
+}
+
+
+@dataclass
+class _Update:
+    """An operator's action, accepted by the saga (rejected ones leave no event)."""
+
+    action: str
+    request: RetryStep | ResolveStep | GiveUp | None  # None: encrypted, and no key here
+    identity: str
+    at: datetime
+    answer: str | None = None  # the saga's one-line answer, once it completed
+
+
 @dataclass
 class _Rebuild:
     activities: dict[int, _Activity] = field(default_factory=dict)
+    updates: dict[int, _Update] = field(default_factory=dict)  # by accepted event id
+    waited_for_a_human: bool = False  # the NEEDS_HUMAN patch marker is in history
     closed: EventType.ValueType | None = None
     failure: Failure | None = None
     started_at: datetime | None = None
@@ -188,6 +226,30 @@ async def _read(
             if outcome is StepStatus.FAILED and error is None:
                 error = _failure_message(attrs.failure)
             child.error = error
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name in _UPDATES:
+                action, model = _UPDATES[request.input.name]
+                try:
+                    decoded = await _decode(converter, request.input.args.payloads, model)
+                except (KeyError, ValueError):
+                    decoded = None
+                found.updates[event.event_id] = _Update(
+                    action, decoded, request.meta.identity, _time(event)
+                )
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+            completed = event.workflow_execution_update_completed_event_attributes
+            update = found.updates.get(completed.accepted_event_id)
+            if update is not None and completed.outcome.HasField("success"):
+                with contextlib.suppress(KeyError, ValueError):
+                    payloads = completed.outcome.success.payloads
+                    update.answer = await _decode(converter, payloads, str)
+        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
+            details = event.marker_recorded_event_attributes.details
+            if any(
+                NEEDS_HUMAN_PATCH.encode() in p.data for d in details.values() for p in d.payloads
+            ):
+                found.waited_for_a_human = True
         elif kind in _CLOSING:
             found.closed, found.ended_at = kind, _time(event)
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -252,8 +314,12 @@ async def state_from_history(
         reason, pivot, human = SagaFailed.parse_message(message, failed.name if failed else None)
         step_states = _mark_after_pivot(step_states, pivot, human)
 
+    step_states, actions = _operators(found, step_states)
     if closed is None:
         status = SagaStatus.COMPENSATING if compensations else SagaStatus.RUNNING
+        undoing = any(c.outcome is StepStatus.RUNNING for c in compensations)
+        if found.waited_for_a_human and not undoing:
+            status = SagaStatus.NEEDS_HUMAN
     elif closed in _INTERRUPTED:
         status = SagaStatus.INTERRUPTED
     elif reason is None and not compensations:
@@ -269,8 +335,14 @@ async def state_from_history(
         pivot=pivot,
         started_at=found.started_at,
         ended_at=found.ended_at,
+        actions=actions,
     )
-    undone_badly = any(c.outcome is not StepStatus.SUCCEEDED for c in compensations)
+    undone_badly = any(
+        s.compensation is not None
+        and s.compensation.status is not StepStatus.SUCCEEDED
+        and s.resolved is None
+        for s in step_states
+    )
     if status is SagaStatus.COMPENSATED and (undone_badly or state.needs_human):
         return state.model_copy(update={"status": SagaStatus.COMPENSATION_FAILED})
     return state
@@ -281,6 +353,33 @@ _INTERRUPTED = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "workflow terminated",
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "workflow timed out",
 }
+
+
+def _operators(
+    found: _Rebuild, steps: list[StepState]
+) -> tuple[list[StepState], list[OperatorAction]]:
+    """The operators' actions in history, and the steps with what they resolved."""
+    actions: list[OperatorAction] = []
+    resolved: dict[str, str] = {}
+    for update in found.updates.values():
+        if update.answer is None:
+            continue  # accepted, not answered yet (or its answer is unreadable)
+        request = update.request
+        step = getattr(request, "step", None)
+        note = getattr(request, "note", None)
+        if isinstance(request, ResolveStep):
+            resolved[request.step] = request.note
+        elif isinstance(request, RetryStep):
+            note = update.answer.partition(": ")[2] or update.answer
+        by = (request.by if request is not None else None) or update.identity or None
+        actions.append(
+            OperatorAction(action=update.action, step=step, note=note, by=by, at=update.at)
+        )
+    steps = [
+        s.model_copy(update={"resolved": resolved[s.name]}) if s.name in resolved else s
+        for s in steps
+    ]
+    return steps, actions
 
 
 def _last_saga_run(found: _Rebuild) -> tuple[str, dict[str, _Activity], dict[str, _Activity]]:
