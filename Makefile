@@ -42,7 +42,8 @@ histories: $(STAMP)
 clean:
 	rm -rf $(VENV) data
 
-## make demo: dev server + worker + Maria's trip (succeeds) and Kevin's (compensated).
+## make demo: dev server + worker + Maria's trip (succeeds), Kevin's (compensated) and
+## Lena's (waits for a human; an operator resolves it with the CLI).
 ## DEMO_ARGS=--keep leaves it all running for the Web UI until Ctrl-C.
 demo: $(DEMO)
 	$(BIN)/python demo.py $(DEMO_ARGS)

@@ -4,9 +4,12 @@ Uses the server at ``$TEMPORAL_ADDRESS`` (default ``localhost:7233``) if one ans
 else starts a dev server there (SQLite history in ``data/temporal.db``, Web UI on
 ``$TEMPORAL_UI_PORT``, default 8233). Starts the worker, runs Maria's trip (it
 succeeds, insured: the flight to Venice is expensive) and Kevin's (Maria took the
-last hotel room in Venice, so it is compensated), prints both traces, checks the
-services' databases, and stops what it started (``--keep``: not before Ctrl-C, to
-look around in the Web UI). Exits 0 when everything went as described.
+last hotel room in Venice, so it is compensated) and Lena's (the hotel is full for her
+too, and the airline refuses her refund: the saga waits for a human until an operator,
+after refunding her at the airline's desk, resolves it with ``temporal-saga
+resolve``), prints the traces, checks the services' databases, and stops what it
+started (``--keep``: not before Ctrl-C, to look around in the Web UI). Exits 0 when
+everything went as described.
 
 With an encryption key configured (``make demo-encrypted`` makes one in
 ``data/demo.key``), payloads are encrypted: the demo also starts the codec server,
@@ -43,8 +46,9 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel, insurer
-from starter import buy_trip
-from temporal_saga.client import connect, render_trace, web_ui_url
+from starter import buy_trip, start_trip, trip_outcome
+from temporal_saga import SagaState, SagaStatus
+from temporal_saga.client import connect, render_trace, watch, web_ui_url
 from temporal_saga.client._connect import local_temporal_cli
 from temporal_saga.encryption import EncryptionCodec, audit_history, start_codec_server
 
@@ -157,6 +161,38 @@ async def check_stored(
     return ok and readable
 
 
+async def needs_a_human(client: Client, trip: TripRequest) -> bool:
+    """Lena's trip: undone but for her flight, which waits for a human; an operator
+    refunds her at the airline's desk and resolves the saga from the command line."""
+    handle = await start_trip(client, trip)
+    state: SagaState | None = None
+    async for state in watch(handle):
+        if state.status is SagaStatus.NEEDS_HUMAN:
+            break
+    assert state is not None
+    print(render_trace(state))
+    print(f"\nWeb UI: {web_ui_url(client.namespace, handle.id, handle.result_run_id)}")
+    print("\n── An operator finishes it ──\n")
+    desk = airline()
+    refunded = sum(desk.cancel(b.key) for b in desk.active(holder=trip.traveller))
+    print(f"(at the airline's desk, by hand: {refunded} ticket refunded)")
+    note = "refunded at the airline's desk"
+    print(f'$ temporal-saga resolve {handle.id} "book plane ticket" --note "{note}" --by ops@demo')
+    command = [sys.executable, "-m", "temporal_saga", "resolve", handle.id, "book plane ticket"]
+    command += ["--note", note, "--by", "ops@demo"]
+    answer = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60
+    )
+    print((answer.stdout or answer.stderr).strip() + "\n")
+    outcome = await trip_outcome(handle)
+    print(render_trace(outcome.state))
+    return (
+        state.needs_human == ["book plane ticket"]
+        and answer.returncode == 0
+        and outcome.state.status is SagaStatus.COMPENSATED
+    )
+
+
 def stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -221,23 +257,37 @@ async def demo(keep: bool) -> bool:
             outcomes[traveller], handles[traveller], requests[traveller] = outcome, handle, trip
             print(render_trace(outcome.state))
             print(f"\nWeb UI: {web_ui_url(client.namespace, handle.id, handle.result_run_id)}")
+        print("\n── Lena buys it too: the hotel is full, and the airline refuses refunds ──\n")
+        lena = requests["Kevin"].model_copy(
+            update={
+                "traveller": "Lena",
+                "passport": "LC2468013",
+                "faults": {"airline": "no_refund"},
+            }
+        )
+        resolved = await needs_a_human(client, lena)
 
         print(f"\n── The services' databases ({SERVICES}) ──\n")
         ledgers = [airline(), hotel(), attractions(), insurer()]
         maria = [b for ledger in ledgers for b in ledger.active(holder="Maria")]
         kevin = [b for ledger in ledgers for b in ledger.active(holder="Kevin")]
         kevin_rows = [b for ledger in ledgers for b in ledger.bookings(holder="Kevin")]
+        lena_held = [b for ledger in ledgers for b in ledger.active(holder="Lena")]
         ok = (
             outcomes["Maria"].booking is not None
             and outcomes["Kevin"].booking is None
             and len(maria) == 4  # Venice's fare is high: her trip is insured
             and not kevin
+            and resolved
+            and not lena_held
         )
         mark = "✔️" if len(maria) == 4 else "❌"
         ids = ", ".join(str(b.booking_id) for b in maria)
         print(f"{mark} Maria holds {len(maria)} active bookings: {ids}")
         mark = "✔️" if not kevin else "❌"
         print(f"{mark} Kevin holds {len(kevin)} active bookings ({len(kevin_rows)} cancelled)")
+        mark = "✔️" if not lena_held and resolved else "❌"
+        print(f"{mark} Lena holds {len(lena_held)} active bookings (her flight refunded by hand)")
         if encryption is not None:
             print("\n── What Temporal stored ──\n")
             ok &= await check_stored(handles["Kevin"], requests["Kevin"], codec)
@@ -261,7 +311,8 @@ async def demo(keep: bool) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(
         description="The trip-package saga end to end on a real Temporal server: Maria's "
-        "trip succeeds, Kevin's is compensated. Starts a dev server if none answers at "
+        "trip succeeds, Kevin's is compensated, Lena's waits for a human until an operator "
+        "resolves it. Starts a dev server if none answers at "
         "TEMPORAL_ADDRESS (default localhost:7233), and the worker; stops them at the end.",
     )
     parser.add_argument(

@@ -3,8 +3,10 @@
     python starter.py --traveller Maria --passport X1234567 \\
         --origin Lisbon --destination Venice --check-in 2027-06-01 --nights 3
 
-``--fault hotel=down`` (or airline/attractions, down/flaky) makes a service fail, to
-see the saga compensate. Exits 0 if the trip was bought, 1 if the saga failed.
+``--fault hotel=down`` (or airline/attractions, down/flaky/slow) makes a service fail,
+to see the saga compensate; ``--fault airline=no_refund`` makes the airline refuse to
+refund, so a failing trip waits for a human (``python -m temporal_saga resolve ...``
+in another terminal). Exits 0 if the trip was bought, 1 if the saga failed.
 """
 
 from __future__ import annotations
@@ -38,16 +40,15 @@ class TripOutcome:
     failure: str | None
 
 
-async def buy_trip(
+async def start_trip(
     client: Client,
     trip: TripRequest,
     *,
     workflow_id: str | None = None,
     task_queue: str = TASK_QUEUE,
-    on_line: Callable[[str], None] | None = None,
-) -> tuple[WorkflowHandle[Any, Any], TripOutcome]:
-    """Start the saga, report each new trace line to ``on_line``, and wait for the end."""
-    handle = await client.start_workflow(
+) -> WorkflowHandle[Any, Any]:
+    """Start the trip saga."""
+    return await client.start_workflow(
         BuyTripPackage.run,
         trip,
         # No personal data in ids: Temporal stores ids in clear, even with encryption.
@@ -58,6 +59,25 @@ async def buy_trip(
             f"{trip.nights} nights from {trip.check_in}"
         ),
     )
+
+
+async def buy_trip(
+    client: Client,
+    trip: TripRequest,
+    *,
+    workflow_id: str | None = None,
+    task_queue: str = TASK_QUEUE,
+    on_line: Callable[[str], None] | None = None,
+) -> tuple[WorkflowHandle[Any, Any], TripOutcome]:
+    """Start the saga, report each new trace line to ``on_line``, and wait for the end."""
+    handle = await start_trip(client, trip, workflow_id=workflow_id, task_queue=task_queue)
+    return handle, await trip_outcome(handle, on_line=on_line)
+
+
+async def trip_outcome(
+    handle: WorkflowHandle[Any, Any], *, on_line: Callable[[str], None] | None = None
+) -> TripOutcome:
+    """Wait for a trip saga to end (reporting each new trace line to ``on_line``)."""
     async for line in follow_trace(handle):
         if on_line:
             on_line(line)
@@ -70,7 +90,7 @@ async def buy_trip(
         failure = saga.message if saga else str(err.cause or err)
     state, _ = await load_state(handle)
     assert handle.result_run_id is not None
-    return handle, TripOutcome(handle.id, handle.result_run_id, state, booking, failure)
+    return TripOutcome(handle.id, handle.result_run_id, state, booking, failure)
 
 
 def _fault(text: str) -> tuple[str, str]:
@@ -99,8 +119,8 @@ async def main() -> int:
         type=_fault,
         action="append",
         default=[],
-        help="make a service misbehave: SERVICE=down|flaky|slow (airline, hotel, "
-        "attractions); repeatable",
+        help="make a service misbehave: SERVICE=down|flaky|slow|no_refund (airline, "
+        "hotel, attractions); repeatable",
     )
     parser.add_argument("--id", help="workflow id (default: trip-<random>)")
     parser.add_argument(

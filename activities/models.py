@@ -12,8 +12,10 @@ City = Literal["Lisbon", "Paris", "Rome", "Venice"]
 #: Simulated faults a request can carry, for demos and tests: "down" fails every
 #: booking attempt (the service is unreachable; its cancel fails once, then it is
 #: back), "flaky" fails the first attempt only,
-#: "slow" answers after a second (heartbeating, so a cancellation can reach it).
-Fault = Literal["down", "flaky", "slow"]
+#: "slow" answers after a second (heartbeating, so a cancellation can reach it),
+#: "no_refund" books but refuses every cancel for good (an airline after departure):
+#: the saga then waits for a human.
+Fault = Literal["down", "flaky", "slow", "no_refund"]
 
 
 class _Model(BaseModel):

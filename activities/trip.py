@@ -62,7 +62,7 @@ def insurer() -> Ledger:
 
 
 def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
-    """Misbehave as the request asks: 'down', 'flaky' or 'slow' (see ``Fault``).
+    """Misbehave as the request asks: 'down', 'flaky', 'slow', 'no_refund' (see ``Fault``).
 
     A cancel comes later than its booking: by then a service that was down is back
     after one more failed attempt (a compensation that could never succeed would
@@ -70,6 +70,10 @@ def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
     """
     if undo and fault == "down":
         fault = "flaky"
+    if undo and fault == "no_refund":
+        raise ApplicationError(
+            f"{service}: refund refused after departure", type="RefundRefused", non_retryable=True
+        )
     if fault == "slow":
         for _ in range(10):
             activity.heartbeat()

@@ -8,14 +8,19 @@ restarted, it runs trip sagas where about 20 % hit a service that is down (the s
 fails and compensates), about 30 % hit a flaky service (a failed first attempt, of
 the step and of its compensation, that retries absorb), and some are cancelled at
 random moments. About 10 % fail with a slow compensation and are cancelled while
-they compensate (a third of them twice), and about 5 % are group trips (two trip
-packages as nested sagas) of which half get a child workflow terminated mid-flight.
+they compensate (a third of them twice), about 5 % are group trips (two trip
+packages as nested sagas) of which half get a child workflow terminated mid-flight,
+and about 5 % need a human: their hotel is down and the airline refuses the refund,
+so the saga waits (NEEDS_HUMAN) until an operator, at a random moment (workers are
+being killed meanwhile), either refunds the flight by hand and resolves it, or
+retries the cancel with a new argument (without the fault).
 At the end it checks, from the services' databases and the workflows' outcomes:
 
 - every saga is fully booked (it succeeded) or fully released (it did not);
 - no booking exists twice (one per saga, service and traveller);
 - every workflow closed within the bound;
-- nothing is left COMPENSATING, and no saga needs a human.
+- nothing is left COMPENSATING or waiting for a human, and no saga needs one;
+- each operator action was applied exactly once (the saga's own record of them).
 
 It prints a table and exits 1 on any violation.
 """
@@ -43,7 +48,8 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, SagaStatus
+from temporal_saga import SAGA_STATUS_ATTRIBUTE, SagaFailed, SagaStatus
+from temporal_saga.client import resolve_step, retry_step
 from temporal_saga.encryption import EncryptionCodec
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
@@ -114,12 +120,20 @@ class Chaos:
 
 
 def make_trip(
-    rng: random.Random, traveller: str, chaos: Chaos, *, slow_undo: bool = False
+    rng: random.Random,
+    traveller: str,
+    chaos: Chaos,
+    *,
+    slow_undo: bool = False,
+    no_refund: bool = False,
 ) -> TripRequest:
     faults: dict[str, str] = {}
     roll = rng.random()
     index = int(traveller[1:6])
-    if slow_undo:
+    if no_refund:
+        faults = {"hotel": "down", "airline": "no_refund"}
+        chaos.count("hotel down, airline refuses the refund (needs a human)")
+    elif slow_undo:
         # Fails, and one of its compensations takes a second: time to cancel it then.
         down, slow = rng.sample(SERVICES, 2)
         faults = {down: "down", slow: "slow"}
@@ -156,7 +170,10 @@ async def run(args: argparse.Namespace) -> int:
 
         # What each saga is: a plain trip, a trip cancelled while compensating, or a
         # group trip (two nested trip sagas), one of whose children may be terminated.
-        kinds = rng.choices(["trip", "cancel undo", "group"], weights=[85, 10, 5], k=args.sagas)
+        kinds = rng.choices(
+            ["trip", "cancel undo", "group", "needs human"], weights=[80, 10, 5, 5], k=args.sagas
+        )
+        acted: dict[int, int] = {}  # operator actions answered, per saga
         travellers: list[list[str]] = []
 
         async def start(index: int) -> WorkflowHandle[Any, Any]:
@@ -170,7 +187,14 @@ async def run(args: argparse.Namespace) -> int:
                         BookGroupTrip.run, group, id=workflow_id, task_queue=queue
                     )
             name = f"T{index:05d}"
-            trip = make_trip(rng, name, chaos, slow_undo=kinds[index] == "cancel undo")
+            trip = make_trip(
+                rng,
+                name,
+                chaos,
+                slow_undo=kinds[index] == "cancel undo",
+                no_refund=kinds[index] == "needs human",
+            )
+            trips[index] = trip
             travellers.append([name])
             async with rpcs:
                 return await client.start_workflow(
@@ -178,6 +202,44 @@ async def run(args: argparse.Namespace) -> int:
                 )
 
         handles: list[WorkflowHandle[Any, Any]] = []
+        trips: dict[int, TripRequest] = {}
+
+        # The operator: once a saga waits for a human (its SagaStatus says so), after a
+        # random pause, refund the flight by hand and resolve, or retry the cancel with
+        # the fault gone. Workers die meanwhile: the update must still apply once.
+        async def operate(index: int) -> None:
+            for _ in range(600):
+                with contextlib.suppress(Exception):  # a restart, or not started yet
+                    described = await handles[index].describe()
+                    status = described.typed_search_attributes.get(SAGA_STATUS_ATTRIBUTE)
+                    if status == SagaStatus.NEEDS_HUMAN:
+                        break
+                await asyncio.sleep(0.2)
+            else:
+                return  # never waited: the soak reports it as stuck
+            await asyncio.sleep(rng.uniform(0, 4))
+            trip = trips[index]
+            for _ in range(60):
+                try:
+                    if rng.random() < 0.5:
+                        airline = Ledger("airline", "", workdir / "services")
+                        for booking in airline.active(holder=trip.traveller):
+                            airline.cancel(booking.key)
+                        await resolve_step(
+                            handles[index], "book plane ticket", note="refunded by hand"
+                        )
+                        chaos.count("operator: refunded by hand, resolved")
+                    else:
+                        fixed = trip.flight().model_copy(update={"fault": None})
+                        answer = await retry_step(
+                            handles[index], "book plane ticket", arg=fixed.model_dump(mode="json")
+                        )
+                        assert answer.endswith(": compensated"), answer
+                        chaos.count("operator: retried with a new argument")
+                    acted[index] = acted.get(index, 0) + 1
+                    return
+                except Exception:
+                    await asyncio.sleep(1)  # the server restarting: ask again
 
         # Cancel a few at random moments.
         async def cancel_later(handle: WorkflowHandle[Any, Any]) -> None:
@@ -229,6 +291,8 @@ async def run(args: argparse.Namespace) -> int:
                 cancels.append(asyncio.create_task(cancel_while_compensating(index, twice)))
             elif kind == "group" and rng.random() < 0.5:
                 cancels.append(asyncio.create_task(terminate_child(index)))
+            elif kind == "needs human":
+                cancels.append(asyncio.create_task(operate(index)))
         cancels += [
             asyncio.create_task(cancel_later(h))
             for h in rng.sample(handles, k=max(1, args.sagas // 50))
@@ -255,6 +319,7 @@ async def run(args: argparse.Namespace) -> int:
         statuses: dict[str, str] = {}
         sagas: dict[str, str] = {}
         took: dict[str, float] = {}
+        recorded: dict[str, int] = {}  # operator actions the saga recorded
 
         async def outcome(handle: WorkflowHandle[Any, Any]) -> None:
             async with rpcs:
@@ -262,7 +327,10 @@ async def run(args: argparse.Namespace) -> int:
                     try:
                         await asyncio.wait_for(handle.result(), deadline - time.monotonic())
                         break
-                    except WorkflowFailureError:
+                    except WorkflowFailureError as err:
+                        failure = SagaFailed.from_error(err)
+                        if failure is not None:
+                            recorded[handle.id] = len(failure.state.actions)
                         break
                     except TimeoutError:
                         break
@@ -290,7 +358,13 @@ async def run(args: argparse.Namespace) -> int:
         for booking in ledger.active():
             active[name][str(booking.holder)] = active[name].get(str(booking.holder), 0) + 1
     incoherent, duplicates, stuck, succeeded, compensated, cancelled = [], [], [], 0, 0, 0
-    for handle, names in zip(handles, travellers, strict=True):
+    not_once: list[str] = []  # operator actions not applied exactly once
+    for index, (handle, names) in enumerate(zip(handles, travellers, strict=True)):
+        if kinds[index] == "needs human" and (
+            acted.get(index) != 1 or recorded.get(handle.id) != 1
+        ):
+            answered, kept = acted.get(index), recorded.get(handle.id)
+            not_once.append(f"{handle.id}: answered {answered}, recorded {kept}")
         traveller = ", ".join(names)
         status = statuses.get(handle.id, "?")
         held = [sum(active[name].get(t, 0) for t in names) for name in SERVICES]
@@ -320,7 +394,8 @@ async def run(args: argparse.Namespace) -> int:
         ("cancelled, compensated (fully released)", cancelled),
         ("incoherent", len(incoherent)),
         ("duplicate bookings", len(duplicates)),
-        ("stuck (not closed in bound, or COMPENSATING)", len(stuck)),
+        ("stuck (not closed in bound, COMPENSATING or waiting for a human)", len(stuck)),
+        ("operator actions not applied exactly once", len(not_once)),
         ("longest saga, start to close (s)", round(max(took.values(), default=0), 1)),
         ("duration (s)", round(time.monotonic() - began, 1)),
     ]
@@ -332,10 +407,10 @@ async def run(args: argparse.Namespace) -> int:
             f"  slow: {workflow_id} ({kinds[int(workflow_id.split('-')[1])]}) "
             f"{took[workflow_id]:.1f} s"
         )
-    for problem in (incoherent, duplicates, stuck):
+    for problem in (incoherent, duplicates, stuck, not_once):
         for line in problem[:10]:
             print("  !", line)
-    if not (incoherent or duplicates or stuck):
+    if not (incoherent or duplicates or stuck or not_once):
         shutil.rmtree(workdir, ignore_errors=True)
         return 0
     print(f"(logs and databases kept in {workdir})")

@@ -160,6 +160,15 @@ class StepState(BaseModel):
         return _COMPENSATION_TO_STEP_STATUS[self.compensation.status]
 
 
+def _stuck_after_pivot(step: StepState) -> bool:
+    """In a saga that failed past its pivot: this later step has not done its part."""
+    if not step.after_pivot:
+        return False
+    if step.outcome is StepStatus.SKIPPED:
+        return step.note is None  # never ran because the saga failed
+    return step.outcome is not StepStatus.SUCCEEDED
+
+
 class SagaState(BaseModel):
     """A snapshot of a saga: the answer to the ``saga_state`` query.
 
@@ -210,13 +219,14 @@ class SagaState(BaseModel):
         could not undo itself; or the workflow was interrupted and they took effect
         (or may have) without being undone. A step an operator resolved is done."""
         interrupted = self.status is SagaStatus.INTERRUPTED
+        forward_stuck = self.past_pivot and self.reason is not None  # once: O(steps)
         return [
             s.name
             for s in self.steps
             if s.resolved is None
             and (
                 s.status is StepStatus.COMPENSATION_FAILED
-                or self._stuck_after_pivot(s)
+                or (forward_stuck and _stuck_after_pivot(s))
                 or (s.name == self.pivot and s.uncertain)
                 or bool(s.nested_needs_human)
                 or (
@@ -226,13 +236,6 @@ class SagaState(BaseModel):
             )
         ]
 
-    def _stuck_after_pivot(self, step: StepState) -> bool:
-        """The saga failed past the pivot and this later step has not done its part."""
-        if not (self.past_pivot and self.reason is not None and step.after_pivot):
-            return False
-        if step.outcome is StepStatus.SKIPPED:
-            return step.note is None  # never ran because the saga failed
-        return step.outcome is not StepStatus.SUCCEEDED
 
     def step(self, name: str) -> StepState:
         """The state of the step called ``name`` (``KeyError`` if there is none)."""

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -184,6 +185,9 @@ class SagaSpec(_Spec):
     timeout_seconds: PositiveFloat | None = None
     max_parallelism: PositiveInt | None = None
     search_attributes: bool = False
+    # How long a saga that needs a human waits for one (None: as long as it takes; 0:
+    # it does not wait).
+    human_timeout_seconds: NonNegativeFloat | None = None
     options: OptionsSpec = OptionsSpec()
     compensation_options: OptionsSpec = OptionsSpec()
 
@@ -198,6 +202,9 @@ class SagaSpec(_Spec):
             timeout=timedelta(seconds=self.timeout_seconds) if self.timeout_seconds else None,
             max_parallelism=self.max_parallelism,
             search_attributes=self.search_attributes,
+            human_timeout=None
+            if self.human_timeout_seconds is None
+            else timedelta(seconds=self.human_timeout_seconds),
             compensation_options=compensation_defaults,
             **step_defaults,
         )

@@ -21,13 +21,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
-from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE, SagaState, SagaStatus
 from temporal_saga.client import SagaPlugin, data_converter
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
@@ -66,6 +67,8 @@ class Shape:
     cancel_after: float | None = None  # seconds after start, to record a cancellation
     cancels: int = 1  # how many cancel requests then
     terminate_child: str | None = None  # the id suffix of a child to terminate then
+    # Operators' updates (name, input), sent in turn once the saga waits for a human.
+    operate: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def _scripted(*steps: ScriptedStep, **options: Any) -> ScriptedSpec:
@@ -94,6 +97,18 @@ _SLOW_UNDO = (
 
 
 SLOW = ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1)
+
+# b's compensation fails for good; the saga waits for a human (NEEDS_HUMAN).
+_REFUND_REFUSED = (
+    ScriptedStep(name="a"),
+    ScriptedStep(name="b", undo_fail="refund refused"),
+    ScriptedStep(name="c", after=["a", "b"], fail="no rooms"),
+)
+_STUCK_AFTER_PIVOT = (
+    ScriptedStep(name="pay", pivot=True, compensate=False),
+    ScriptedStep(name="ship", after=["pay"], compensate=False, fail="no truck"),
+    ScriptedStep(name="notify", after=["ship"], compensate=False),
+)
 
 # Recorded in this order: the second trip finds the hotel full because of the first.
 SHAPES: dict[str, Shape] = {
@@ -206,6 +221,27 @@ SHAPES: dict[str, Shape] = {
         BlockSaga, BlockSpec(run="record", sleep={"ticket 1": 30}), cancel_after=1.5
     ),
     "block_pivot": Shape(PivotBlockSaga, BlockSpec(run="record", ship_failures=4)),
+    # Waiting for a human: a retry that fails again, then one with a new argument.
+    "needs_human_retried": Shape(
+        ScriptedSaga,
+        _scripted(*_REFUND_REFUSED, human_timeout=None),
+        operate=(
+            ("saga_retry", {"step": "b", "by": "alice"}),
+            ("saga_retry", {"step": "b", "arg": {"run": "record", "step": "b"}}),
+        ),
+    ),
+    "needs_human_given_up": Shape(
+        ScriptedSaga,
+        _scripted(*_REFUND_REFUSED, human_timeout=None),
+        operate=(("saga_give_up", {"note": "written off", "by": "bob"}),),
+    ),
+    "needs_human_timed_out": Shape(ScriptedSaga, _scripted(*_REFUND_REFUSED, human_timeout=1)),
+    # Past the pivot: ship resolved by hand, then notify runs by itself.
+    "needs_human_after_pivot": Shape(
+        ScriptedSaga,
+        _scripted(*_STUCK_AFTER_PIVOT, human_timeout=None),
+        operate=(("saga_resolve", {"step": "ship", "note": "sent by courier"}),),
+    ),
     # Venice's hotel has one room: the second traveller's trip fails, the first is undone.
     "group_trip": Shape(
         BookGroupTrip,
@@ -229,6 +265,15 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
         else:
             for _ in range(shape.cancels):
                 await handle.cancel()
+    if shape.operate:
+        while True:
+            with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+                state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
+                if state.status is SagaStatus.NEEDS_HUMAN:
+                    break
+            await asyncio.sleep(0.1)
+        for update, request in shape.operate:
+            await handle.execute_update(update, request, result_type=str)
     with contextlib.suppress(WorkflowFailureError):
         await handle.result()
     history = await handle.fetch_history()

@@ -270,6 +270,10 @@ class NestedSpec(BaseModel):
     run: str
     child: ScriptedSpec
     sibling_fails: bool = False
+    human_timeout: float | None = 0.0  # the parent's (see ScriptedSpec)
+
+    def parent_human_timeout(self) -> timedelta | None:
+        return None if self.human_timeout is None else timedelta(seconds=self.human_timeout)
 
 
 @workflow.defn
@@ -278,7 +282,7 @@ class NestedSaga:
 
     @workflow.run
     async def run(self, spec: NestedSpec) -> SagaResult:
-        saga = Saga("parent")
+        saga = Saga("parent", human_timeout=spec.parent_human_timeout())
         saga.step(
             "child saga",
             ScriptedSaga.run,
@@ -306,7 +310,7 @@ class NestedBlockSaga:
 
     @workflow.run
     async def run(self, spec: NestedSpec) -> str:
-        async with Saga("parent block") as saga:
+        async with Saga("parent block", human_timeout=spec.parent_human_timeout()) as saga:
             await saga.step(
                 "child saga",
                 ScriptedSaga.run,

@@ -18,11 +18,14 @@ from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_saga import SagaStatus
+from temporal_saga.client import give_up, resolve_step
 from temporal_saga.testing import SagaEnvironment, fake
+from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, free_port, running_worker_py
 from .kit_sagas import KitInput, KitSaga, book, cancel, pay
 from .test_trip import buy, trip
+from .test_undo_always import wait_for
 
 LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
@@ -59,18 +62,32 @@ async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
         await buy(client, queue, trip("Maria"))  # the last room in Venice: succeeds, insured
         with pytest.raises(WorkflowFailureError):
             await buy(client, queue, trip("Kevin"))  # the hotel is full: undone
+        # The hotel is full for Lena too, and the airline refuses her refund: the saga
+        # waits for a human until an operator resolves the flight.
+        lena = trip("Lena", faults={"airline": "no_refund"})
+        handle = await client.start_workflow(
+            BuyTripPackage.run, lena, id=f"trip-{uuid.uuid4()}", task_queue=queue
+        )
+        await wait_for(handle, lambda state: state.status is SagaStatus.NEEDS_HUMAN)
+        await resolve_step(handle, "book plane ticket", note="refunded by hand")
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
         samples = scrape(address)
     saga = {"saga": "buy trip package"}
     assert total(samples, "temporal_saga_sagas", status="SUCCEEDED", **saga) == 1
-    assert total(samples, "temporal_saga_sagas", status="COMPENSATED", **saga) == 1
+    assert total(samples, "temporal_saga_sagas", status="COMPENSATED", **saga) == 2
     assert total(samples, "temporal_saga_sagas", status="COMPENSATION_FAILED") == 0
-    # Maria: four steps; Kevin: plane and tickets, the hotel failed, insurance skipped.
-    assert total(samples, "temporal_saga_steps", outcome="SUCCEEDED", **saga) == 6
-    assert total(samples, "temporal_saga_steps", outcome="FAILED", **saga) == 1
-    assert total(samples, "temporal_saga_steps", outcome="SKIPPED", **saga) == 1
-    assert total(samples, "temporal_saga_compensations", outcome="SUCCEEDED", **saga) == 2
-    assert total(samples, "temporal_saga_duration_count", status="COMPENSATED") == 1
-    assert total(samples, "temporal_saga_compensation_duration_count") == 2
+    # Maria: four steps; Kevin and Lena: plane and tickets, the hotel failed, insurance
+    # skipped.
+    assert total(samples, "temporal_saga_steps", outcome="SUCCEEDED", **saga) == 8
+    assert total(samples, "temporal_saga_steps", outcome="FAILED", **saga) == 2
+    assert total(samples, "temporal_saga_steps", outcome="SKIPPED", **saga) == 2
+    assert total(samples, "temporal_saga_compensations", outcome="SUCCEEDED", **saga) == 3
+    assert total(samples, "temporal_saga_compensations", outcome="FAILED", **saga) == 1
+    assert total(samples, "temporal_saga_duration_count", status="COMPENSATED") == 2
+    assert total(samples, "temporal_saga_compensation_duration_count") == 4
+    assert total(samples, "temporal_saga_needs_human_entered", **saga) == 1
+    assert total(samples, "temporal_saga_needs_human_left", how="resolved", **saga) == 1
     # The SDK's own worker metrics are there too, with the workflow type.
     assert any(name.startswith("temporal_") and "workflow" in name for name, _, _ in samples)
     # The compose stack's alert rules and Grafana dashboard ask for metrics that exist.
@@ -96,7 +113,10 @@ async def test_the_engine_logs_each_status_change_once(
     ]
     with caplog.at_level(logging.INFO, logger="temporalio.workflow"):
         async with env.worker(workflows=[KitSaga], fakes=doubles) as worker:
-            outcome = await worker.run(KitSaga.run, KitInput())
+            handle = await worker.start(KitSaga.run, KitInput())
+            assert (await worker.outcome(handle)).status is SagaStatus.NEEDS_HUMAN
+            await give_up(handle, note="refunds refused")
+            outcome = await worker.outcome(handle)
             await worker.outcome(await worker.start(KitSaga.run, KitInput(deadline_hours=None)))
     assert outcome.status is SagaStatus.COMPENSATION_FAILED
     said = [
@@ -107,6 +127,10 @@ async def test_the_engine_logs_each_status_change_once(
     assert said == [
         ("INFO", "saga 'kit': RUNNING"),
         ("WARNING", "saga 'kit': COMPENSATING (pay failed): no"),
+        (
+            "WARNING",
+            "saga 'kit': NEEDS_HUMAN: waiting for an operator for: book flight, book hotel",
+        ),
         ("ERROR", "saga 'kit': COMPENSATION_FAILED; needs a human: book flight, book hotel"),
     ], said
 

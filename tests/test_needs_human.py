@@ -37,7 +37,7 @@ from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, did, spec
-from .scripted import Script, ScriptedSpec, ScriptedStep
+from .scripted import NestedSaga, NestedSpec, Script, ScriptedSpec, ScriptedStep
 from .test_undo_always import start, wait_for
 from .test_visibility import cli
 
@@ -416,3 +416,57 @@ async def test_operators_act_from_the_command_line_and_the_temporal_cli(
     assert "👤 resolve b (refunded by phone; by eve)" in shown.stdout
     late = await asyncio.to_thread(cli, env, "give-up", workflow_id, "--note", "x")
     assert late.returncode == 1 and f"{workflow_id}: cannot act:" in late.stderr
+
+
+async def test_the_operators_guide_example(
+    client: Client, task_queue: str, worker: WorkerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = refund_refused()
+    workflow_id = f"saga-{s.run}"
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        await wait_for(await start(client, task_queue, s), needs_human)
+        # As docs/operators.md shows it:
+        handle = client.get_workflow_handle(workflow_id)
+        print(await retry_step(handle, "b"))  # undo b: failed again: refund refused
+        try:
+            await resolve_step(handle, "a", note="refunded by phone")
+        except ActionRejected as err:  # nothing was recorded
+            print(err)  # saga 'scripted': step 'a' does not need a human; these do: b
+        print(await resolve_step(handle, "b", note="refunded by phone"))  # b: resolved by hand
+        await outcome(handle)
+    assert capsys.readouterr().out.splitlines() == [
+        "undo b: failed again: refund refused",
+        "saga 'scripted': step 'a' does not need a human; these do: b",
+        "b: resolved by hand",
+    ]
+
+
+async def test_a_nested_saga_waits_in_its_own_workflow_and_the_parent_goes_on_after(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    child = waiting(
+        spec(
+            ScriptedStep(name="room", undo_fail="refund refused"),
+            ScriptedStep(name="pay", sleep=0.3, fail="declined"),
+        )
+    )
+    n = NestedSpec(run=child.run, child=child, human_timeout=None)
+    async with worker(workflows=[*WORKFLOWS, NestedSaga], activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            NestedSaga.run, n, id=f"nested-{n.run}", task_queue=task_queue
+        )
+        inner = client.get_workflow_handle(f"nested-{n.run}/parent/child saga")
+        await wait_for(inner, needs_human)
+        # The parent's step runs while its child waits; the parent is not the one to act.
+        parent = await wait_for(
+            handle, lambda st: st.step("sibling").outcome is StepStatus.SUCCEEDED
+        )
+        assert parent.step("child saga").outcome is StepStatus.RUNNING
+        with pytest.raises(ActionRejected, match="'parent' is RUNNING"):
+            await resolve_step(handle, "child saga", note="x")
+        await resolve_step(inner, "room", note="refunded by phone")
+        failure = await outcome(handle)
+    # The child ended COMPENSATED: the parent's step failed cleanly, the sibling undone.
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert failure.state.step("child saga").nested_needs_human == []
+    assert "sibling" in did(child, "undo")

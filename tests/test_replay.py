@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,25 @@ def test_the_insurance_step_is_patched_in() -> None:
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert "buy_insurance" in scheduled
+
+
+async def test_sagas_that_ended_compensation_failed_before_the_wait_still_replay() -> None:
+    """A saga whose compensation failed for good closed at once before NEEDS_HUMAN
+    existed; one started then with the default human_timeout (wait) must replay as it
+    ran, not wait (the wait is patched in)."""
+    history = stored("compensation_failure")
+    started = history.events[0].workflow_execution_started_event_attributes
+    payload = started.input.payloads[0]
+    spec = json.loads(payload.data)
+    assert "human_timeout" not in spec  # recorded before the option existed
+    payload.data = json.dumps({**spec, "human_timeout": None}).encode()
+    replayer = Replayer(workflows=[ScriptedSaga], data_converter=data_converter())
+    await replayer.replay_workflow(history)
+    # And the same saga with the wait, recorded since: the patch marker is there.
+    waited = stored("needs_human_given_up")
+    patches = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in waited.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(b"temporal-saga/needs-human" in p for p in patches)

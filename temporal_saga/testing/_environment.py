@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -12,13 +13,20 @@ from typing import Any
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.exceptions import CancelledError, TerminatedError, TimeoutError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from .._errors import NotASaga, SagaFailed
-from .._publish import SAGA_STATUS_ATTRIBUTE
+from .._publish import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
+from .._state import SagaState, SagaStatus
 from ..client._connect import local_temporal_cli, local_test_server
 from ..client._plugin import SagaPlugin
 from ..client._watch import load_state
@@ -225,31 +233,50 @@ class SagaWorker:
         return await self.outcome(await self.start(workflow, arg, id=id, **options))
 
     async def outcome(self, handle: WorkflowHandle[Any, Any]) -> SagaOutcome:
-        """Wait for a saga workflow to end and return its :class:`SagaOutcome`: it
-        succeeded, failed with ``SagaFailed``, or was cancelled, terminated or timed
-        out (``SagaOutcome.error`` says which).
+        """Wait for a saga workflow to end, or to wait for a human, and return its
+        :class:`SagaOutcome`: it succeeded, failed with ``SagaFailed``, was cancelled,
+        terminated or timed out (``SagaOutcome.error`` says which), or it waits in
+        ``NEEDS_HUMAN`` with its workflow open (act on it with
+        ``temporal_saga.client.retry_step``, ``resolve_step`` or ``give_up``, then
+        ask for its outcome again).
 
         Raises:
             temporalio.client.WorkflowFailureError: The workflow failed with
-                anything else (a bug in it, say), or ran no saga.
+                anything but ``SagaFailed``, or ran no saga.
         """
-        result: Any = None
-        failure: SagaFailed | None = None
-        error: BaseException | None = None
+        result_task = asyncio.ensure_future(handle.result())
         try:
-            result = await handle.result()
+            while not result_task.done():
+                # The saga's own status says it waits; only the query knows it live.
+                await asyncio.wait([result_task], timeout=_WAIT_POLL)
+                if result_task.done():
+                    break
+                with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+                    state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
+                    if state.status is SagaStatus.NEEDS_HUMAN:
+                        return SagaOutcome(handle.id, state)
+        finally:
+            if not result_task.done():
+                result_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await result_task
+        try:
+            result = result_task.result()
         except WorkflowFailureError as err:
             failure = SagaFailed.from_error(err)
             if failure is None and not isinstance(err.cause, _ENDED_FROM_OUTSIDE):
                 raise
-            error = err.cause
             try:
                 state, _ = await load_state(handle)
             except NotASaga:
                 raise err from None
-            return SagaOutcome(handle.id, state, None, failure, error)
+            return SagaOutcome(handle.id, state, None, failure, err.cause)
         state, _ = await load_state(handle)
         return SagaOutcome(handle.id, state, result)
+
+
+# How often outcome() asks a running saga whether it waits for a human.
+_WAIT_POLL = 0.2
 
 
 # How a workflow can end that is not its own doing.

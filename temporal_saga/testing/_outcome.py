@@ -12,14 +12,16 @@ from .._trace import render_trace
 
 @dataclass(frozen=True)
 class SagaOutcome:
-    """How a saga ended: its final state, and its result or its failure.
+    """How a saga ended (or that it waits for a human): its state, and its result
+    or its failure.
 
     Every list of step names is in definition order, except :attr:`undone`, which is
     in the order the compensations ran.
 
     Attributes:
         workflow_id: The saga's workflow.
-        state: The saga's final state (``saga_state`` query, else its history).
+        state: The saga's final state (``saga_state`` query, else its history), or
+            its state while it waits in ``NEEDS_HUMAN`` (the workflow is open).
         result: What the workflow returned, when it succeeded.
         failure: The ``SagaFailed`` the workflow failed with, when it failed.
         error: What ended the workflow when it did not succeed: the ``SagaFailed``
@@ -35,7 +37,8 @@ class SagaOutcome:
 
     @property
     def status(self) -> SagaStatus:
-        """Where the saga ended: ``SUCCEEDED``, ``COMPENSATED``, ``COMPENSATION_FAILED``…"""
+        """Where the saga ended: ``SUCCEEDED``, ``COMPENSATED``, ``COMPENSATION_FAILED``…,
+        or ``NEEDS_HUMAN`` while it waits for one."""
         return self.state.status
 
     @property
