@@ -6,7 +6,10 @@ Connects like the ``temporal`` CLI (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``
 generic ``DeclarativeSaga`` (sagas sent as JSON) and the trip activities; on
 SIGINT/SIGTERM it stops polling and lets in-flight activities finish (up to
 ``--grace`` seconds) before exiting. With ``--metrics-address HOST:PORT`` (or
-``TEMPORAL_SAGA_METRICS_ADDRESS``) it serves Prometheus metrics there.
+``TEMPORAL_SAGA_METRICS_ADDRESS``) it serves Prometheus metrics there. ``--plugin
+MODULE:NAME`` (or ``TEMPORAL_SAGA_WORKER_PLUGINS``, comma-separated) adds a Temporal
+plugin to its client, made by calling ``NAME()``: the SDK's OpenTelemetry plugin, say,
+for a span per saga, step and compensation.
 
 With ``--deployment`` and ``--build-id`` (or ``TEMPORAL_DEPLOYMENT_NAME`` and
 ``TEMPORAL_WORKER_BUILD_ID``) it runs as that Worker Deployment Version, its workflows
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -64,14 +69,37 @@ def metrics_runtime(address: str | None) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
 
 
+def load_plugin(spec: str) -> Any:
+    """The plugin ``MODULE:NAME`` names: ``NAME()`` (a plugin class, or a factory).
+
+    Raises:
+        ValueError: The spec is malformed, or names nothing that makes a plugin.
+    """
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"--plugin {spec!r}: expected MODULE:NAME")
+    try:
+        made = getattr(importlib.import_module(module_name), name)()
+    except (ImportError, AttributeError, TypeError) as err:
+        raise ValueError(f"--plugin {spec!r}: {err}") from None
+    if not (hasattr(made, "configure_client") and hasattr(made, "configure_worker")):
+        raise ValueError(f"--plugin {spec!r}: {type(made).__name__} is not a Temporal plugin")
+    return made
+
+
 async def serve(
     task_queue: str,
     grace: float,
     concurrency: int,
     version: WorkerDeploymentConfig | None,
     metrics: str | None = None,
+    plugins: list[Any] | None = None,
 ) -> None:
-    client = await connect(connect_timeout=timedelta(seconds=10), runtime=metrics_runtime(metrics))
+    client = await connect(
+        connect_timeout=timedelta(seconds=10),
+        runtime=metrics_runtime(metrics),
+        plugins=plugins or [],
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -97,6 +125,8 @@ async def serve(
                 data_dir(),
                 f"; metrics at http://{metrics}/metrics" if metrics else "",
             )
+            for plugin in plugins or []:
+                log.info("plugin: %s", type(plugin).__name__)
             await stop.wait()
             log.info("stopping: in-flight activities get up to %s s to finish", grace)
     log.info("stopped")
@@ -137,9 +167,18 @@ def main() -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics (the SDK's and the sagas') at http://HOST:PORT/metrics",
     )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[p for p in os.environ.get("TEMPORAL_SAGA_WORKER_PLUGINS", "").split(",") if p],
+        metavar="MODULE:NAME",
+        help="add the Temporal plugin NAME() from MODULE to the client, e.g. "
+        "temporalio.contrib.opentelemetry:OpenTelemetryPlugin; repeatable",
+    )
     args = parser.parse_args()
     try:
         version = deployment(args.deployment, args.build_id)
+        plugins = [load_plugin(spec) for spec in args.plugin]
     except ValueError as err:
         parser.error(str(err))
     logging.basicConfig(
@@ -148,7 +187,14 @@ def main() -> None:
     code = 0
     try:
         asyncio.run(
-            serve(args.task_queue, args.grace, args.concurrency, version, args.metrics_address)
+            serve(
+                args.task_queue,
+                args.grace,
+                args.concurrency,
+                version,
+                args.metrics_address,
+                plugins,
+            )
         )
     except Exception as err:
         log.error("worker failed: %s", err)

@@ -16,6 +16,10 @@ its history is replayed. Every metric carries the saga's name as ``saga``.
 * ``temporal_saga_needs_human_left`` (counter, ``how``): sagas that stopped waiting:
   ``resolved`` (operators retried or resolved every step), ``given_up``,
   ``timed_out`` (``human_timeout``), ``cancelled``.
+
+Attempts are counted where the activities run, by ``SagaPlugin`` on the worker:
+``temporal_saga_attempts`` (counter, ``kind`` step or compensation, ``outcome``
+SUCCEEDED or FAILED), one per attempt.
 """
 
 from __future__ import annotations

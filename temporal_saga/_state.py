@@ -236,7 +236,6 @@ class SagaState(BaseModel):
             )
         ]
 
-
     def step(self, name: str) -> StepState:
         """The state of the step called ``name`` (``KeyError`` if there is none)."""
         for step in self.steps:

@@ -86,7 +86,13 @@ def test_prometheus_scrapes_every_worker_and_loads_the_alert_rules() -> None:
     ]
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
-    assert set(alerts) == {"SagaNeedsAHuman", "SagaCompensationsFailing", "SagaWorkersDown"}
+    assert set(alerts) == {
+        "SagaWaitsForAHuman",
+        "SagaNeedsAHuman",
+        "SagaCompensationsFailing",
+        "SagaWorkersDown",
+    }
+    assert "temporal_saga_needs_human_entered" in alerts["SagaWaitsForAHuman"]["expr"]
     for rule in alerts.values():
         assert rule["expr"].count("(") == rule["expr"].count(")"), rule
         assert rule["labels"]["severity"] in ("page", "warning")

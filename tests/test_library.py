@@ -27,11 +27,18 @@ from .sandbox_probe import HEAVY, ModulesInTheSandbox
 def test_the_namespaces_are_pinned() -> None:
     # Their order is ruff's (RUF022); their content is pinned here.
     assert set(temporal_saga.__all__) == {
+        "SAGA_GIVE_UP_UPDATE",
+        "SAGA_RESOLVE_UPDATE",
+        "SAGA_RETRY_UPDATE",
         "SAGA_STATE_QUERY",
         "SAGA_STATUS_ATTRIBUTE",
         "SAME_ARG",
         "ActivityOptions",
         "CompensationState",
+        "GiveUp",
+        "OperatorAction",
+        "ResolveStep",
+        "RetryStep",
         "Saga",
         "SagaDefinitionError",
         "SagaFailed",
@@ -47,13 +54,18 @@ def test_the_namespaces_are_pinned() -> None:
         "idempotency_key",
     }
     assert set(temporal_saga.client.__all__) == {
+        "ActionRejected",
         "NotASaga",
         "SagaPlugin",
         "connect",
         "data_converter",
         "follow_trace",
+        "give_up",
         "load_state",
+        "operator_name",
         "render_trace",
+        "resolve_step",
+        "retry_step",
         "state_from_history",
         "watch",
         "web_ui_url",

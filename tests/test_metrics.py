@@ -3,8 +3,11 @@ counts the sagas; the engine logs each status change once."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -88,6 +91,12 @@ async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
     assert total(samples, "temporal_saga_compensation_duration_count") == 4
     assert total(samples, "temporal_saga_needs_human_entered", **saga) == 1
     assert total(samples, "temporal_saga_needs_human_left", how="resolved", **saga) == 1
+    # Attempts, counted where the activities ran: each ran once here.
+    attempts = "temporal_saga_attempts"
+    assert total(samples, attempts, kind="step", outcome="SUCCEEDED", **saga) == 8
+    assert total(samples, attempts, kind="step", outcome="FAILED", **saga) == 2
+    assert total(samples, attempts, kind="compensation", outcome="SUCCEEDED", **saga) == 3
+    assert total(samples, attempts, kind="compensation", outcome="FAILED", **saga) == 1
     # The SDK's own worker metrics are there too, with the workflow type.
     assert any(name.startswith("temporal_") and "workflow" in name for name, _, _ in samples)
     # The compose stack's alert rules and Grafana dashboard ask for metrics that exist.
@@ -101,7 +110,6 @@ async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
         assert names and names <= exported, (used.name, names - exported)
 
 
-@pytest.mark.time_skipping
 async def test_the_engine_logs_each_status_change_once(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -167,3 +175,43 @@ async def test_with_opentelemetry_a_saga_is_a_span_tree_of_its_steps_and_compens
         "compensate book hotel": "SUCCEEDED",
         "compensate book flight": "SUCCEEDED",
     }
+
+
+async def test_worker_py_takes_a_plugin_and_traces_sagas_with_it(
+    env: WorkflowEnvironment,
+    client: Client,
+    services: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spans = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("SAGA_SPANS_FILE", str(spans))
+    queue = f"traced-{uuid.uuid4()}"
+    log = tmp_path / "worker.log"
+    plugin = "tests.otel_worker_plugin:plugin"
+    with running_worker_py(env, queue, services, log, "--plugin", plugin):
+        with pytest.raises(WorkflowFailureError):
+            await buy(client, queue, trip("Kevin", faults={"hotel": "down"}))
+        await buy(client, queue, trip("Maria", destination="Paris"))
+    assert "plugin: OpenTelemetryPlugin" in log.read_text()
+    names = [json.loads(line)["name"] for line in spans.read_text().splitlines()]
+    assert names.count("saga buy trip package") == 2
+    for step in ("step book plane ticket", "step book hotel room", "step buy tourist tickets"):
+        assert names.count(step) == 2, names
+
+
+def test_worker_py_refuses_a_plugin_it_cannot_make(services: Path) -> None:
+    for spec, words in (
+        ("nothing", "expected MODULE:NAME"),
+        ("no_such_module:x", "No module named 'no_such_module'"),
+        ("json:dumps", "dumps() missing"),
+        ("json:JSONDecoder", "JSONDecoder is not a Temporal plugin"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "worker.py", "--plugin", spec],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and words in done.stderr, (spec, done.stderr)

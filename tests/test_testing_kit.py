@@ -165,9 +165,7 @@ async def test_failing_mid_way_undoes_what_took_effect(
     assert outcome.undone == ["book hotel", "book flight"]
 
 
-async def test_compensation_backoff_skips_and_a_hopeless_one_needs_a_human(
-    saga_time_skipping_env: SagaEnvironment,
-) -> None:
+async def test_compensation_backoff_skips(saga_time_skipping_env: SagaEnvironment) -> None:
     booking, payment = fake(book, returns="ok"), fake(pay, fails="card declined")
     slow_undo = fake(cancel, fail_times=4)  # backoff 1 s, 2 s, 4 s, 8 s: skipped
     began = time.monotonic()
@@ -177,9 +175,13 @@ async def test_compensation_backoff_skips_and_a_hopeless_one_needs_a_human(
     assert outcome.undone == ["book hotel", "book flight"]
     assert [c.outcome for c in slow_undo.calls[:5]] == ["failed"] * 4 + ["succeeded"]
 
+
+async def test_a_hopeless_compensation_needs_a_human(saga_env: SagaEnvironment) -> None:
+    # On the dev server: the time-skipping test server can lose the answer of an update
+    # that ends the workflow ("update ... not found"; sdk-python issue 826).
     hopeless = fake(cancel, fails="the airline refuses refunds")
     doubles = [fake(book, returns="ok"), hopeless, fake(pay, fails="declined")]
-    async with saga_time_skipping_env.worker(workflows=[KitSaga], fakes=doubles) as worker:
+    async with saga_env.worker(workflows=[KitSaga], fakes=doubles) as worker:
         handle = await worker.start(KitSaga.run, KitInput())
         # The saga waits for a human: outcome() says so, the workflow stays open.
         outcome = await worker.outcome(handle)

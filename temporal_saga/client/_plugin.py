@@ -10,9 +10,15 @@ from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.plugin import SimplePlugin
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import WorkflowRunner
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id
 from .._publish import CHECK_ATTRIBUTE_ACTIVITY
 from ._converter import data_converter
 
@@ -69,13 +75,46 @@ def _share_the_engine(runner: WorkflowRunner | None) -> WorkflowRunner:
     return runner
 
 
+class _CountAttempts(Interceptor):
+    """Counts every attempt of a saga's steps and compensations, as the worker runs it.
+
+    ``temporal_saga_attempts`` (counter; ``saga``, ``kind`` step or compensation,
+    ``outcome`` SUCCEEDED or FAILED): workflow code cannot see attempts, the
+    activity's worker can. A failed attempt may be retried; retries are the FAILED
+    attempts of steps that then succeeded.
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _AttemptCounter(next)
+
+
+class _AttemptCounter(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> object:
+        info = activity.info()
+        run, slash, step = info.activity_id.partition("/")
+        if not info.workflow_id or not slash or not step:
+            return await self.next.execute_activity(input)  # not a saga's step
+        kind = "compensation" if info.activity_id.endswith(COMPENSATION_SUFFIX) else "step"
+        outcome = "FAILED"
+        try:
+            result = await self.next.execute_activity(input)
+            outcome = "SUCCEEDED"
+            return result
+        finally:
+            counter = activity.metric_meter().create_counter(
+                "temporal_saga_attempts", "Attempts of saga steps and compensations"
+            )
+            counter.add(1, {"saga": parse_saga_run_id(run)[0], "kind": kind, "outcome": outcome})
+
+
 class SagaPlugin(SimplePlugin):
     """A Temporal plugin for clients and workers that run sagas.
 
     It sets the saga data converter (:func:`data_converter`, unless the client was
     given a converter of its own); and on every worker made from the client, it
     registers the activity with which ``Saga(..., search_attributes=True)`` checks
-    that the ``SagaStatus`` attribute exists before it first sets it, and lets the
+    that the ``SagaStatus`` attribute exists before it first sets it, counts the
+    attempts of saga activities (``temporal_saga_attempts``), and lets the
     workflow sandbox pass ``temporal_saga`` through instead of re-importing it for
     every workflow run. :func:`connect` adds it; with a client of your own::
 
@@ -87,5 +126,6 @@ class SagaPlugin(SimplePlugin):
             "temporal-saga",
             data_converter=_saga_converter,
             activities=[check_search_attribute],
+            interceptors=[_CountAttempts()],
             workflow_runner=_share_the_engine,
         )
