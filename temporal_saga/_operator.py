@@ -82,6 +82,14 @@ class GiveUp(_Request):
     note: str = _TEXT
 
 
+#: Each operator update: the action it records (``OperatorAction.action``), its input.
+ACTIONS: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
+    SAGA_RETRY_UPDATE: ("retry", RetryStep),
+    SAGA_RESOLVE_UPDATE: ("resolve", ResolveStep),
+    SAGA_GIVE_UP_UPDATE: ("give up", GiveUp),
+}
+
+
 # The sagas of each workflow run that take operator updates, keyed by the workflow
 # instance (a replay makes a new one). The handlers are the workflow's, so they are
 # registered once per run and find the saga an update is for.

@@ -58,8 +58,28 @@ def refund_refused(**options: Any) -> ScriptedSpec:
     )
 
 
+def ship_fails_past_the_pivot() -> ScriptedSpec:
+    """pay is the pivot; ship, after it, fails for good; notify waits for ship."""
+    return waiting(
+        spec(
+            ScriptedStep(name="pay", pivot=True, compensate=False),
+            ScriptedStep(name="ship", after=["pay"], compensate=False, fail="no truck"),
+            ScriptedStep(name="notify", after=["ship"], compensate=False),
+        )
+    )
+
+
 def needs_human(state: SagaState) -> bool:
     return state.status is SagaStatus.NEEDS_HUMAN
+
+
+async def start_waiting(
+    client: Client, task_queue: str, s: ScriptedSpec
+) -> WorkflowHandle[Any, Any]:
+    """Start the saga and return once it waits for a human."""
+    handle = await start(client, task_queue, s)
+    await wait_for(handle, needs_human)
+    return handle
 
 
 async def outcome(handle: WorkflowHandle[Any, Any]) -> SagaFailed:
@@ -126,8 +146,7 @@ async def test_resolving_by_hand_ends_the_saga_compensated_with_the_note_in_the_
 ) -> None:
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         answer = await resolve_step(handle, "b", note="refunded by phone", by="carol")
         assert answer == "b: resolved by hand"
         failure = await outcome(handle)
@@ -143,8 +162,7 @@ async def test_giving_up_ends_the_saga_compensation_failed(
 ) -> None:
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         answer = await give_up(handle, note="written off", by="dave")
         assert answer == "saga 'scripted' gives up: it ends COMPENSATION_FAILED"
         failure = await outcome(handle)
@@ -161,8 +179,7 @@ async def test_wrong_actions_are_rejected_without_touching_history(
 ) -> None:
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         before = len((await handle.fetch_history()).events)
         with pytest.raises(ActionRejected, match=r"step 'a' does not need a human; these do: b"):
             await resolve_step(handle, "a", note="x")
@@ -208,15 +225,13 @@ async def test_a_retry_runs_once_at_a_time_and_giving_up_cancels_it(
 ) -> None:
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         slow = Script(run=s.run, step="b", sleep=1.5).model_dump()
         assert await retry_step(handle, "b", arg=slow) == "undo b: compensated"
         await wait_for(handle, lambda st: st.status is SagaStatus.COMPENSATED)
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         # A retry that would never end (its activity fails retryably, forever).
         endless = Script(run=s.run, step="b", always_retryable_failure=True).model_dump()
         retry = asyncio.create_task(retry_step(handle, "b", arg=endless))
@@ -236,8 +251,7 @@ async def test_human_timeout_ends_the_wait_compensation_failed(
 ) -> None:
     s = refund_refused().model_copy(update={"human_timeout": 1.0})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         failure = await outcome(handle)
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
     [timed_out] = failure.state.actions
@@ -250,8 +264,7 @@ async def test_a_cancel_while_waiting_ends_the_wait_and_the_workflow_is_cancelle
 ) -> None:
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result()
@@ -284,13 +297,7 @@ async def test_a_cancel_during_compensation_does_not_wait_for_a_human(
 async def test_past_the_pivot_a_retried_step_lets_the_saga_go_on_to_success(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
-    s = waiting(
-        spec(
-            ScriptedStep(name="pay", pivot=True, compensate=False),
-            ScriptedStep(name="ship", after=["pay"], compensate=False, fail="no truck"),
-            ScriptedStep(name="notify", after=["ship"], compensate=False),
-        )
-    )
+    s = ship_fails_past_the_pivot()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         handle = await start(client, task_queue, s)
         state = await wait_for(handle, needs_human)
@@ -310,16 +317,9 @@ async def test_past_the_pivot_a_retried_step_lets_the_saga_go_on_to_success(
 async def test_past_the_pivot_a_step_resolved_by_hand_lets_the_next_ones_run(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
-    s = waiting(
-        spec(
-            ScriptedStep(name="pay", pivot=True, compensate=False),
-            ScriptedStep(name="ship", after=["pay"], compensate=False, fail="no truck"),
-            ScriptedStep(name="notify", after=["ship"], compensate=False),
-        )
-    )
+    s = ship_fails_past_the_pivot()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         await resolve_step(handle, "ship", note="sent by courier")
         result = await handle.result()
     final = result.state
@@ -333,8 +333,7 @@ async def test_the_state_rebuilt_from_history_shows_the_wait_and_who_did_what(
 ) -> None:
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         await retry_step(handle, "b", by="alice")
     # No worker: the history alone says the saga waits, and what was tried.
     events = (await handle.fetch_history()).events
@@ -370,8 +369,7 @@ async def test_operators_act_from_the_command_line_and_the_temporal_cli(
     s = refund_refused(search_attributes=True)
     workflow_id = f"saga-{s.run}"
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        handle = await start(client, task_queue, s)
-        await wait_for(handle, needs_human)
+        handle = await start_waiting(client, task_queue, s)
         for _ in range(50):  # visibility is eventually consistent
             listed = await asyncio.to_thread(cli, env, "list", "--needs-human", "--limit", "500")
             if workflow_id in listed.stdout:

@@ -27,15 +27,7 @@ from temporalio.converter import DataConverter
 
 from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
 from .._errors import NotASaga, SagaFailed
-from .._operator import (
-    NEEDS_HUMAN_PATCH,
-    SAGA_GIVE_UP_UPDATE,
-    SAGA_RESOLVE_UPDATE,
-    SAGA_RETRY_UPDATE,
-    GiveUp,
-    ResolveStep,
-    RetryStep,
-)
+from .._operator import ACTIONS, NEEDS_HUMAN_PATCH, GiveUp, ResolveStep, RetryStep
 from .._public import PUBLIC
 from .._state import (
     CompensationState,
@@ -60,14 +52,6 @@ class _Activity:
     outcome: StepStatus = StepStatus.RUNNING
     uncertain: bool = False
     error: str | None = None
-
-
-# The operators' Workflow Updates: the action each records, and its input.
-_UPDATES: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
-    SAGA_RETRY_UPDATE: ("retry", RetryStep),
-    SAGA_RESOLVE_UPDATE: ("resolve", ResolveStep),
-    SAGA_GIVE_UP_UPDATE: ("give up", GiveUp),
-}
 
 
 @dataclass
@@ -228,8 +212,8 @@ async def _read(
             child.error = error
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            if request.input.name in _UPDATES:
-                action, model = _UPDATES[request.input.name]
+            if request.input.name in ACTIONS:
+                action, model = ACTIONS[request.input.name]
                 try:
                     decoded = await _decode(converter, request.input.args.payloads, model)
                 except (KeyError, ValueError):
