@@ -6,8 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO   := $(VENV)/.installed-demo
+# The example's car-rental service is a Node.js worker (services/car-rental).
+CAR_RENTAL := services/car-rental/node_modules/.package-lock.json
 
-.PHONY: install test lint format histories demo demo-encrypted bench chaos clean
+.PHONY: install node test lint format histories demo demo-encrypted bench chaos clean
 
 install: $(STAMP)
 
@@ -22,8 +24,16 @@ $(STAMP): pyproject.toml | $(VENV)/bin/pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP) $(DEMO)
 
+# The Node.js service's packages, from its lockfile (npm ci), when npm is installed.
+node:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(CAR_RENTAL); \
+	else echo "npm not found: the car-rental service (Node.js) is left out"; fi
+
+$(CAR_RENTAL): services/car-rental/package-lock.json
+	npm ci --prefix services/car-rental --no-audit --no-fund --loglevel=error
+
 ## make test: the whole suite, against a dev server the tests start themselves.
-test: $(STAMP)
+test: $(STAMP) node
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -40,12 +50,12 @@ histories: $(STAMP)
 	$(BIN)/python -m tests.record_histories
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data services/car-rental/node_modules
 
 ## make demo: dev server + worker + Maria's trip (succeeds), Kevin's (compensated) and
 ## Lena's (waits for a human; an operator resolves it with the CLI).
 ## DEMO_ARGS=--keep leaves it all running for the Web UI until Ctrl-C.
-demo: $(DEMO)
+demo: $(DEMO) node
 	$(BIN)/python demo.py $(DEMO_ARGS)
 
 ## make demo-encrypted: the same with payloads encrypted (key in data/demo.key), the

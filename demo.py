@@ -74,6 +74,36 @@ def start_dev_server(address: str, codec_endpoint: str | None) -> subprocess.Pop
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
+CAR_RENTAL = Path(__file__).with_name("services") / "car-rental"
+
+
+def start_car_rental(log: Path) -> subprocess.Popen[bytes] | None:
+    """The car-rental service, a Node.js worker; None if Node or its packages are
+    missing (``make demo`` installs them when npm is there)."""
+    node = shutil.which("node")
+    if node is None or not (CAR_RENTAL / "node_modules").is_dir():
+        print("Car rental: left out (it needs Node.js and `npm ci --prefix services/car-rental`)")
+        return None
+    print(f"Car rental: starting the Node.js worker (log in {log})")
+    return subprocess.Popen(
+        [node, "worker.js"],
+        cwd=CAR_RENTAL,
+        env={**os.environ, "TRIP_DATA_DIR": str(SERVICES.resolve())},  # not relative to cwd
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def car_rentals(holder: str) -> dict[str, str]:
+    """The car-rental service's ledger for ``holder``: status by booking key."""
+    ledger = SERVICES / "car-rental.jsonl"
+    rows: dict[str, dict[str, str]] = {}
+    for line in ledger.read_text().splitlines() if ledger.exists() else []:
+        row = json.loads(line)
+        rows[row["key"]] = {**rows.get(row["key"], {}), **row}
+    return {key: row["status"] for key, row in rows.items() if row.get("holder") == holder}
+
+
 def start_worker(log: Path) -> subprocess.Popen[bytes]:
     print(f"Worker: starting (log in {log})")
     return subprocess.Popen(
@@ -212,6 +242,7 @@ async def demo(keep: bool) -> bool:
     encryption = EncryptionCodec.from_env()
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    car_rental: subprocess.Popen[bytes] | None = None
     codec_server: web.AppRunner | None = None
     codec: tuple[str, str] | None = None  # the codec server's URL and token
     try:
@@ -233,6 +264,11 @@ async def demo(keep: bool) -> bool:
         SERVICES.mkdir(parents=True)
         os.environ["TRIP_DATA_DIR"] = str(SERVICES)  # for the worker, and our checks
         worker = start_worker(SERVICES.parent / "worker.log")
+        if encryption is None:
+            car_rental = start_car_rental(SERVICES.parent / "car-rental.log")
+        else:  # its worker has no codec: it could not read the encrypted payloads
+            print("Car rental: left out (the Node.js service does not share the codec)")
+        cars = car_rental is not None
 
         check_in = date.today() + timedelta(days=30)
         trips = [
@@ -252,6 +288,7 @@ async def demo(keep: bool) -> bool:
                 check_in=check_in,
                 nights=3,
                 tickets=2,
+                car=cars,
             )
             handle, outcome = await buy_trip(client, trip)
             outcomes[traveller], handles[traveller], requests[traveller] = outcome, handle, trip
@@ -263,6 +300,7 @@ async def demo(keep: bool) -> bool:
                 "traveller": "Lena",
                 "passport": "LC2468013",
                 "faults": {"airline": "no_refund"},
+                "car": False,
             }
         )
         resolved = await needs_a_human(client, lena)
@@ -286,6 +324,16 @@ async def demo(keep: bool) -> bool:
         print(f"{mark} Maria holds {len(maria)} active bookings: {ids}")
         mark = "✔️" if not kevin else "❌"
         print(f"{mark} Kevin holds {len(kevin)} active bookings ({len(kevin_rows)} cancelled)")
+        if cars:
+            maria_car, kevin_car = car_rentals("Maria"), car_rentals("Kevin")
+            cars_ok = list(maria_car.values()) == ["BOOKED"]
+            cars_ok &= list(kevin_car.values()) == ["CANCELLED"]
+            ok &= cars_ok
+            mark = "✔️" if cars_ok else "❌"
+            print(
+                f"{mark} car rental (Node.js): Maria's car {', '.join(maria_car.values())}, "
+                f"Kevin's {', '.join(kevin_car.values())}"
+            )
         mark = "✔️" if not lena_held and resolved else "❌"
         print(f"{mark} Lena holds {len(lena_held)} active bookings (her flight refunded by hand)")
         if encryption is not None:
@@ -303,6 +351,7 @@ async def demo(keep: bool) -> bool:
         return ok
     finally:
         stop(worker)
+        stop(car_rental)
         stop(server)
         if codec_server is not None:
             await codec_server.cleanup()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -25,7 +26,14 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from activities.models import TripBooking, TripRequest
 from temporal_saga import SagaFailed, SagaState
-from temporal_saga.client import connect, follow_trace, load_state, render_trace, web_ui_url
+from temporal_saga.client import (
+    NotASaga,
+    connect,
+    follow_trace,
+    load_state,
+    render_trace,
+    web_ui_url,
+)
 from workflows.trip import TASK_QUEUE, BuyTripPackage
 
 
@@ -78,9 +86,10 @@ async def trip_outcome(
     handle: WorkflowHandle[Any, Any], *, on_line: Callable[[str], None] | None = None
 ) -> TripOutcome:
     """Wait for a trip saga to end (reporting each new trace line to ``on_line``)."""
-    async for line in follow_trace(handle):
-        if on_line:
-            on_line(line)
+    with contextlib.suppress(NotASaga):  # it ended before its first step: see below
+        async for line in follow_trace(handle):
+            if on_line:
+                on_line(line)
     booking: TripBooking | None = None
     failure: str | None = None
     try:
@@ -88,7 +97,10 @@ async def trip_outcome(
     except WorkflowFailureError as err:
         saga = SagaFailed.from_error(err)
         failure = saga.message if saga else str(err.cause or err)
-    state, _ = await load_state(handle)
+    try:
+        state, _ = await load_state(handle)
+    except NotASaga:
+        raise RuntimeError(f"the trip failed before its first step: {failure}") from None
     assert handle.result_run_id is not None
     return TripOutcome(handle.id, handle.result_run_id, state, booking, failure)
 
@@ -115,12 +127,17 @@ async def main() -> int:
     parser.add_argument("--nights", type=int, default=3, help="nights at the hotel")
     parser.add_argument("--tickets", type=int, default=1, help="tourist tickets to buy")
     parser.add_argument(
+        "--car",
+        action="store_true",
+        help="also rent a car (the car-rental service: node services/car-rental/worker.js)",
+    )
+    parser.add_argument(
         "--fault",
         type=_fault,
         action="append",
         default=[],
         help="make a service misbehave: SERVICE=down|flaky|slow|no_refund (airline, "
-        "hotel, attractions); repeatable",
+        "hotel, attractions, car-rental); repeatable",
     )
     parser.add_argument("--id", help="workflow id (default: trip-<random>)")
     parser.add_argument(
@@ -135,6 +152,7 @@ async def main() -> int:
         check_in=args.check_in,
         nights=args.nights,
         tickets=args.tickets,
+        car=args.car,
         faults=dict(args.fault),
     )
     client = await connect(connect_timeout=timedelta(seconds=10))

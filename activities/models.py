@@ -32,7 +32,11 @@ class TripRequest(_Model):
     check_in: date
     nights: int = Field(ge=1, le=30)
     tickets: int = Field(default=1, ge=1, le=10)
-    faults: dict[Literal["airline", "hotel", "attractions"], Fault] = Field(default_factory=dict)
+    # Rent a car at the destination: a step served by the Node.js car-rental service.
+    car: bool = False
+    faults: dict[Literal["airline", "hotel", "attractions", "car-rental"], Fault] = Field(
+        default_factory=dict
+    )
 
     def flight(self) -> FlightRequest:
         return FlightRequest(
@@ -61,6 +65,15 @@ class TripRequest(_Model):
             start=self.check_in,
             end=self.check_in + timedelta(days=self.nights),
             flight_price=flight.price,
+        )
+
+    def car_rental(self) -> CarRequest:
+        return CarRequest(
+            renter=self.traveller,
+            city=self.destination,
+            pickup=self.check_in,
+            days=self.nights,
+            fault=self.faults.get("car-rental"),
         )
 
     def attractions(self) -> TicketRequest:
@@ -98,6 +111,16 @@ class TicketRequest(_Model):
     fault: Fault | None = None
 
 
+class CarRequest(_Model):
+    """What the car-rental service (Node.js) takes: plain JSON, as any SDK reads it."""
+
+    renter: str
+    city: City
+    pickup: date
+    days: int
+    fault: Fault | None = None
+
+
 class InsuranceRequest(_Model):
     holder: str
     city: City
@@ -130,6 +153,17 @@ class TicketBooking(_Model):
     count: int
 
 
+class CarBooking(_Model):
+    """What the car-rental service answers (built from its JSON)."""
+
+    booking_id: str
+    renter: str
+    city: City
+    pickup: date
+    days: int
+    price: int  # euros
+
+
 class InsuranceBooking(_Model):
     booking_id: str
     holder: str
@@ -137,10 +171,11 @@ class InsuranceBooking(_Model):
 
 
 class TripBooking(_Model):
-    """A bought trip package: the three bookings, and travel insurance if the flight
-    was expensive."""
+    """A bought trip package: the three bookings, travel insurance if the flight was
+    expensive, and the car if one was asked for."""
 
     flight: FlightBooking
     hotel: HotelBooking
     tickets: TicketBooking
     insurance: InsuranceBooking | None = None
+    car: CarBooking | None = None

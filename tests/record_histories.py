@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -242,6 +243,14 @@ SHAPES: dict[str, Shape] = {
         _scripted(*_STUCK_AFTER_PIVOT, human_timeout=None),
         operate=(("saga_resolve", {"step": "ship", "note": "sent by courier"}),),
     ),
+    # A step served by another language: the car comes from the Node.js worker (which
+    # this script starts for it), then the hotel is down: Node undoes the car.
+    "trip_car": Shape(
+        BuyTripPackage,
+        _trip("Gus", date(2027, 11, 1), "Rome").model_copy(
+            update={"car": True, "faults": {"hotel": "down"}}
+        ),
+    ),
     # Venice's hotel has one room: the second traveller's trip fails, the first is undone.
     "group_trip": Shape(
         BookGroupTrip,
@@ -296,7 +305,12 @@ async def main() -> None:
         plugins=[SagaPlugin()],
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
     ) as env:
-        with ThreadPoolExecutor(max_workers=8) as executor:
+        car_rental = subprocess.Popen(  # the Node.js worker of the trip's car step
+            ["node", "worker.js"],
+            cwd=Path(__file__).parent.parent / "services" / "car-rental",
+            env={**os.environ, "TEMPORAL_ADDRESS": env.client.service_client.config.target_host},
+        )
+        with car_rental, ThreadPoolExecutor(max_workers=8) as executor:
             async with Worker(
                 env.client,
                 task_queue=queue,
@@ -309,6 +323,7 @@ async def main() -> None:
                         continue
                     await record(env.client, queue, name, shape)
                     print(f"recorded {name}")
+            car_rental.terminate()
 
 
 if __name__ == "__main__":

@@ -145,12 +145,9 @@ async def test_unknown_activity_name_fails_the_step_within_seconds(
     assert "no_such_activity" in cause.message and "not registered" in cause.message
 
 
-async def test_trip_spec_started_from_the_temporal_cli(
-    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
-) -> None:
-    spec_file = ROOT / "workflows" / "trip_spec.json"
-    assert "--input-file workflows/trip_spec.json" in (ROOT / "docs" / "semantics.md").read_text()
-    workflow_id = f"declarative-trip-{uuid.uuid4()}"
+def start_from_the_cli(env: WorkflowEnvironment, task_queue: str, spec_file: Path) -> str:
+    """Start a DeclarativeSaga with the temporal CLI, its input the spec file; its id."""
+    workflow_id = f"declarative-{spec_file.stem}-{uuid.uuid4()}"
     started = temporal_cli(
         env,
         "workflow",
@@ -158,13 +155,22 @@ async def test_trip_spec_started_from_the_temporal_cli(
         "--type",
         "DeclarativeSaga",
         "--task-queue",
-        trip_worker,
+        task_queue,
         "--workflow-id",
         workflow_id,
         "--input-file",
         str(spec_file),
     )
     assert started.returncode == 0, started.stderr
+    return workflow_id
+
+
+async def test_trip_spec_started_from_the_temporal_cli(
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
+) -> None:
+    spec_file = ROOT / "workflows" / "trip_spec.json"
+    assert "--input-file workflows/trip_spec.json" in (ROOT / "docs" / "semantics.md").read_text()
+    workflow_id = start_from_the_cli(env, trip_worker, spec_file)
     result = await client.get_workflow_handle(workflow_id, result_type=SagaResult).result()
     assert result.results["book hotel room"]["city"] == "Rome"
     assert active(services, "Ana") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}

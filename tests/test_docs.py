@@ -39,7 +39,13 @@ def check_first_saga_output(printed: str) -> str:
 
 PYTHON = [b for document in DOCUMENTS for b in blocks(document) if b.lang == "python"]
 SNIPPETS = [b for b in PYTHON if b.mark and b.mark.startswith("in a workflow, with shop.py")]
-EXCERPTS = [b for b in PYTHON if b.mark and b.mark.startswith("excerpt of ")]
+# Excerpts of the repository's files, in any language (the JavaScript service's too).
+EXCERPTS = [
+    b
+    for document in DOCUMENTS
+    for b in blocks(document)
+    if b.mark and b.mark.startswith("excerpt of ")
+]
 
 
 def test_every_python_block_is_marked_for_a_test() -> None:

@@ -1,5 +1,7 @@
 """Buy a trip package: book plane ticket, book hotel room, buy tourist tickets, and,
-if the flight is expensive, buy travel insurance once the rest is booked.
+if the flight is expensive, buy travel insurance once the rest is booked; with
+``car=True``, also rent a car, from the car-rental service, a Node.js worker
+(``services/car-rental``) that serves ``bookCar`` and ``cancelCar`` on its own queue.
 
 The three bookings run in parallel. If one fails (say the hotel has no rooms), the
 others are cancelled by their compensations and the workflow fails with
@@ -29,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from temporal_saga import Saga, StepStatus
 
 TASK_QUEUE = "trip-saga"
+#: The car-rental service's queue: its worker is written in JavaScript (Node.js).
+CAR_RENTAL_TASK_QUEUE = "car-rental"
 
 
 # A request that fails validation fails the workflow at once (naming the field)
@@ -67,6 +71,19 @@ class BuyTripPackage:
             compensate=cancel_tickets,
             compensation_name="cancel tourist ticket reservations",
         )
+        car = None
+        if trip.car:
+            # Another language's step: an activity named as that worker registers it,
+            # on its queue; its compensation runs on the same queue. Only a trip that
+            # asks for a car has the step, so trips that did not replay as they ran.
+            car = saga.step(
+                "rent a car",
+                "bookCar",
+                trip.car_rental(),
+                compensate="cancelCar",
+                compensation_name="cancel car rental",
+                task_queue=CAR_RENTAL_TASK_QUEUE,
+            )
         # A conditional step: once everything is booked, insure an expensive flight.
         # Added while trip sagas were running, hence since=: a saga that had passed
         # this point before the change replays without it.
@@ -87,4 +104,5 @@ class BuyTripPackage:
             hotel=hotel.result,
             tickets=tour.result,
             insurance=insurance.result if insured else None,
+            car=car.result if car is not None else None,
         )

@@ -1,0 +1,195 @@
+"""Sagas across languages: the trip saga rents its car from a Node.js worker.
+
+The car-rental service (``services/car-rental``: ``bookCar``, ``cancelCar``, written
+with the TypeScript SDK's packages) runs as its own process on the ``car-rental``
+queue, beside ``worker.py``; the saga is the Python workflow. Each test checks the
+services' ledgers, Node's included, against what the saga says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from temporal_saga import SagaFailed, SagaResult, SagaStatus
+from temporal_saga.client import render_trace, retry_step
+from workflows.trip import BuyTripPackage
+
+from .conftest import ROOT, server_address
+from .test_declarative import start_from_the_cli
+from .test_trip import active, buy, trip
+from .test_undo_always import wait_for
+
+CAR_RENTAL = ROOT / "services" / "car-rental"
+NODE = shutil.which("node")
+_MISSING = (
+    "no node"
+    if NODE is None
+    else "no services/car-rental/node_modules (npm ci --prefix services/car-rental)"
+    if not (CAR_RENTAL / "node_modules").is_dir()
+    else None
+)
+# On a machine without Node the example's other-language service cannot run; in CI
+# it must (.ci/run installs it), so there a missing Node fails instead of skipping.
+if _MISSING and not os.environ.get("CI"):
+    pytestmark = pytest.mark.skip(reason=f"the car-rental service needs Node.js: {_MISSING}")
+
+
+def cars(services: Path, renter: str) -> dict[str, int]:
+    """The car-rental ledger's rows for ``renter``, counted by status."""
+    found: dict[str, dict[str, str]] = {}
+    ledger = services / "car-rental.jsonl"
+    for line in ledger.read_text().splitlines() if ledger.exists() else []:
+        row = json.loads(line)
+        found[row["key"]] = {**found.get(row["key"], {}), **row}
+    counts: dict[str, int] = {}
+    for row in found.values():
+        if row.get("holder") == renter:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+@contextlib.contextmanager
+def car_rental(
+    env: WorkflowEnvironment, services: Path, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The Node.js car-rental worker, serving until the block ends."""
+    assert _MISSING is None, _MISSING
+    worker = subprocess.Popen(
+        [str(NODE), "worker.js"],
+        cwd=CAR_RENTAL,
+        env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), "TRIP_DATA_DIR": str(services)},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while b"serving task queue" not in log.read_bytes():
+        assert worker.poll() is None, f"the car-rental worker exited: {log.read_text()}"
+        assert time.monotonic() < deadline, (
+            f"the car-rental worker did not start: {log.read_text()}"
+        )
+        time.sleep(0.05)
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+
+
+async def running(handle: WorkflowHandle[Any, Any], activity_type: str) -> bool:
+    """Whether an attempt of ``activity_type`` runs now in the saga."""
+    pending = (await handle.describe()).raw_description.pending_activities
+    return any(
+        p.activity_type.name == activity_type and p.HasField("last_started_time") for p in pending
+    )
+
+
+@pytest.fixture
+def car_worker(env: WorkflowEnvironment, services: Path, tmp_path: Path) -> Iterator[None]:
+    services.mkdir(parents=True, exist_ok=True)
+    with car_rental(env, services, tmp_path / "car-rental.log"):
+        yield
+
+
+async def test_a_trip_rents_its_car_from_the_node_service(
+    client: Client, trip_worker: str, car_worker: None, services: Path
+) -> None:
+    booking = await buy(client, trip_worker, trip("Ana", destination="Rome", car=True))
+    assert booking.car is not None and booking.car.booking_id.startswith("CR-")
+    assert booking.car.renter == "Ana" and booking.car.days == 2  # typed from Node's JSON
+    assert cars(services, "Ana") == {"BOOKED": 1}
+    assert active(services, "Ana") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+
+
+async def test_a_python_step_fails_and_the_node_step_is_undone_by_node(
+    client: Client, trip_worker: str, car_worker: None, services: Path
+) -> None:
+    with pytest.raises(WorkflowFailureError) as caught:
+        await buy(client, trip_worker, trip("Bob", car=True, faults={"hotel": "down"}))
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None and failure.reason == "hotel is unavailable"
+    assert failure.state.step("rent a car").status.value == "COMPENSATED"
+    assert "✔️ cancel car rental" in render_trace(failure.state)
+    assert cars(services, "Bob") == {"CANCELLED": 1}
+    assert active(services, "Bob") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
+
+
+async def test_the_node_step_fails_and_the_python_steps_are_undone(
+    client: Client, trip_worker: str, car_worker: None, services: Path
+) -> None:
+    with pytest.raises(WorkflowFailureError) as caught:
+        await buy(client, trip_worker, trip("Cid", car=True, faults={"car-rental": "down"}))
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None
+    assert failure.failed_step == "rent a car" and failure.reason == "car-rental is unavailable"
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert cars(services, "Cid") == {}  # never booked
+    assert active(services, "Cid") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
+
+
+async def test_a_node_refusal_to_undo_waits_for_a_human(
+    client: Client, trip_worker: str, car_worker: None, services: Path
+) -> None:
+    """The Node service refuses the cancel for good: the Python saga waits, and an
+    operator's retry with a new argument has Node undo it after all."""
+    request = trip("Dan", car=True, faults={"hotel": "down", "car-rental": "no_refund"})
+    handle = await client.start_workflow(
+        BuyTripPackage.run, request, id=f"trip-{uuid.uuid4()}", task_queue=trip_worker
+    )
+    state = await wait_for(handle, lambda s: s.status is SagaStatus.NEEDS_HUMAN)
+    assert state.needs_human == ["rent a car"]
+    assert "❌ cancel car rental (car-rental: refund refused after pick-up)" in render_trace(state)
+    fixed = request.car_rental().model_copy(update={"fault": None}).model_dump(mode="json")
+    assert await retry_step(handle, "rent a car", arg=fixed) == "cancel car rental: compensated"
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert cars(services, "Dan") == {"CANCELLED": 1}
+
+
+async def test_the_node_worker_killed_mid_saga_and_restarted_leaves_it_coherent(
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path, tmp_path: Path
+) -> None:
+    services.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "car-rental.log"
+    slow = trip("Eva", destination="Paris", car=True, faults={"car-rental": "slow"})
+    with car_rental(env, services, log) as node:
+        handle = await client.start_workflow(
+            BuyTripPackage.run, slow, id=f"trip-{uuid.uuid4()}", task_queue=trip_worker
+        )
+        deadline = time.monotonic() + 30
+        while not await running(handle, "bookCar"):
+            assert time.monotonic() < deadline, "the car step never started"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # inside bookCar, heartbeating
+        node.send_signal(signal.SIGKILL)
+        node.wait()
+    with car_rental(env, services, log):  # the attempt times out, the next one books
+        booking = await handle.result()
+    assert booking.car is not None
+    assert cars(services, "Eva") == {"BOOKED": 1}  # once, whatever the kill interrupted
+    assert active(services, "Eva") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+
+
+async def test_a_declarative_saga_across_both_workers_from_the_temporal_cli(
+    env: WorkflowEnvironment, client: Client, trip_worker: str, car_worker: None, services: Path
+) -> None:
+    workflow_id = start_from_the_cli(env, trip_worker, ROOT / "workflows" / "trip_spec_car.json")
+    result = await client.get_workflow_handle(workflow_id, result_type=SagaResult).result()
+    assert result.results["rent a car"]["booking_id"].startswith("CR-")
+    assert result.results["book plane ticket"]["booking_id"].startswith("FL-")
+    assert cars(services, "Nico") == {"BOOKED": 1}
