@@ -83,6 +83,9 @@ class BuyTripPackage:
                 compensate="cancelCar",
                 compensation_name="cancel car rental",
                 task_queue=CAR_RENTAL_TASK_QUEUE,
+                # The service heartbeats while it works: a worker lost mid-call is
+                # noticed in seconds, not at the 10 s timeout.
+                heartbeat_timeout=timedelta(seconds=2),
             )
         # A conditional step: once everything is booked, insure an expensive flight.
         # Added while trip sagas were running, hence since=: a saga that had passed
