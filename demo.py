@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -88,10 +89,20 @@ def start_car_rental(log: Path) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen(
         [node, "worker.js"],
         cwd=CAR_RENTAL,
-        env={**os.environ, "TRIP_DATA_DIR": str(SERVICES.resolve())},  # not relative to cwd
+        env=with_absolute_paths(os.environ),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
+
+
+def with_absolute_paths(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a process started elsewhere (the Node worker's own folder):
+    the services' data and the key file by absolute path. It shares the keys, so it
+    reads and writes the encrypted payloads as the Python side does."""
+    env = {**environ, "TRIP_DATA_DIR": str(SERVICES.resolve())}
+    if env.get("TEMPORAL_SAGA_KEY_FILE"):
+        env["TEMPORAL_SAGA_KEY_FILE"] = str(Path(env["TEMPORAL_SAGA_KEY_FILE"]).resolve())
+    return env
 
 
 def car_rentals(holder: str) -> dict[str, str]:
@@ -264,10 +275,7 @@ async def demo(keep: bool) -> bool:
         SERVICES.mkdir(parents=True)
         os.environ["TRIP_DATA_DIR"] = str(SERVICES)  # for the worker, and our checks
         worker = start_worker(SERVICES.parent / "worker.log")
-        if encryption is None:
-            car_rental = start_car_rental(SERVICES.parent / "car-rental.log")
-        else:  # its worker has no codec: it could not read the encrypted payloads
-            print("Car rental: left out (the Node.js service does not share the codec)")
+        car_rental = start_car_rental(SERVICES.parent / "car-rental.log")
         cars = car_rental is not None
 
         check_in = date.today() + timedelta(days=30)

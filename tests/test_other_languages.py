@@ -26,10 +26,12 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from temporal_saga import SagaFailed, SagaResult, SagaStatus
-from temporal_saga.client import render_trace, retry_step
+from temporal_saga.client import SagaPlugin, data_converter, render_trace, retry_step
+from temporal_saga.encryption import EncryptionCodec, new_key
+from temporal_saga.encryption._codec import parse_keys
 from workflows.trip import BuyTripPackage
 
-from .conftest import ROOT, server_address
+from .conftest import ROOT, running_worker_py, server_address
 from .test_declarative import start_from_the_cli
 from .test_trip import active, buy, trip
 from .test_undo_always import wait_for
@@ -193,3 +195,39 @@ async def test_a_declarative_saga_across_both_workers_from_the_temporal_cli(
     assert result.results["rent a car"]["booking_id"].startswith("CR-")
     assert result.results["book plane ticket"]["booking_id"].startswith("FL-")
     assert cars(services, "Nico") == {"BOOKED": 1}
+
+
+async def test_an_encrypted_saga_shares_its_codec_with_the_node_service(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python and Node encrypt with the same keys: the Node step reads its argument,
+    Python reads its result, and Temporal stores neither in clear."""
+    entry = new_key("shared")
+    monkeypatch.setenv("TEMPORAL_SAGA_KEYS", entry)  # worker.py and Node inherit it
+    services = tmp_path / "services"
+    services.mkdir()
+    client = await Client.connect(
+        server_address(env),
+        data_converter=data_converter(codec=EncryptionCodec(parse_keys(entry, "test"))),
+        plugins=[SagaPlugin()],
+    )
+    queue = f"encrypted-{uuid.uuid4()}"
+    with (
+        car_rental(env, services, tmp_path / "car-rental.log"),
+        running_worker_py(env, queue, services, tmp_path / "worker.log"),
+    ):
+        assert "payloads encrypted (key 'shared')" in (tmp_path / "car-rental.log").read_text()
+        fay = await client.start_workflow(
+            BuyTripPackage.run,
+            trip("Fay", destination="Rome", car=True),
+            id=f"trip-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        booking = await fay.result()
+        with pytest.raises(WorkflowFailureError):
+            await buy(client, queue, trip("Gil", car=True, faults={"hotel": "down"}))
+    assert booking.car is not None and booking.car.renter == "Fay"
+    assert cars(services, "Fay") == {"BOOKED": 1} and cars(services, "Gil") == {"CANCELLED": 1}
+    # What Temporal stored: the car step's input and result, encrypted.
+    stored = b"".join(e.SerializeToString() for e in (await fay.fetch_history()).events)
+    assert b"bookCar" in stored and b"renter" not in stored and b"Fay" not in stored
