@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from .conftest import temporal_binary
 from .scripted import (
     BlockSaga,
     BlockSpec,
+    HumanBlockSaga,
     NestedSaga,
     NestedSpec,
     PivotBlockSaga,
@@ -56,6 +58,7 @@ WORKFLOWS = [
     RetryLoopSaga,
     BlockSaga,
     PivotBlockSaga,
+    HumanBlockSaga,
     BuyTripPackage,
     BookGroupTrip,
 ]
@@ -222,6 +225,11 @@ SHAPES: dict[str, Shape] = {
         BlockSaga, BlockSpec(run="record", sleep={"ticket 1": 30}), cancel_after=1.5
     ),
     "block_pivot": Shape(PivotBlockSaga, BlockSpec(run="record", ship_failures=4)),
+    "block_needs_human": Shape(
+        HumanBlockSaga,
+        "record",
+        operate=(("saga_resolve", {"step": "a", "note": "refunded by phone"}),),
+    ),
     # Waiting for a human: a retry that fails again, then one with a new argument.
     "needs_human_retried": Shape(
         ScriptedSaga,
@@ -305,9 +313,13 @@ async def main() -> None:
         plugins=[SagaPlugin()],
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
     ) as env:
-        car_rental = subprocess.Popen(  # the Node.js worker of the trip's car step
+        # The Node.js worker of the trip's car step (trip_car needs it).
+        folder = Path(__file__).parent.parent / "services" / "car-rental"
+        if not shutil.which("node") or not (folder / "node_modules").is_dir():
+            raise SystemExit("needs Node.js and `npm ci --prefix services/car-rental`")
+        car_rental = subprocess.Popen(
             ["node", "worker.js"],
-            cwd=Path(__file__).parent.parent / "services" / "car-rental",
+            cwd=folder,
             env={**os.environ, "TEMPORAL_ADDRESS": env.client.service_client.config.target_host},
         )
         with car_rental, ThreadPoolExecutor(max_workers=8) as executor:

@@ -520,3 +520,21 @@ class PivotBlockSaga:
                 **undo,  # type: ignore[arg-type]
             )
         return "shipped"
+
+
+@workflow.defn
+class HumanBlockSaga:
+    """The imperative form, waiting for a human: a's undo is refused, b fails."""
+
+    @workflow.run
+    async def run(self, run: str) -> str:
+        async with Saga("block human") as saga:
+            await saga.step(
+                "a",
+                do_step,
+                Script(run=run, step="a"),
+                compensate=undo_step,
+                compensate_arg=Script(run=run, step="a", fail="refund refused"),
+            )
+            await saga.step("b", do_step, Script(run=run, step="b", fail="no rooms"))
+        return "booked"

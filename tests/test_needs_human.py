@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -37,7 +38,15 @@ from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, did, spec
-from .scripted import NestedSaga, NestedSpec, Script, ScriptedSpec, ScriptedStep
+from .scripted import (
+    JOURNAL,
+    HumanBlockSaga,
+    NestedSaga,
+    NestedSpec,
+    Script,
+    ScriptedSpec,
+    ScriptedStep,
+)
 from .test_undo_always import start, wait_for
 from .test_visibility import cli
 
@@ -468,3 +477,20 @@ async def test_a_nested_saga_waits_in_its_own_workflow_and_the_parent_goes_on_af
     assert failure.state.status is SagaStatus.COMPENSATED
     assert failure.state.step("child saga").nested_needs_human == []
     assert "sibling" in did(child, "undo")
+
+
+async def test_the_imperative_form_waits_for_a_human_too(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    run = str(uuid.uuid4())
+    async with worker(workflows=[HumanBlockSaga], activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            HumanBlockSaga.run, run, id=f"block-{run}", task_queue=task_queue
+        )
+        state = await wait_for(handle, needs_human)
+        assert state.needs_human == ["a"] and state.failed_step == "b"
+        fixed = Script(run=run, step="a").model_dump()
+        assert await retry_step(handle, "a", arg=fixed) == "undo a: compensated"
+        failure = await outcome(handle)
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert [e.ok for e in JOURNAL[run] if e.kind == "undo"] == [False, True]
