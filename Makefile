@@ -60,7 +60,7 @@ demo: $(DEMO) node
 
 ## make demo-encrypted: the same with payloads encrypted (key in data/demo.key), the
 ## codec server for the Web UI, and a check of what Temporal stored.
-demo-encrypted: $(DEMO)
+demo-encrypted: $(DEMO) node
 	mkdir -p data
 	test -s data/demo.key || $(BIN)/temporal-saga new-key --id demo-1 > data/demo.key
 	TEMPORAL_SAGA_KEY_FILE=data/demo.key $(BIN)/python demo.py $(DEMO_ARGS)

@@ -1,5 +1,6 @@
-"""A short chaos soak in CI: 50 trip sagas, one worker SIGKILL, no server restart;
-once in clear and once with every payload encrypted."""
+"""A short chaos soak in CI: 50 trip sagas, one worker SIGKILL, no server restart, every
+payload encrypted (the clear path is the same engine without the codec; `make chaos`
+runs 1,000 sagas by hand, either way)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from .conftest import ROOT
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("encryption", ["off", "on"])
-def test_chaos_smoke_leaves_the_world_coherent(encryption: str) -> None:
-    keys = {"TEMPORAL_SAGA_KEYS": new_key("chaos")} if encryption == "on" else {}
+def test_chaos_smoke_leaves_the_world_coherent() -> None:
+    keys = {"TEMPORAL_SAGA_KEYS": new_key("chaos")}
     run = subprocess.run(
         [
             sys.executable,
@@ -41,4 +41,4 @@ def test_chaos_smoke_leaves_the_world_coherent(encryption: str) -> None:
     assert "| incoherent | 0 |" in run.stdout
     assert "| duplicate bookings | 0 |" in run.stdout
     assert "| worker SIGKILL | 1 |" in run.stdout
-    assert f"| payload encryption | {encryption} |" in run.stdout
+    assert "| payload encryption | on |" in run.stdout

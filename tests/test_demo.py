@@ -72,6 +72,13 @@ def test_a_kept_demo_stopped_with_sigterm_stops_its_dev_server_and_workers(
             demo.kill()
     assert demo.returncode == 0, "".join(printed) + rest
     assert "Demo finished: everything as expected." in rest
+    # What the README says the demo shows (CI runs the demo only here, and encrypted).
+    shown = "".join(printed)
+    assert "✔️ end saga (success)" in shown  # Maria
+    assert "❌ end saga (no available hotel rooms)" in shown  # Kevin
+    assert "❗️ waiting for a human: book plane ticket" in shown  # Lena, then resolved
+    assert "✔️ cancel plane ticket booking (resolved by hand: refunded at the" in shown
+    assert ("✔️ cancel car rental" in shown) is cars  # by the Node.js service
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.2)
