@@ -20,6 +20,7 @@ without the wait does. Sagas that ended before this existed replay as they ran
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from datetime import timedelta
 from typing import Any
@@ -219,12 +220,7 @@ class OperatedSaga(PublishedSaga):
                     how = "resolved"
                     break
                 await workflow.wait_condition(
-                    lambda: (
-                        self._human_done
-                        or self._cancel_requested
-                        or (expiry is not None and expiry.done())
-                        or (not self._retrying and self._state_moved())
-                    )
+                    functools.partial(self._woken, expiry, len(self._actions))
                 )
                 if self._human_done or self._cancel_requested or (expiry and expiry.done()):
                     how = self._stop_waiting(expiry)
@@ -238,6 +234,16 @@ class OperatedSaga(PublishedSaga):
         self._human_done = True
         self._metrics.needs_human_left(how)
 
+    def _woken(self, expiry: asyncio.Task[None] | None, actions_seen: int) -> bool:
+        """Whether the wait has something to look at: the end of it, or a new action
+        (every action, and every retry once it ends, records one)."""
+        return (
+            self._human_done
+            or self._cancel_requested
+            or (expiry is not None and expiry.done())
+            or (not self._retrying and len(self._actions) != actions_seen)
+        )
+
     def _stop_waiting(self, expiry: asyncio.Task[None] | None) -> str:
         """Why the wait ends though steps still need a human; recorded as an action."""
         if self._human_done:
@@ -247,15 +253,6 @@ class OperatedSaga(PublishedSaga):
             return "cancelled"
         self._record("time out", note=f"no operator acted within {self._human_timeout}")
         return "timed_out"
-
-    _moves = 0  # operator actions and retries that ended: the wait loop looks again
-
-    def _state_moved(self) -> bool:
-        moves = len(self._actions)
-        if moves != self._moves:
-            self._moves = moves
-            return True
-        return False
 
     def _ready_after_pivot(self) -> list[Step[Any]]:
         """Steps after the pivot that never ran and whose dependencies are now done."""

@@ -12,6 +12,7 @@ Three views, kept up to date on every change of a step or of the saga:
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,8 +39,12 @@ SAGA_STATE_QUERY = "saga_state"
 SAGA_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("SagaStatus")
 
 
-# The statuses whose trace names the steps that need a human.
-_HUMAN_SHOWN = (SagaStatus.NEEDS_HUMAN, SagaStatus.COMPENSATION_FAILED)
+# The statuses whose log line and trace name the steps that need a human: the log
+# level, and what the line says after the status.
+_NEEDS_HUMAN_SAYS = {
+    SagaStatus.NEEDS_HUMAN: (logging.WARNING, ": waiting for an operator for: %s"),
+    SagaStatus.COMPENSATION_FAILED: (logging.ERROR, "; needs a human: %s"),
+}
 
 #: The local activity that checks the attribute exists (see _check_status_attribute).
 CHECK_ATTRIBUTE_ACTIVITY = "temporal_saga.check_search_attribute"
@@ -172,20 +177,10 @@ class PublishedSaga(SagaDefinition):
             workflow.logger.warning(
                 "saga %r: %s%s: %s", self._name, status.value, failed, self._reason
             )
-        elif status is SagaStatus.NEEDS_HUMAN:
-            workflow.logger.warning(
-                "saga %r: %s: waiting for an operator for: %s",
-                self._name,
-                status.value,
-                ", ".join(self.state.needs_human),
-            )
-        elif status is SagaStatus.COMPENSATION_FAILED:
-            workflow.logger.error(
-                "saga %r: %s; needs a human: %s",
-                self._name,
-                status.value,
-                ", ".join(self.state.needs_human),
-            )
+        elif status in _NEEDS_HUMAN_SAYS:
+            level, says = _NEEDS_HUMAN_SAYS[status]
+            needed = ", ".join(self.state.needs_human)
+            workflow.logger.log(level, "saga %r: %s" + says, self._name, status.value, needed)
         else:
             workflow.logger.info("saga %r: %s", self._name, status.value)
         if self._search_attributes:
@@ -222,7 +217,7 @@ class PublishedSaga(SagaDefinition):
                 reason=self._reason,
                 failed_step=self._failed_step.name if self._failed_step else None,
                 past_pivot=self._past_pivot,
-                needs_human=self.state.needs_human if self._status in _HUMAN_SHOWN else (),
+                needs_human=self.state.needs_human if self._status in _NEEDS_HUMAN_SAYS else (),
                 action_lines=[action_line(action) for action in self._actions],
             )
         )

@@ -156,12 +156,12 @@ def render_trace(state: SagaState) -> str:
         The trace, without a trailing newline.
     """
     undone = sorted(
-        (s for s in state.steps if s.compensation),
-        key=lambda s: s.compensation.order,  # type: ignore[union-attr]
+        ((s.compensation, s.resolved) for s in state.steps if s.compensation),
+        key=lambda undo: undo[0].order,
     )
     return assemble_trace(
         (step_line(s, state.pivot) for s in state.steps),
-        (compensation_line(s.compensation, s.resolved) for s in undone if s.compensation),
+        (compensation_line(compensation, resolved) for compensation, resolved in undone),
         status=state.status,
         reason=state.reason,
         failed_step=state.failed_step,

