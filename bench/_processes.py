@@ -55,12 +55,20 @@ def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def start_worker(address: str, queue: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """``python -m bench.worker`` polling ``queue`` (``env`` adds to the environment)."""
+    """``python -m bench.worker`` polling ``queue`` (``env`` adds to the environment).
+
+    The worker may write bytecode even where ``PYTHONDONTWRITEBYTECODE`` is set (as on
+    some CI machines): the workflow sandbox imports the workflow module afresh for every
+    workflow run, and without a ``.pyc`` it compiles the source each time, a cost no
+    deployed worker pays and which would dilute every figure measured here.
+    """
+    environment = {**os.environ, **env}
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bench.worker", "--address", address, "--queue", queue],
             cwd=ROOT,
-            env={**os.environ, **env},
+            env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -494,3 +494,21 @@ async def test_the_imperative_form_waits_for_a_human_too(
         failure = await outcome(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     assert [e.ok for e in JOURNAL[run] if e.kind == "undo"] == [False, True]
+
+
+def test_the_update_handlers_are_cheap_to_register() -> None:
+    """Every saga registers the operator Updates at its start, and the SDK reads each
+    handler's signature and type hints then: they are worked out once, at import, so
+    registering does not evaluate annotation strings for every saga (bench/README.md)."""
+    from temporalio.common import _type_hints_from_func
+
+    from temporal_saga import _operator
+
+    for handler, request in (
+        (_operator._retry, _operator.RetryStep),
+        (_operator._resolve, _operator.ResolveStep),
+        (_operator._give_up, _operator.GiveUp),
+    ):
+        assert handler.__annotations__ == {"request": request, "return": str}
+        assert "__signature__" in vars(handler)
+        assert _type_hints_from_func(handler) == ([request], str)
