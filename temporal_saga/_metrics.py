@@ -24,35 +24,56 @@ SUCCEEDED or FAILED), one per attempt.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import MetricCounter, MetricHistogramTimedelta
 
 from ._state import SagaStatus, StepStatus
 
 
 class SagaMetrics:
-    """The instruments of one saga run (made once, at its start)."""
+    """The instruments of one saga run, each made when first used (most sagas use few)."""
 
     def __init__(self, saga: str) -> None:
-        meter = workflow.metric_meter().with_additional_attributes({"saga": saga})
-        self._sagas = meter.create_counter(
+        self._meter = workflow.metric_meter().with_additional_attributes({"saga": saga})
+
+    @functools.cached_property
+    def _sagas(self) -> MetricCounter:
+        return self._meter.create_counter(
             "temporal_saga_sagas", "Sagas that ended, by final status"
         )
-        self._duration = meter.create_histogram_timedelta(
+
+    @functools.cached_property
+    def _duration(self) -> MetricHistogramTimedelta:
+        return self._meter.create_histogram_timedelta(
             "temporal_saga_duration", "A saga's time from start to end", "ms"
         )
-        self._steps = meter.create_counter("temporal_saga_steps", "Saga steps that ended")
-        self._compensations = meter.create_counter(
-            "temporal_saga_compensations", "Compensations that ended"
-        )
-        self._compensation_duration = meter.create_histogram_timedelta(
+
+    @functools.cached_property
+    def _steps(self) -> MetricCounter:
+        return self._meter.create_counter("temporal_saga_steps", "Saga steps that ended")
+
+    @functools.cached_property
+    def _compensations(self) -> MetricCounter:
+        return self._meter.create_counter("temporal_saga_compensations", "Compensations that ended")
+
+    @functools.cached_property
+    def _compensation_duration(self) -> MetricHistogramTimedelta:
+        return self._meter.create_histogram_timedelta(
             "temporal_saga_compensation_duration", "A compensation's time", "ms"
         )
-        self._needs_human_entered = meter.create_counter(
+
+    @functools.cached_property
+    def _needs_human_entered(self) -> MetricCounter:
+        return self._meter.create_counter(
             "temporal_saga_needs_human_entered", "Sagas that began to wait for a human"
         )
-        self._needs_human_left = meter.create_counter(
+
+    @functools.cached_property
+    def _needs_human_left(self) -> MetricCounter:
+        return self._meter.create_counter(
             "temporal_saga_needs_human_left", "Sagas that stopped waiting for a human"
         )
 
