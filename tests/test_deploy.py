@@ -294,6 +294,15 @@ def test_dockerfile_image_holds_what_the_worker_needs(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "['optional-dependencies']['encryption']" in dockerfile  # keys, codec server
+    # The image compiles what the sandbox re-imports for every workflow run.
+    compile_line = next(line for line in lines if "compileall" in line)
+    command = compile_line.removeprefix("RUN ").split()
+    assert command[0] == "python"
+    subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, check=True, timeout=60)
+    for package in ("temporal_saga", "activities", "workflows"):
+        for module in (tmp_path / package).rglob("*.py"):
+            compiled = list((module.parent / "__pycache__").glob(f"{module.stem}.*.pyc"))
+            assert compiled, f"the image does not compile {module.relative_to(tmp_path)}"
 
 
 def test_the_car_rental_image_holds_what_its_worker_needs(tmp_path: Path) -> None:
