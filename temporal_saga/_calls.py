@@ -7,7 +7,9 @@ the workflow, so they use only ``workflow.*`` APIs.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any, NamedTuple, TypeVar
 
 from temporalio import activity, workflow
@@ -30,12 +32,27 @@ from ._step import Activity
 R = TypeVar("R")
 
 
+# What each activity or workflow function is (True: a workflow), once checked: the SDK
+# copies a definition each time it is asked for one, and every saga asks again for
+# each of its steps. Weak keys: a sandbox may import a module anew for each run.
+_CHECKED: weakref.WeakKeyDictionary[Callable[..., Any], bool] = weakref.WeakKeyDictionary()
+
+
 def is_child_workflow(fn: Activity, where: str) -> bool:
     """Check ``fn`` is an activity or a workflow; True for a workflow."""
     if isinstance(fn, str):
         if not fn:
             raise SagaDefinitionError(f"{where}: an activity name cannot be empty")
         return False
+    if isinstance(fn, FunctionType):
+        checked = _CHECKED.get(fn)
+        if checked is None:
+            checked = _CHECKED[fn] = _check_callable(fn, where)
+        return checked
+    return _check_callable(fn, where)
+
+
+def _check_callable(fn: Callable[..., Any], where: str) -> bool:
     if not callable(fn):
         raise SagaTypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
     if workflow._Definition.from_run_fn(fn) is not None:

@@ -326,6 +326,7 @@ class SagaDefinition:
                 raise SagaTypeError(f"{where}: after= takes steps or step names, not {dep!r}")
             deps.append(dep)
         options = check_options(activity_options, where)
+        own_compensation = check_options(compensation_options or {}, f"{where}, compensation")
         step: Step[Any] = Step(
             index=len(self._steps),
             name=name,
@@ -339,11 +340,13 @@ class SagaDefinition:
             compensation_name=compensation_name or f"undo {label or name}",
             compensate_on_failure=compensate_on_failure,
             after=deps,
-            options=merge(self._options, options),
-            compensation_options=merge(
-                self._compensation_options,
-                task_queue_only(options),
-                check_options(compensation_options or {}, f"{where}, compensation"),
+            # Steps without options of their own share the saga's (never changed in
+            # place): a saga of thousands of steps makes no copies.
+            options=merge(self._options, options) if options else self._options,
+            compensation_options=(
+                merge(self._compensation_options, task_queue_only(options), own_compensation)
+                if options or own_compensation
+                else self._compensation_options
             ),
             public_note=public_note,
             when=when,
@@ -410,7 +413,8 @@ class SagaDefinition:
                 )
             self._link(step, targets)
         try:
-            TopologicalSorter({s: s._deps for s in self._steps.values()}).prepare()
+            if any(s._deps for s in self._steps.values()):  # else there is no cycle
+                TopologicalSorter({s: s._deps for s in self._steps.values()}).prepare()
         except CycleError as err:
             cycle = " -> ".join(s.name for s in err.args[1])
             raise SagaDefinitionError(f"saga {self._name!r}: dependency cycle {cycle}") from None

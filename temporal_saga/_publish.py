@@ -12,7 +12,6 @@ Three views, kept up to date on every change of a step or of the saga:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from ._definition import SagaDefinition
 from ._errors import SagaDefinitionError
+from ._handlers import set_query_handler
 from ._limits import FULL_STATE_STEPS
 from ._metrics import SagaMetrics
 from ._public import PublicText
@@ -46,10 +46,6 @@ _NEEDS_HUMAN_SAYS = {
     SagaStatus.NEEDS_HUMAN: (logging.WARNING, ": waiting for an operator for: %s"),
     SagaStatus.COMPENSATION_FAILED: (logging.ERROR, "; needs a human: %s"),
 }
-
-# The SDK works out a query handler's signature when it is registered, at every
-# saga's start; a handler that states its signature spares it that (see bench/).
-_NO_ARGUMENTS = inspect.Signature()
 
 #: The local activity that checks the attribute exists (see _check_status_attribute).
 CHECK_ATTRIBUTE_ACTIVITY = "temporal_saga.check_search_attribute"
@@ -160,9 +156,7 @@ class PublishedSaga(SagaDefinition):
         self._started_at = workflow.now()
         self._metrics = SagaMetrics(self._name)
         self._spans = SagaSpans(self._name)
-        answer = lambda: self.state  # noqa: E731
-        answer.__signature__ = _NO_ARGUMENTS  # type: ignore[attr-defined]
-        workflow.set_query_handler(SAGA_STATE_QUERY, answer)
+        set_query_handler(SAGA_STATE_QUERY, lambda: self.state, SagaState)
         self._set_status(SagaStatus.RUNNING)
 
     def _fail(self, step: Step[Any] | None, reason: str) -> None:

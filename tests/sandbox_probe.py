@@ -11,6 +11,7 @@ import sys
 from temporalio import workflow
 
 import temporal_saga
+from temporal_saga import _handlers
 
 # Modules a workflow must never load: the client side, encryption, I/O.
 HEAVY = ("temporal_saga.client", "temporal_saga.encryption", "cryptography", "aiohttp")
@@ -26,3 +27,13 @@ class ModulesInTheSandbox:
     async def run(self) -> tuple[list[str], int]:
         loaded = sorted(m for m in sys.modules if m.startswith(("temporal_saga", *HEAVY)))
         return loaded, id(temporal_saga.Saga)
+
+
+@workflow.defn(sandboxed=True)
+class HandlerTablesInTheSandbox:
+    """Whether a saga here registers its query and Updates the fast way, straight
+    into the workflow's handler tables (see ``temporal_saga._handlers``)."""
+
+    @workflow.run
+    async def run(self) -> bool:
+        return _handlers._tables() is not None
