@@ -25,19 +25,42 @@ SUCCEEDED or FAILED), one per attempt.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import timedelta
+from typing import ParamSpec
 
 from temporalio import workflow
-from temporalio.common import MetricCounter, MetricHistogramTimedelta
+from temporalio.common import MetricCounter, MetricHistogramTimedelta, MetricMeter
 
 from ._state import SagaStatus, StepStatus
 
+P = ParamSpec("P")
+
+
+def _live(record: Callable[P, None]) -> Callable[P, None]:
+    """Record only while the workflow runs live (not while it replays)."""
+
+    @functools.wraps(record)
+    def live(*args: P.args, **kwargs: P.kwargs) -> None:
+        if not workflow.unsafe.is_replaying():
+            record(*args, **kwargs)
+
+    return live
+
 
 class SagaMetrics:
-    """The instruments of one saga run, each made when first used (most sagas use few)."""
+    """The instruments of one saga run, each made when first used (most sagas use few).
+
+    Nothing is made or recorded while the workflow replays: the SDK's meter would
+    record nothing then anyway, and a worker replays every saga it takes over.
+    """
 
     def __init__(self, saga: str) -> None:
-        self._meter = workflow.metric_meter().with_additional_attributes({"saga": saga})
+        self._saga = saga
+
+    @functools.cached_property
+    def _meter(self) -> MetricMeter:
+        return workflow.metric_meter().with_additional_attributes({"saga": self._saga})
 
     @functools.cached_property
     def _sagas(self) -> MetricCounter:
@@ -77,19 +100,24 @@ class SagaMetrics:
             "temporal_saga_needs_human_left", "Sagas that stopped waiting for a human"
         )
 
+    @_live
     def saga_ended(self, status: SagaStatus, took: timedelta) -> None:
         self._sagas.add(1, {"status": status.value})
         self._duration.record(took, {"status": status.value})
 
+    @_live
     def step_ended(self, outcome: StepStatus) -> None:
         self._steps.add(1, {"outcome": outcome.value})
 
+    @_live
     def compensation_ended(self, outcome: StepStatus, took: timedelta) -> None:
         self._compensations.add(1, {"outcome": outcome.value})
         self._compensation_duration.record(took, {"outcome": outcome.value})
 
+    @_live
     def needs_human_entered(self) -> None:
         self._needs_human_entered.add(1)
 
+    @_live
     def needs_human_left(self, how: str) -> None:
         self._needs_human_left.add(1, {"how": how})

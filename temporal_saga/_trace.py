@@ -99,6 +99,13 @@ def action_line(action: OperatorAction) -> str:
     return _line("👤" if action.by else "❗️", what, "; ".join(filter(None, [action.note, by])))
 
 
+# The trace of a saga that has not failed (yet), around its step lines.
+_NO_FAILURE_YET = {
+    SagaStatus.RUNNING: "❗️ begin saga{}",
+    SagaStatus.SUCCEEDED: "❗️ begin saga{}\n\n❗️ all steps succeeded\n\n✔️ end saga (success)",
+}
+
+
 def assemble_trace(
     step_lines: Iterable[str],
     compensation_lines: Iterable[str],
@@ -114,7 +121,11 @@ def assemble_trace(
 
     ``compensation_lines`` come in the order the compensations started.
     """
-    blocks = ["❗️ begin saga", "\n".join(step_lines)]
+    steps = "\n".join(step_lines)
+    if reason is None and status in _NO_FAILURE_YET:
+        # What the live trace is at nearly every change: the general case is not needed.
+        return _NO_FAILURE_YET[status].format(("\n\n" + steps) if steps else "")
+    blocks = ["❗️ begin saga", steps]
     human = f"❌ end saga ({reason}; manual intervention needed for: {', '.join(needs_human)})"
     waiting = [f"❗️ waiting for a human: {', '.join(needs_human)}"] if needs_human else []
     operators = ["\n".join(action_lines)] if action_lines else []
