@@ -332,7 +332,7 @@ class Saga(OperatedSaga):
     async def _execute(self, step: Step[Any]) -> None:
         step._outcome = StepStatus.RUNNING
         step._started_at = workflow.now()
-        span = None
+        span = self._spans.start(f"step {step.name}")
         try:
             if not step._in_this_version():
                 step._outcome, step._note = StepStatus.SKIPPED, NOT_IN_THIS_VERSION

@@ -61,6 +61,29 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
     assert "| helper encrypted / clear" in run.stdout
 
 
+def test_the_instruction_count_replays_every_contender(env: WorkflowEnvironment) -> None:
+    # The count itself needs valgrind and minutes; CI checks the recording and replays.
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.instructions",
+            "--smoke",
+            "--sagas",
+            "3",
+            "--address",
+            server_address(env),
+        ],
+        cwd=ROOT,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "replayed every contender's histories" in run.stdout
+
+
 def test_the_table_shows_the_phases_measured_and_only_those() -> None:
     from bench.compare import table
 
