@@ -2,9 +2,9 @@
 
 ``workflow.set_query_handler`` and ``workflow.set_update_handler`` work out the
 handler's signature and type hints at each call, and every saga registers its
-handlers when it starts. Measured (bench/README.md), the three operator Updates alone
-cost about 0.47 million instructions per saga that way, a third of all the engine adds
-to a hand-written saga. So the definitions are built with their types given (the
+handlers when it starts. Counted (``bench/instructions.py``), that was 0.5 million
+instructions per saga, 30 % of all the engine added to a hand-written saga. So the
+definitions are built with their types given (the
 operator Updates once, at import) and placed in the workflow's handler tables, as the
 SDK's own registration does. That reaches into the SDK's internals: where they are not
 as expected (another SDK version), the public functions are used instead, and a test

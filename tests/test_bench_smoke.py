@@ -13,19 +13,10 @@ from temporalio.testing import WorkflowEnvironment
 from .conftest import ROOT, server_address
 
 
-def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
+def run_bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module args`` from the repo; it must succeed."""
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.compare",
-            "--smoke",
-            "--address",
-            server_address(env),
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=os.environ,
         capture_output=True,
@@ -33,6 +24,12 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
+def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = run_bench("bench.compare", "--smoke", "--address", server_address(env), "--out", str(out))
     results = json.loads(out.read_text())
     for case in ("success, json", "failure, json", "success, pydantic", "failure, pydantic"):
         figures = results["compare"][case]
@@ -63,24 +60,9 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
 
 def test_the_instruction_count_replays_every_contender(env: WorkflowEnvironment) -> None:
     # The count itself needs valgrind and minutes; CI checks the recording and replays.
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.instructions",
-            "--smoke",
-            "--sagas",
-            "3",
-            "--address",
-            server_address(env),
-        ],
-        cwd=ROOT,
-        env=os.environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = run_bench(
+        "bench.instructions", "--smoke", "--sagas", "3", "--address", server_address(env)
     )
-    assert run.returncode == 0, run.stdout + run.stderr
     assert "replayed every contender's histories" in run.stdout
 
 
