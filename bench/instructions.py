@@ -6,14 +6,14 @@ under Valgrind's callgrind, threads counted apart, and reports how many instruct
 the thread that runs workflow activations executed per saga. The replay is
 unsandboxed, on one workflow thread, with the garbage collector off and a fixed hash
 seed, so the count does not move with the machine's load: two runs agree within
-0.2 %, where CPU time on this machine varies ±15 % from round to round. A change of
+0.1 %, where CPU time on this machine varies ±15 % from round to round. A change of
 1 % of what the engine adds to a hand-written saga shows.
 
 What it leaves out, on purpose: the sandbox (it re-imports the workflow's module for
 each run, the same for every contender), garbage collection (the side-by-side phase
 of ``bench.compare`` measures the live worker with both), and what only happens live
 (metrics; logs at INFO). Needs ``valgrind`` (Debian: ``apt install valgrind``); about
-five minutes.
+ten minutes.
 """
 
 from __future__ import annotations
