@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FunctionType
 from typing import Any, NamedTuple, TypeVar
 
@@ -69,7 +69,13 @@ def _check_callable(fn: Callable[..., Any], where: str) -> bool:
 
 
 async def invoke(
-    fn: Activity, child: bool, args: list[Any], *, name: str, ident: str, options: ActivityOptions
+    fn: Activity,
+    child: bool,
+    args: Sequence[Any],
+    *,
+    name: str,
+    ident: str,
+    options: ActivityOptions,
 ) -> Any:
     """Run one step or compensation: an activity, or a child workflow (a nested saga)."""
     if child:

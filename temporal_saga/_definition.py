@@ -339,7 +339,7 @@ class SagaDefinition:
             compensate_arg=compensate_arg,
             compensation_name=compensation_name or f"undo {label or name}",
             compensate_on_failure=compensate_on_failure,
-            after=deps,
+            after=deps or (),
             # Steps without options of their own share the saga's (never changed in
             # place): a saga of thousands of steps makes no copies.
             options=merge(self._options, options) if options else self._options,
@@ -378,7 +378,11 @@ class SagaDefinition:
         """Make ``step`` wait for each of ``targets`` (once each: a step may wait for
         thousands), and each undo wait for ``step``'s."""
         for target in dict.fromkeys(targets):
+            if not step._deps:
+                step._deps = []
             step._deps.append(target)
+            if not target._dependents:
+                target._dependents = []
             target._dependents.append(step)
 
     def _place_after_pivot(self, step: Step[Any], pivot: Step[Any]) -> None:

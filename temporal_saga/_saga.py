@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import Counter, deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
 from graphlib import TopologicalSorter
 from types import TracebackType
@@ -225,8 +225,7 @@ class Saga(OperatedSaga):
 
     async def _forward(self) -> None:
         """Start every step whose dependencies succeeded, until done or failed."""
-        sorter = TopologicalSorter({s: s._deps for s in self._steps.values()})
-        sorter.prepare()
+        sorter = _in_order(list(self._steps.values()), "_deps")
         ready: deque[Step[Any]] = deque()  # may start, once max_parallelism allows
         deadline: asyncio.Task[None] | None = None
         if self._timeout is not None:
@@ -277,30 +276,28 @@ class Saga(OperatedSaga):
         """
         info = workflow.info()
         started = self._finished_count + len(self._running)
+        # The steps in flight with this one, and the compensations of all started so far.
         undo = self._undoable + (step._compensate is not None)
-        in_flight = len(self._running) + 1
+        need = len(self._running) + 1 + 1.25 * undo
         early = self._finished_count < 100
         events_floor = EVENTS_PER_STEP_WORST_CASE if early else EVENTS_PER_STEP_FLOOR
-        for used, at_start, limit, floor, margin in (
-            (
-                info.get_current_history_length(),
-                self._history_at_start[0],
-                HISTORY_EVENT_LIMIT,
-                events_floor,
-                500,
-            ),
-            (
-                info.get_current_history_size(),
-                self._history_at_start[1],
-                HISTORY_BYTES_LIMIT,
-                0,
-                2 * 1024 * 1024,
-            ),
-        ):
-            per_step = max(floor, (used - at_start) / started if started else 0)
-            if used + per_step * (in_flight + 1.25 * undo) + margin > limit:
-                return False
-        return True
+        events, size = info.get_current_history_length(), info.get_current_history_size()
+        events_at_start, size_at_start = self._history_at_start
+        return _fits(
+            events,
+            events - events_at_start,
+            started=started,
+            floor=events_floor,
+            need=need,
+            room=HISTORY_EVENT_LIMIT - 500,
+        ) and _fits(
+            size,
+            size - size_at_start,
+            started=started,
+            floor=0,
+            need=need,
+            room=HISTORY_BYTES_LIMIT - 2 * 1024 * 1024,
+        )
 
     def _parallelism(self) -> int:
         """How many steps (or compensations) may be in flight now.
@@ -386,8 +383,7 @@ class Saga(OperatedSaga):
                 await self._undo(step)
             return
         # A step's compensation waits for the compensations of all steps after it.
-        sorter = TopologicalSorter({s: s._dependents for s in steps})
-        sorter.prepare()
+        sorter = _in_order(steps, "_dependents")
         ready: deque[Step[Any]] = deque()
         running: dict[asyncio.Task[None], Step[Any]] = {}
         while sorter.is_active():
@@ -406,7 +402,7 @@ class Saga(OperatedSaga):
                     sorter.done(running.pop(task))
 
     async def _undo(
-        self, step: Step[Any], *, args: list[Any] | None = None, order: int | None = None
+        self, step: Step[Any], *, args: Sequence[Any] | None = None, order: int | None = None
     ) -> None:
         """Run ``step``'s compensation; an operator's retry passes its new ``args`` and
         the ``order`` of the first try (its line in the trace)."""
@@ -601,6 +597,45 @@ class Saga(OperatedSaga):
             failed = step._outcome in (StepStatus.FAILED, StepStatus.CANCELLED)
             if failed and step not in self._seen_failures and self._reason is None:
                 self._fail(step, step._error or step._outcome.value)
+
+
+def _fits(used: int, since_start: int, *, started: int, floor: int, need: float, room: int) -> bool:
+    """Whether ``need`` more steps fit in the history's ``room`` (events or bytes) after
+    ``used``, at the cost per started step seen since the saga began (``since_start``
+    over ``started``), at least ``floor``."""
+    per_step = max(floor, since_start / started if started else 0)
+    return used + per_step * need <= room
+
+
+class _AllReady:
+    """What a ``TopologicalSorter`` does for steps without dependencies, without
+    building its graph: every step is ready at once, in definition order."""
+
+    __slots__ = ("_left", "_ready")
+
+    def __init__(self, steps: list[Step[Any]]) -> None:
+        self._ready: tuple[Step[Any], ...] = tuple(steps)
+        self._left = len(steps)
+
+    def get_ready(self) -> tuple[Step[Any], ...]:
+        ready, self._ready = self._ready, ()
+        return ready
+
+    def done(self, *steps: Step[Any]) -> None:
+        self._left -= len(steps)
+
+    def is_active(self) -> bool:
+        return self._left > 0
+
+
+def _in_order(steps: list[Step[Any]], edges: str) -> TopologicalSorter[Step[Any]] | _AllReady:
+    """The order to run ``steps`` in: along ``_deps`` (forward) or ``_dependents``
+    (undoing). Most sagas declare no dependencies; they skip the graph."""
+    if not any(step._deps for step in steps):  # then no step has dependents either
+        return _AllReady(steps)
+    sorter = TopologicalSorter({step: getattr(step, edges) for step in steps})
+    sorter.prepare()
+    return sorter
 
 
 def _reason_of(error: BaseException) -> str:

@@ -7,7 +7,7 @@ hold it to declare dependencies (``after=[step]``) and read :attr:`Step.result`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
@@ -97,7 +97,7 @@ class Step(Generic[R]):
         compensate_arg: Any,
         compensation_name: str,
         compensate_on_failure: bool,
-        after: list[Step[Any] | str],
+        after: Sequence[Step[Any] | str],
         options: ActivityOptions,
         compensation_options: ActivityOptions,
         public_note: Callable[[Any], str] | None,
@@ -123,9 +123,11 @@ class Step(Generic[R]):
         self._when = when
         self._since = since
         self._until = until
-        # Resolved by Saga.run: the steps this one waits for, and those that wait for it.
-        self._deps: list[Step[Any]] = []
-        self._dependents: list[Step[Any]] = []
+        # Resolved by Saga.run: the steps this one waits for, and those that wait for it
+        # (lists made only when there are some: most steps of a wide saga have neither,
+        # and every object a saga keeps makes the worker's garbage collector work more).
+        self._deps: list[Step[Any]] | tuple[()] = ()
+        self._dependents: list[Step[Any]] | tuple[()] = ()
         # Progress.
         self._outcome = StepStatus.PENDING
         self._uncertain = False
@@ -133,13 +135,13 @@ class Step(Generic[R]):
         self._ended_at: datetime | None = None
         self._error: str | None = None
         self._note: str | None = None
-        self._args: list[Any] = []
+        self._args: Sequence[Any] = ()
         self._result: Any = None
         self._finished: int | None = None
         self._compensation: CompensationState | None = None
         self._explicit_retry = False
         self._after_pivot = False
-        self._nested_needs_human: list[str] = []
+        self._nested_needs_human: Sequence[str] = ()
         self._resolved: str | None = None  # an operator's note: finished by hand
         # The imperative form (``async with Saga(...)``): the task running the step, and
         # the saga's callback for when an ``await`` of the step returns.
@@ -237,7 +239,7 @@ class Step(Generic[R]):
             error=self._error,
             note=self._note,
             after_pivot=self._after_pivot,
-            nested_needs_human=self._nested_needs_human,
+            nested_needs_human=list(self._nested_needs_human),
             resolved=self._resolved,
             compensation=self._compensation,
         )

@@ -21,6 +21,8 @@ _TRACE = "opentelemetry.trace"
 class SagaSpans:
     """The spans of one saga run: the saga's, and its children's."""
 
+    __slots__ = ("_context", "_saga", "_tracer")
+
     def __init__(self, saga: str) -> None:
         trace = sys.modules.get(_TRACE)
         self._tracer: Any = None

@@ -6,18 +6,27 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from graphlib import TopologicalSorter
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from temporal_saga import SAGA_STATE_QUERY, SagaState, SagaStatus, StepStatus
+from temporal_saga import SAGA_STATE_QUERY, Saga, SagaState, SagaStatus, StepStatus
+from temporal_saga._saga import _in_order
 from temporal_saga.client import render_trace
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES, WORKFLOWS, did, entry, fail_saga, run_saga, spec
-from .scripted import JOURNAL, HandWrittenParallel, ScriptedSaga, ScriptedStep
+from .scripted import (
+    JOURNAL,
+    HandWrittenParallel,
+    ScriptedSaga,
+    ScriptedStep,
+    do_step,
+    undo_step,
+)
 
 
 async def test_success_runs_every_step_and_returns_results(
@@ -373,3 +382,36 @@ async def test_max_parallelism_bounds_the_steps_in_flight(
     spans = [(e.started, e.ended) for e in JOURNAL[s.run]]
     most = max(sum(1 for b, e in spans if b <= t < e) for t, _ in spans)
     assert most == 2
+
+
+@pytest.mark.parametrize("edges", ["_deps", "_dependents"])
+def test_steps_without_dependencies_are_scheduled_as_the_graph_would_schedule_them(
+    edges: str,
+) -> None:
+    """Sagas without dependencies skip building the graph: the order (and so the
+    commands, and the replay of recorded histories) must stay the graph's."""
+    saga = Saga("wide")
+    for name in "abcd":
+        saga.step(name, do_step, compensate=undo_step)
+    saga._resolve_graph()
+    steps = list(saga._steps.values())
+    fast, graph = _in_order(steps, edges), TopologicalSorter({s: () for s in steps})
+    assert not isinstance(fast, TopologicalSorter)
+    graph.prepare()
+    assert fast.get_ready() == graph.get_ready() == tuple(steps)
+    for step in (steps[2], steps[0], steps[3], steps[1]):
+        assert fast.is_active() and graph.is_active()
+        assert fast.get_ready() == graph.get_ready() == ()
+        fast.done(step)
+        graph.done(step)
+    assert not fast.is_active() and not graph.is_active()
+
+
+def test_steps_with_dependencies_are_scheduled_along_the_graph() -> None:
+    saga = Saga("chain")
+    first = saga.step("a", do_step, compensate=undo_step)
+    saga.step("b", do_step, compensate=undo_step, after=[first])
+    saga._resolve_graph()
+    steps = list(saga._steps.values())
+    assert [s.name for s in _in_order(steps, "_deps").get_ready()] == ["a"]
+    assert [s.name for s in _in_order(steps, "_dependents").get_ready()] == ["b"]

@@ -3,21 +3,24 @@
 A 5,000-step saga that fails at its very end undoes all 5,000 steps and closes
 compensated (its ``SagaFailed`` stays small, its history gives every step's
 state); a 3,000-wide fan-out stays under the server's limit of pending
-activities.
+activities. And the check before each step that the history still has room to undo
+everything, at its boundaries (no server: a saga that reaches them takes hours).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from temporal_saga import SagaFailed, SagaStatus, StepStatus
+from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus, _saga
+from temporal_saga._limits import HISTORY_BYTES_LIMIT, HISTORY_EVENT_LIMIT
 
 from .conftest import WorkerFactory
 from .helpers import ACTIVITIES
-from .scripted import JOURNAL, LargeSaga, LargeSpec
+from .scripted import JOURNAL, LargeSaga, LargeSpec, do_step, undo_step
 from .test_undo_always import rebuild
 
 pytestmark = pytest.mark.timeout(600)
@@ -59,3 +62,74 @@ async def test_a_3000_wide_fan_out_stays_under_the_pending_activity_limit(
         )
     assert status == "SUCCEEDED"
     assert len({e.step for e in JOURNAL[spec.run] if e.kind == "do" and e.ok}) == 3000
+
+
+# --- the history-room check before each step ------------------------------------------
+
+
+class _History:
+    """What ``workflow.info()`` tells the check: the history's length and size now."""
+
+    def __init__(self, events: int, size: int) -> None:
+        self.events, self.size = events, size
+
+    def get_current_history_length(self) -> int:
+        return self.events
+
+    def get_current_history_size(self) -> int:
+        return self.size
+
+
+def _has_room(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    finished: int,
+    running: int,
+    undoable: int,
+    compensated: bool,
+    events: tuple[int, int],
+    size: tuple[int, int] = (100_000, 50_000),
+) -> bool:
+    """Whether a saga midway (so many steps finished, running, undoable) starts one
+    more step, its history at ``events`` and ``size`` (each: now, since the saga began)."""
+    saga = Saga("big")
+    step = saga.step("next", do_step, compensate=undo_step if compensated else None)
+    saga._finished_count, saga._undoable = finished, undoable
+    saga._running = {object(): step for _ in range(running)}  # type: ignore[misc]
+    saga._history_at_start = (events[0] - events[1], size[0] - size[1])
+    monkeypatch.setattr(_saga.workflow, "info", lambda: _History(events[0], size[0]))
+    return saga._history_has_room_for(step)
+
+
+ROOM = HISTORY_EVENT_LIMIT - 500  # the check keeps 500 events in reserve
+BYTES_ROOM = HISTORY_BYTES_LIMIT - 2 * 1024 * 1024  # and 2 MiB
+
+
+def test_a_step_starts_only_if_the_history_has_room_left_to_undo_everything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 200 steps started in 1,200 events (6 each): this one and the one in flight, and
+    # the 201 compensations with a quarter more, 253.25 steps at 6 events.
+    midway = {"finished": 199, "running": 1, "undoable": 200, "compensated": True}
+    need = 6 * (2 + 1.25 * 201)
+    last = math.floor(ROOM - need)
+    assert _has_room(monkeypatch, **midway, events=(last, 1_200))
+    assert not _has_room(monkeypatch, **midway, events=(last + 1, 1_200))
+    # Few events but large payloads, 10,000 bytes per step: the bytes decide.
+    last = math.floor(BYTES_ROOM - 10_000 * (2 + 1.25 * 201))
+    assert _has_room(monkeypatch, **midway, events=(2_000, 1_200), size=(last, 2_000_000))
+    assert not _has_room(monkeypatch, **midway, events=(2_000, 1_200), size=(last + 1, 2_000_000))
+
+
+def test_the_history_room_check_assumes_the_worst_case_until_steps_have_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before any step: 6 events per step (the step and its compensation, a quarter more).
+    first = {"finished": 0, "running": 0, "undoable": 0, "compensated": True}
+    last = math.floor(ROOM - 6 * 2.25)
+    assert _has_room(monkeypatch, **first, events=(last, 0))
+    assert not _has_room(monkeypatch, **first, events=(last + 1, 0))
+    # 1,000 steps finished in 2,000 events (2 each): at least 3 per step all the same.
+    late = {"finished": 1_000, "running": 0, "undoable": 0, "compensated": False}
+    assert _has_room(monkeypatch, **late, events=(ROOM - 3, 2_000))
+    assert not _has_room(monkeypatch, **late, events=(ROOM - 2, 2_000))
