@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,16 @@ from temporalio.worker import Replayer
 from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga.encryption import EncryptionCodec, new_key
 
-from ._processes import connect, cpu_seconds, free_port, start_server, start_worker, stop
+from ._processes import (
+    connect,
+    cpu_seconds,
+    free_port,
+    gc_stats,
+    start_server,
+    start_worker,
+    stop,
+    thread_cpu_seconds,
+)
 from .sagas import (
     WORKFLOWS,
     HandWrittenSaga,
@@ -335,11 +345,13 @@ async def side_by_side(
     """Each contender on a worker process of its own, their sagas started interleaved
     in one batch: each worker's CPU per saga, all measured under the same load at the
     same moments, so the machine's drift from round to round, which the throughput
-    rounds cannot escape, cancels out of each round's ratios."""
+    rounds cannot escape, cancels out of each round's ratios. Also where each worker's
+    CPU went: its threads by kind, and garbage collection (in whichever thread)."""
     spec = bench_spec(THREE_STEPS)
     queues = {name: f"bench-{uuid.uuid4()}" for name in names}
+    stats = {name: logs / f"side-{i}.gc.json" for i, name in enumerate(names)}
     workers = {
-        name: start_worker(address, queues[name], logs / f"side-{i}.log")
+        name: start_worker(address, queues[name], logs / f"side-{i}.log", gc_stats=stats[name])
         for i, name in enumerate(names)
     }
     try:
@@ -360,14 +372,29 @@ async def side_by_side(
             async with rpcs:
                 await handle.result()
 
+        def reading(name: str) -> dict[str, float]:
+            collected = gc_stats(workers[name], stats[name])
+            return {
+                "total": cpu_seconds(workers[name].pid),
+                **thread_cpu_seconds(workers[name].pid),
+                "garbage collection": collected["seconds"],
+                "full collections, their time": collected["full_seconds"],
+                "full collections": collected["full"],
+            }
+
         cpu: dict[str, list[float]] = {name: [] for name in names}
+        parts: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in names}
         for round_number in range(rounds):
-            before = {name: cpu_seconds(w.pid) for name, w in workers.items()}
+            before = {name: reading(name) for name in names}
             # A B C, B C A, ...: no contender always starts first.
             order = [n for i in range(sagas) for n in rotated(names, round_number + i)]
             await asyncio.gather(*(run(name) for name in order))
-            for name, w in workers.items():
-                cpu[name].append((cpu_seconds(w.pid) - before[name]) * 1000 / sagas)
+            for name in names:
+                after = reading(name)
+                for part, value in after.items():
+                    # Seconds per saga in ms; collections per saga per 1,000 sagas.
+                    parts[name][part].append((value - before[name].get(part, 0)) * 1000 / sagas)
+                cpu[name].append(parts[name]["total"][-1])
     finally:
         for worker in workers.values():
             stop(worker)
@@ -382,6 +409,30 @@ async def side_by_side(
         "worker_cpu_ms_per_saga": {n: spread(v) for n, v in cpu.items()},
         "rounds": cpu,
         "worker_cpu_ratios": ratios,
+        # ms per saga (garbage collection: in all threads, so also in theirs); full
+        # collections are few per round: counted over all the rounds.
+        "where_the_cpu_went": {
+            n: {
+                **{
+                    part: spread(values)
+                    for part, values in p.items()
+                    if part not in ("total", "full collections")
+                },
+                "full collections per 1,000 sagas": statistics.mean(p["full collections"]),
+            }
+            for n, p in parts.items()
+        },
+        # The helper's extra ms per saga in each part: each round's difference (the
+        # rounds share their load, so a difference is fairer than two medians apart).
+        "helper_extra_ms_per_saga": {
+            theirs: {
+                part: spread([a - b for a, b in zip(parts[HELPER][part], values, strict=True)])
+                for part, values in parts[theirs].items()
+                if part != "full collections"
+            }
+            for theirs in names
+            if theirs != HELPER
+        },
         "sagas_per_contender": sagas,
     }
 
@@ -563,6 +614,23 @@ def table(results: dict[str, Any]) -> str:
             f"| **{label}, worker CPU per saga** | **{_range(r, '.3f')}** (of the rounds) |"
             for label, r in side["worker_cpu_ratios"].items()
         ]
+        went = side.get("where_the_cpu_went")
+        if went:
+            kinds = ["event loop", "workflow threads", "SDK core", "garbage collection"]
+            out += [
+                "",
+                "| side by side, worker CPU ms/saga (medians) | "
+                + " | ".join(kinds)
+                + " | full collections per 1,000 sagas |",
+                "|---" * (len(kinds) + 2) + "|",
+            ]
+            for name, p in went.items():
+                cells = [f"{p[k]['median']:.2f}" if k in p else "" for k in kinds]
+                full = p["full collections per 1,000 sagas"]
+                out.append(f"| {name} | " + " | ".join(cells) + f" | {full:.1f} |")
+            for theirs, extra in side.get("helper_extra_ms_per_saga", {}).items():
+                cells = [_range(extra[k], "+.2f") if k in extra else "" for k in kinds]
+                out.append(f"| {HELPER} − {theirs}, per round | " + " | ".join(cells) + " | |")
     imported = results.get("import")
     if imported:
         out += ["", "| replaying a success-path saga | worker CPU ms/saga: median (range) |"]
@@ -697,7 +765,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             if earlier.get("format") == FORMAT:  # a partial run adds to what is there
                 results = {**earlier, **results}
             for phase in args.phases.split(","):
-                results[phase] = await phases[phase]()
+                measured = await phases[phase]()
+                if phase == "compare":  # a narrower --cases keeps the other cases
+                    measured = {**results.get("compare", {}), **measured}
+                results[phase] = measured
                 args.out.write_text(json.dumps(results, indent=2))  # keep what is measured
                 print(f"measured {phase}", flush=True)
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import FunctionType
 from typing import Any, NamedTuple, TypeVar
 
@@ -68,7 +68,7 @@ def _check_callable(fn: Callable[..., Any], where: str) -> bool:
     return False
 
 
-async def invoke(
+def invoke(
     fn: Activity,
     child: bool,
     args: Sequence[Any],
@@ -76,12 +76,17 @@ async def invoke(
     name: str,
     ident: str,
     options: ActivityOptions,
-) -> Any:
-    """Run one step or compensation: an activity, or a child workflow (a nested saga)."""
+) -> Awaitable[Any]:
+    """Start one step or compensation: an activity, or a child workflow (a nested saga).
+
+    Returns what to await for its result. A plain function, not a coroutine, so each
+    step in flight holds one object fewer; its caller awaits at once, so nothing is
+    scheduled at another moment than before (the commands keep their order).
+    """
     if child:
         # A child saga compensates itself when it fails; waiting for its cancellation
         # to complete keeps that true when the parent cancels it.
-        return await workflow.execute_child_workflow(
+        return workflow.execute_child_workflow(
             fn,
             args=args,
             id=f"{workflow.info().workflow_id}/{ident}",
@@ -89,7 +94,7 @@ async def invoke(
             static_summary=PublicText(name),
             cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-    return await workflow.start_activity(
+    return workflow.start_activity(
         fn, args=args, summary=PublicText(name), activity_id=ident, **options
     )
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from ._handlers import set_update_handlers, update_definition
 from ._publish import PublishedSaga
+from ._run import run_state
 from ._state import OperatorAction, SagaStatus, StepStatus
 from ._step import Step
 
@@ -92,14 +92,11 @@ ACTIONS: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
 }
 
 
-# The sagas of each workflow run that take operator updates, keyed by the workflow
-# instance (a replay makes a new one). The handlers are the workflow's, so they are
-# registered once per run and find the saga an update is for.
-_OPERATED: weakref.WeakKeyDictionary[Any, list[OperatedSaga]] = weakref.WeakKeyDictionary()
-
-
 def _sagas() -> list[OperatedSaga]:
-    return _OPERATED.get(workflow.instance(), [])
+    """This workflow run's sagas that take operator Updates (the workflow's handlers are
+    registered once per run and find the saga an Update is for)."""
+    sagas: list[OperatedSaga] = run_state().sagas
+    return sagas
 
 
 def _waiting_saga(request: _Request, step: str | None = None) -> OperatedSaga:
@@ -189,7 +186,7 @@ class OperatedSaga(PublishedSaga):
 
     def _begin_publishing(self) -> None:
         self._retrying = {}
-        sagas = _OPERATED.setdefault(workflow.instance(), [])
+        sagas = _sagas()
         if not sagas:
             set_update_handlers(_UPDATES)
         sagas.append(self)

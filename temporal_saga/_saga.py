@@ -10,8 +10,7 @@ publishing in ``_publish``.
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from datetime import timedelta
 from graphlib import TopologicalSorter
@@ -33,20 +32,17 @@ from ._limits import (
     LARGE_HISTORY_PARALLELISM,
 )
 from ._operator import OperatedSaga
+from ._run import run_state
 from ._state import CompensationState, SagaResult, SagaStatus, StepStatus
 from ._step import SAME_ARG, Step
 from ._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION, step_line
 
 HISTORY_FULL = "saga stopped before outgrowing Temporal's history limit; split it into nested sagas"
 
-# How many sagas of each name have run in each workflow run, keyed by the workflow
-# instance: a replay makes a new instance, so it counts from 1 again (deterministic).
-_RUNS: weakref.WeakKeyDictionary[Any, Counter[str]] = weakref.WeakKeyDictionary()
-
 
 def _next_run_number(saga: str) -> int:
     """Number this run of the saga called ``saga`` in the current workflow run (from 1)."""
-    runs = _RUNS.setdefault(workflow.instance(), Counter())
+    runs = run_state().runs
     runs[saga] += 1
     return runs[saga]
 

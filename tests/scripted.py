@@ -231,6 +231,18 @@ class ScriptedSaga:
 
 
 @workflow.defn
+class SlottedSaga:
+    """``ScriptedSaga`` in a workflow class with slots only (its instances have no
+    ``__dict__``, where the engine keeps a run's sagas otherwise)."""
+
+    __slots__ = ()
+
+    @workflow.run
+    async def run(self, spec: ScriptedSpec) -> SagaResult:
+        return await scripted_saga(spec).run()
+
+
+@workflow.defn
 class RetryLoopSaga:
     """Runs the same saga (same name) again after each failure, as a retry loop would."""
 

@@ -50,6 +50,13 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
     assert all(len(cpu) == 2 and min(cpu) > 0 for cpu in side["rounds"].values())
     assert side["worker_cpu_ratios"]["temporal_saga / hand-written, summaries"]["median"] > 0
     assert "| **temporal_saga / hand-written, summaries, worker CPU per saga** |" in run.stdout
+    went = side["where_the_cpu_went"]["temporal_saga"]
+    assert went["event loop"]["median"] > 0 and went["workflow threads"]["median"] > 0
+    assert went["garbage collection"]["median"] >= 0
+    assert went["full collections per 1,000 sagas"] >= 0
+    extra = side["helper_extra_ms_per_saga"]["hand-written, summaries"]
+    assert {"total", "event loop", "workflow threads", "garbage collection"} <= set(extra)
+    assert "| side by side, worker CPU ms/saga (medians) |" in run.stdout
     assert results["depth"]["cpu_per_step_growth"] > 0
     assert "| success, json | **temporal_saga / hand-written, summaries** |" in run.stdout
     assert results["concurrency"]["high / low"]["temporal_saga"] > 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import sys
 import time
 from collections import Counter
 from graphlib import TopologicalSorter
@@ -415,3 +417,28 @@ def test_steps_with_dependencies_are_scheduled_along_the_graph() -> None:
     steps = list(saga._steps.values())
     assert [s.name for s in _in_order(steps, "_deps").get_ready()] == ["a"]
     assert [s.name for s in _in_order(steps, "_dependents").get_ready()] == ["b"]
+
+
+def _sandbox_copies(module: str) -> set[int]:
+    """The ids of the workflow sandbox's copies of ``module`` still alive."""
+    real = sys.modules[module].__dict__
+    return {
+        id(o)
+        for o in gc.get_objects()
+        if isinstance(o, dict) and o.get("__name__") == module and o is not real
+    }
+
+
+async def test_a_finished_saga_leaves_nothing_for_a_later_garbage_collection(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    """Once its workflow run is gone, one collection frees all of it, the sandbox's copy
+    of the workflow's module included: nothing of the engine's outlives the run (a
+    worker's full collections would otherwise be more frequent and longer)."""
+    gc.collect()
+    before = _sandbox_copies(ScriptedSaga.__module__)
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        for _ in range(3):
+            await run_saga(client, task_queue, spec(ScriptedStep(name="a"), ScriptedStep(name="b")))
+    gc.collect()
+    assert _sandbox_copies(ScriptedSaga.__module__) - before == set()

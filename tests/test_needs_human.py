@@ -48,6 +48,7 @@ from .scripted import (
     Script,
     ScriptedSpec,
     ScriptedStep,
+    SlottedSaga,
 )
 from .test_undo_always import start, wait_for
 from .test_visibility import cli
@@ -108,6 +109,21 @@ async def update_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
     )
     return [e for e in history.events if e.event_type in kinds]
+
+
+async def test_an_operator_reaches_a_saga_in_a_workflow_class_with_slots_only(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = refund_refused()
+    async with worker(workflows=[SlottedSaga], activities=ACTIVITIES):
+        handle = await client.start_workflow(
+            SlottedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+        )
+        await wait_for(handle, needs_human)
+        answer = await give_up(handle, note="written off", by="dave")
+        assert answer == "saga 'scripted' gives up: it ends COMPENSATION_FAILED"
+        failure = await outcome(handle)
+    assert failure.state.status is SagaStatus.COMPENSATION_FAILED
 
 
 @pytest.mark.parametrize("handler_tables", [True, False], ids=["fast", "public-registration"])

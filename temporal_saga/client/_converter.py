@@ -12,6 +12,12 @@ The data converter is the pydantic one with two additions:
   through it. The engine writes only step names, statuses and error messages into
   public text: payload content gets there only if a step opts in with
   ``public_note=``.
+* **Type adapters shared between workflow runs.** The SDK makes a payload converter
+  per workflow run, and the pydantic one builds a ``TypeAdapter`` for each type it
+  decodes, per converter: 0.1 ms for a ``dict[str, Any]``, every run. Types made of
+  builtins and ``typing`` alone get one adapter for the whole process; a user's own
+  classes keep theirs per converter, since the workflow sandbox may import their
+  module afresh for each run (sharing would keep every run's copy alive).
 * **Validation errors without the input.** A pydantic ``ValidationError``'s message
   quotes the offending input (a mistyped passport number, say); failures store the
   field, the rule and the error type instead, so the message is safe to store in
@@ -22,13 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
+from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, PydanticPayloadConverter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverter,
@@ -48,8 +56,52 @@ def _is_public(value: Any) -> bool:
     )
 
 
+# Types whose adapter every workflow run can share: the same objects in every run.
+_PLAIN_TYPES = frozenset({Any, str, int, float, bool, bytes, type(None), Ellipsis})
+_PLAIN_GENERICS = frozenset({list, dict, tuple, set, frozenset, Union, types.UnionType})
+_SHARED: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _plain(hint: Any) -> bool:
+    """Whether ``hint`` is made of builtins and ``typing`` alone (no user class)."""
+    if hint in _PLAIN_TYPES or hint in _PLAIN_GENERICS:
+        return True
+    return get_origin(hint) in _PLAIN_GENERICS and all(_plain(arg) for arg in get_args(hint))
+
+
+def shared_type_adapter(hint: Any) -> TypeAdapter[Any] | None:
+    """The process-wide adapter for a plain ``hint``; None for any other."""
+    try:
+        adapter = _SHARED.get(hint)
+        if adapter is None and _plain(hint):
+            adapter = _SHARED[hint] = TypeAdapter(hint)  # two threads may both: same
+    except TypeError:  # an unhashable hint
+        return None
+    return adapter
+
+
+class _SharedTypeAdapters(PydanticJSONPlainPayloadConverter):
+    """Pydantic's JSON converter, with plain types' adapters shared (see module docs)."""
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        adapter = shared_type_adapter(Any if type_hint is None else type_hint)
+        if adapter is None:
+            return super().from_payload(payload, type_hint)
+        return adapter.validate_json(payload.data)
+
+
 class SagaPayloadConverter(PydanticPayloadConverter):
-    """The pydantic payload converter, tagging public text (see the module docs)."""
+    """The pydantic payload converter, tagging public text and sharing the type adapters
+    of plain types between workflow runs (see the module docs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.converters = {
+            encoding: _SharedTypeAdapters()
+            if type(converter) is PydanticJSONPlainPayloadConverter
+            else converter
+            for encoding, converter in self.converters.items()
+        }
 
     def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
         """Convert like pydantic; tag the payloads of public values."""
