@@ -57,6 +57,14 @@ def test_bench_smoke(env: WorkflowEnvironment, tmp_path: Path) -> None:
     extra = side["helper_extra_ms_per_saga"]["hand-written, summaries"]
     assert {"total", "event loop", "workflow threads", "garbage collection"} <= set(extra)
     assert "| side by side, worker CPU ms/saga (medians) |" in run.stdout
+    head = results["head-to-head"]
+    assert all(len(rounds) == 2 for rounds in head["throughput_rounds"].values())
+    assert all(s["median"] > 0 for s in head["throughput"].values())
+    assert all(s["median"] > 0 for s in head["cpu_ms_per_saga"].values())
+    for theirs in ("hand-written", "hand-written, summaries"):
+        assert head["ratios"][f"temporal_saga / {theirs}"]["median"] > 0
+        assert head["cpu_ratios"][f"temporal_saga / {theirs}"]["median"] > 0
+    assert "| **temporal_saga / hand-written, summaries, sagas/s** |" in run.stdout
     assert results["depth"]["cpu_per_step_growth"] > 0
     assert "| success, json | **temporal_saga / hand-written, summaries** |" in run.stdout
     assert results["concurrency"]["high / low"]["temporal_saga"] > 0
