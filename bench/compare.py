@@ -256,11 +256,11 @@ def summarize(batches: list[Batch]) -> dict[str, Any]:
 
 
 def ratios(figures: dict[str, Any]) -> dict[str, Any]:
-    """The helpers' throughput against each hand-written baseline: the ratio of the
-    medians, and the spread of the ratios of the rounds (each pair from one round)."""
+    """The helpers' throughput against each hand-written baseline, and the saga with
+    summaries against the plain one (no target: what the step names cost in Temporal
+    itself, which bounds the helper against the plain saga): the ratio of the medians,
+    and the spread of the ratios of the rounds (each pair from one round)."""
     out: dict[str, Any] = {}
-    # The last pair is no target: what the step names cost in Temporal itself, the
-    # ceiling of the helper against the plain hand-written saga.
     pairs = [(o, t) for o in (HELPER, IMPERATIVE) for t in (SUMMARIES, HAND)] + [(SUMMARIES, HAND)]
     for ours, theirs in pairs:
         if ours not in figures or theirs not in figures:
@@ -493,7 +493,7 @@ async def head_to_head(
                     await closed(handle)
                     counts[name][0] += time.perf_counter() < deadline
 
-            # Lanes interleaved (A B C A B C ...): no contender starts first each time.
+            # Lanes interleaved (A B C A B C ...), all started within the same moment.
             await asyncio.gather(*(lane(n) for _ in range(in_flight) for n in names))
             return {name: (c[0], c[1]) for name, c in counts.items()}
 

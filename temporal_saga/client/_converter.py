@@ -1,6 +1,6 @@
 """What sagas hand to Temporal, and which of it may be stored in clear.
 
-The data converter is the pydantic one with two additions:
+The data converter is the pydantic one with three additions:
 
 * **Public text.** A saga's step and compensation names (the activities' summaries)
   and its trace (the workflow's current details) are the operators' view of a saga,
