@@ -21,18 +21,19 @@ The package is laid out by where code runs:
   outcomes to assert on, replay, an opt-in pytest plugin.
 """
 
-from ._activity import idempotency_key
 from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
-from ._operator import (
+from ._options import ActivityOptions
+from ._protocol import (
     SAGA_GIVE_UP_UPDATE,
     SAGA_RESOLVE_UPDATE,
     SAGA_RETRY_UPDATE,
+    SAGA_STATE_QUERY,
+    SAGA_STATUS_ATTRIBUTE,
     GiveUp,
     ResolveStep,
     RetryStep,
+    idempotency_key,
 )
-from ._options import ActivityOptions
-from ._publish import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from ._saga import Saga
 from ._state import (
     CompensationState,

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import FunctionType
 from typing import Any, NamedTuple, TypeVar
 
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -25,7 +25,8 @@ from temporalio.exceptions import (
 
 from ._errors import NoResult, SagaDefinitionError, SagaFailed, SagaTypeError
 from ._options import ActivityOptions
-from ._public import PublicText
+from ._protocol import PublicText
+from ._sdk import activity_definition, is_workflow_run_method
 from ._state import StepStatus
 from ._step import Activity
 
@@ -55,9 +56,9 @@ def is_child_workflow(fn: Activity, where: str) -> bool:
 def _check_callable(fn: Callable[..., Any], where: str) -> bool:
     if not callable(fn):
         raise SagaTypeError(f"{where}: expected an activity, got {type(fn).__name__} {fn!r}")
-    if workflow._Definition.from_run_fn(fn) is not None:
+    if is_workflow_run_method(fn):
         return True
-    definition = activity._Definition.from_callable(fn)
+    definition = activity_definition(fn)
     if definition is None:
         raise SagaTypeError(
             f"{where}: {getattr(fn, '__qualname__', fn)!r} is not an activity; "

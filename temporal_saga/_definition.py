@@ -8,10 +8,10 @@ that names the saga and the step.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, Unpack
 
 from ._calls import is_child_workflow
 from ._errors import SagaDefinitionError, SagaTypeError
@@ -29,10 +29,8 @@ from ._options import (
     merge,
     task_queue_only,
 )
-from ._step import SAME_ARG, Activity, Step
+from ._step import SAME_ARG, Activity, Step, StepDefinition
 from ._versions import Patch, check_patch
-
-R = TypeVar("R")
 
 
 def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
@@ -48,7 +46,13 @@ def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
 
 
 class SagaDefinition:
-    """The definition half of :class:`temporal_saga.Saga` (see its docs)."""
+    """A saga as declared: its options, its steps and their graph, every check.
+
+    ``Saga`` owns one. Until the saga starts, steps are declared and added; ``run()``
+    resolves the graph (names, cycles, the pivot, the history's size) and from then on
+    nothing here changes, except in the imperative form, where each step is linked to
+    what came before it as it is added.
+    """
 
     def __init__(
         self,
@@ -74,10 +78,10 @@ class SagaDefinition:
                 f"saga {name!r}: human_timeout must be a timedelta of 0 or more (0: do "
                 f"not wait for a human), not {human_timeout!r}"
             )
-        self._human_timeout = human_timeout
-        self._name = name
-        self._parallel_compensation = parallel_compensation
-        self._cancel_in_flight = cancel_in_flight
+        self.human_timeout = human_timeout
+        self.name = name
+        self.parallel_compensation = parallel_compensation
+        self.cancel_in_flight = cancel_in_flight
         if max_parallelism is not None and (
             not isinstance(max_parallelism, int)
             or not 1 <= max_parallelism <= PENDING_ACTIVITY_LIMIT
@@ -87,9 +91,9 @@ class SagaDefinition:
                 "(Temporal's default limit of pending activities per workflow), "
                 f"not {max_parallelism!r}"
             )
-        self._timeout = timeout
-        self._max_parallelism = max_parallelism or DEFAULT_MAX_PARALLELISM
-        self._search_attributes = search_attributes
+        self.timeout = timeout
+        self.max_parallelism = max_parallelism or DEFAULT_MAX_PARALLELISM
+        self.search_attributes = search_attributes
         self._options = merge(STEP_DEFAULTS, check_options(activity_options, f"saga {name!r}"))
         # A compensation runs where its step runs unless compensation options say
         # otherwise: the service that did it undoes it.
@@ -98,189 +102,42 @@ class SagaDefinition:
             task_queue_only(self._options),
             check_options(compensation_options or {}, f"saga {name!r} compensations"),
         )
-        self._steps: dict[str, Step[Any]] = {}
-        self._pivot: Step[Any] | None = None
-        self._started = False  # run() began: no more steps
+        self.by_name: dict[str, Step[Any]] = {}  # the steps, in definition order
+        self.pivot: Step[Any] | None = None
+        self.started = False  # the saga began: frozen, but for the imperative form
 
-    @property
-    def name(self) -> str:
-        """The saga's name."""
-        return self._name
-
-    @property
-    def steps(self) -> list[Step[Any]]:
-        """The steps, in definition order."""
-        return list(self._steps.values())
-
-    @overload
-    def step(
-        self,
-        name: str,
-        activity: Callable[..., Awaitable[R]],
-        arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[R], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
-    ) -> Step[R]: ...
-
-    @overload
-    def step(
-        self,
-        name: str,
-        activity: Callable[..., R],
-        arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[R], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
-    ) -> Step[R]: ...
-
-    @overload
-    def step(
-        self,
-        name: str,
-        activity: str,
-        arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[Any], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
-    ) -> Step[Any]: ...
-
-    def step(
+    def declare(
         self,
         name: str,
         activity: Activity,
-        arg: Any = None,
+        arg: Any,
         *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[Any], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
+        label: str | None,
+        compensate: Activity | None,
+        compensate_arg: Any,
+        compensation_name: str | None,
+        compensate_on_failure: bool,
+        pivot: bool,
+        after: Iterable[Step[Any] | str],
+        when: Callable[[], object] | None,
+        since: Patch | None,
+        until: Patch | None,
+        compensation_options: ActivityOptions | None,
+        public_note: Callable[[Any], str] | None,
+        activity_options: Mapping[str, Any],
+        adding_while_running: bool,
     ) -> Step[Any]:
-        """Add a step: one activity call, with an optional compensation.
-
-        Args:
-            name: The step's identity, unique within the saga: ``after=``, the
-                results and the state name it, and its activity id (so its
-                idempotency key) is made of it, so renaming a step breaks the
-                sagas in flight (change ``label`` instead). Also the text it shows,
-                unless ``label`` is given. Public text, readable without the
-                encryption key: keep personal data out of it.
-            activity: The ``@activity.defn`` function, an activity's name, or a
-                workflow's ``@workflow.run`` method: the step is then a child
-                workflow (a nested saga, which compensates itself if it fails).
-            label: The text the step shows in the trace, the state and the Web UI
-                (the activity's summary) instead of its name. Only display: change
-                it freely while sagas run. Public text, like ``name``.
-            arg: The activity's single argument. A zero-argument callable is
-                called when the step starts (after its dependencies), so it can
-                read their results: ``lambda: Req(date=plane.result.arrival)``.
-                None calls the activity without arguments.
-            compensate: The activity that undoes this step. It must be idempotent
-                and succeed when there is nothing to undo.
-            compensate_arg: The compensation's argument: by default the step's own
-                (known even when the step's outcome is not); else a value, or a
-                zero-argument callable called when the compensation starts.
-            compensation_name: Name of the compensation in traces and the Web UI
-                (default ``"undo <label or name>"``); display only, like ``label``.
-            compensate_on_failure: Also compensate the step when it failed with an
-                application error (by default such a step is assumed to have had
-                no effect).
-            pivot: This step is the point of no return. Every other step must come
-                before it (be among its dependencies, recursively) or after it
-                (depend on it). A failure before the pivot succeeded is undone
-                backwards; once it succeeded, the steps after it are retried until
-                they succeed (unlimited attempts unless the step sets its own
-                ``retry_policy``), so they cannot declare compensations, and the
-                pivot itself cannot have one.
-            after: Steps (or step names) that must succeed before this one starts.
-            when: A condition: a zero-argument callable, called once the step's
-                dependencies have succeeded (before ``arg``), that can read their
-                results: ``when=lambda: plane.result.price > 500``. False: the step
-                is ``SKIPPED`` (no activity runs, nothing to undo; the trace says
-                "condition not met") and counts as done for the steps after it. A
-                condition that raises fails the step, like an ``arg`` that raises.
-            since: A patch id (``workflow.patched``), or :func:`deprecated` of one
-                (step 2 of the life cycle): the step was added by a code
-                change while sagas were running. A saga that reaches the step on
-                code that has it runs it; a saga whose history shows it passed that
-                point before the change replays without it. Without it the step is
-                ``SKIPPED`` ("not in this saga's version"), so it counts as done for
-                the steps after it and has nothing to undo. Decided when the step
-                is due, before ``when``. See "Changing a saga while sagas run" in
-                the README for the patch's life cycle.
-            until: A patch id, or :func:`deprecated` of one: the step is retired by
-                a code change. Sagas that
-                reach it on the new code skip it (as with ``since``); those whose
-                history ran it replay with it, and still undo it.
-            compensation_options: Activity options for this step's compensation,
-                over the saga's ``compensation_options``.
-            public_note: Opt in to showing something of the step's result in the
-                trace, which is public text (readable without the encryption key):
-                called with the result when the step succeeds, its text follows the
-                step's name, ``✔️ book plane ticket (FL-0042)``. By default no
-                payload content reaches the trace. A note that raises shows only
-                the exception's type.
-            **activity_options: Activity options for this step, over the saga's.
-
-        Returns:
-            The step, whose :attr:`Step.result` is set once it succeeded.
-
-        Raises:
-            SagaDefinitionError: A duplicate name, a step of another saga, a bad
-                option (a ``ValueError``).
-            TypeError: Something that is not an activity where one belongs.
-        """
-        if self._started and not self._in_block:
+        """Check a step's arguments (see ``Saga.step``) and make the step; :meth:`add`
+        adds it once the saga accepts it."""
+        if self.started and not adding_while_running:
             raise SagaDefinitionError(
-                f"saga {self._name!r}: cannot add a step once it runs (add steps while it "
+                f"saga {self.name!r}: cannot add a step once it runs (add steps while it "
                 "runs with `async with Saga(...) as saga:`)"
             )
         if not isinstance(name, str) or not name:
-            raise SagaDefinitionError(f"saga {self._name!r}: a step needs a non-empty name")
-        where = f"saga {self._name!r}, step {name!r}"
-        if name in self._steps:
+            raise SagaDefinitionError(f"saga {self.name!r}: a step needs a non-empty name")
+        where = f"saga {self.name!r}, step {name!r}"
+        if name in self.by_name:
             raise SagaDefinitionError(f"{where}: a step with this name already exists")
         is_child = is_child_workflow(activity, where)
         compensate_is_child = False
@@ -292,10 +149,8 @@ class SagaDefinition:
             raise SagaDefinitionError(
                 f"{where}: the pivot is the point of no return; it has no compensation"
             )
-        if pivot and self._pivot is not None:
-            raise SagaDefinitionError(
-                f"{where}: the saga already has a pivot, {self._pivot.name!r}"
-            )
+        if pivot and self.pivot is not None:
+            raise SagaDefinitionError(f"{where}: the saga already has a pivot, {self.pivot.name!r}")
         if label is not None and (not isinstance(label, str) or not label):
             raise SagaTypeError(f"{where}: label= takes non-empty text, not {label!r}")
         if public_note is not None and not callable(public_note):
@@ -320,55 +175,94 @@ class SagaDefinition:
         deps: list[Step[Any] | str] = []
         for dep in after:
             if isinstance(dep, Step):
-                if self._steps.get(dep.name) is not dep:
+                if self.by_name.get(dep.name) is not dep:
                     raise SagaDefinitionError(f"{where}: depends on {dep.name!r} of another saga")
             elif not isinstance(dep, str):
                 raise SagaTypeError(f"{where}: after= takes steps or step names, not {dep!r}")
             deps.append(dep)
         options = check_options(activity_options, where)
         own_compensation = check_options(compensation_options or {}, f"{where}, compensation")
-        step: Step[Any] = Step(
-            index=len(self._steps),
-            name=name,
-            label=label,
-            activity=activity,
-            is_child=is_child,
-            arg=arg,
-            compensate=compensate,
-            compensate_is_child=compensate_is_child,
-            compensate_arg=compensate_arg,
-            compensation_name=compensation_name or f"undo {label or name}",
-            compensate_on_failure=compensate_on_failure,
-            after=deps or (),
-            # Steps without options of their own share the saga's (never changed in
-            # place): a saga of thousands of steps makes no copies.
-            options=merge(self._options, options) if options else self._options,
-            compensation_options=(
-                merge(self._compensation_options, task_queue_only(options), own_compensation)
-                if options or own_compensation
-                else self._compensation_options
-            ),
-            public_note=public_note,
-            when=when,
-            since=since,
-            until=until,
+        return Step(
+            StepDefinition(
+                index=len(self.by_name),
+                name=name,
+                label=label,
+                activity=activity,
+                is_child=is_child,
+                arg=arg,
+                compensate=compensate,
+                compensate_is_child=compensate_is_child,
+                compensate_arg=compensate_arg,
+                compensation_name=compensation_name or f"undo {label or name}",
+                compensate_on_failure=compensate_on_failure,
+                after=tuple(deps),
+                # Steps without options of their own share the saga's (never changed
+                # in place): a saga of thousands of steps makes no copies.
+                options=merge(self._options, options) if options else self._options,
+                compensation_options=(
+                    merge(self._compensation_options, task_queue_only(options), own_compensation)
+                    if options or own_compensation
+                    else self._compensation_options
+                ),
+                explicit_retry="retry_policy" in activity_options,
+                pivot=pivot,
+                public_note=public_note,
+                when=when,
+                since=since,
+                until=until,
+            )
         )
-        step._explicit_retry = "retry_policy" in activity_options
-        if self._in_block:
-            self._start_in_block(step, pivot=pivot)  # may refuse it: before it counts
-        if pivot:
-            self._pivot = step
-        self._steps[name] = step
-        return step
+
+    def add(self, step: Step[Any]) -> None:
+        """Add a declared step (the saga accepted it)."""
+        if step._definition.pivot:
+            self.pivot = step
+        self.by_name[step.name] = step
+
+    def link_in_block(self, step: Step[Any], frontier: Iterable[Step[Any]]) -> None:
+        """The imperative form: link a step added while the saga runs to the steps it
+        names and to ``frontier`` (what the code awaited before adding it)."""
+        self._link(step, [*frontier, *self._named_deps(step)])
+        if self.pivot is not None:  # and past it (the scheduler checked)
+            self._place_after_pivot(step, self.pivot)
+
+    def resolve(self) -> None:
+        """Resolve dependencies by name, reject unknown ones and cycles, place the steps
+        around the pivot, check the saga fits in a history; then freeze it."""
+        if not self.by_name:
+            raise SagaDefinitionError(f"saga {self.name!r} has no steps")
+        for step in self.by_name.values():
+            targets = self._named_deps(step)
+            if step in targets:
+                raise SagaDefinitionError(
+                    f"saga {self.name!r}, step {step.name!r}: depends on itself"
+                )
+            self._link(step, targets)
+        try:
+            if any(s._deps for s in self.by_name.values()):  # else there is no cycle
+                TopologicalSorter({s: s._deps for s in self.by_name.values()}).prepare()
+        except CycleError as err:
+            cycle = " -> ".join(s.name for s in err.args[1])
+            raise SagaDefinitionError(f"saga {self.name!r}: dependency cycle {cycle}") from None
+        if self.pivot is not None:
+            self._place_around_pivot(self.pivot)
+        undoable = sum(s._definition.compensate is not None for s in self.by_name.values())
+        least = EVENTS_PER_STEP_FLOOR * (len(self.by_name) + undoable) + 10
+        if least > HISTORY_EVENT_LIMIT:
+            raise SagaDefinitionError(
+                f"saga {self.name!r}: {len(self.by_name)} steps need at least {least:,} "
+                f"history events, more than Temporal's limit of {HISTORY_EVENT_LIMIT:,}; "
+                "split it into nested sagas (a step can run a saga as a child workflow)"
+            )
 
     def _named_deps(self, step: Step[Any]) -> list[Step[Any]]:
         """The steps ``step``'s ``after=`` names (or gives), each checked to exist."""
         targets = []
-        for dep in step._after:
-            target = self._steps.get(dep if isinstance(dep, str) else dep.name)
+        for dep in step._definition.after:
+            target = self.by_name.get(dep if isinstance(dep, str) else dep.name)
             if target is None:
                 raise SagaDefinitionError(
-                    f"saga {self._name!r}, step {step.name!r}: depends on unknown step {dep!r}"
+                    f"saga {self.name!r}, step {step.name!r}: depends on unknown step {dep!r}"
                 )
             targets.append(target)
         return targets
@@ -387,61 +281,34 @@ class SagaDefinition:
 
     def _place_after_pivot(self, step: Step[Any], pivot: Step[Any]) -> None:
         """A step after the pivot: no compensation, retried until it succeeds (unless it
-        sets its own retry policy)."""
-        if step._compensate is not None:
+        sets its own retry policy: see :func:`forward_options`)."""
+        if step._definition.compensate is not None:
             raise SagaDefinitionError(
-                f"saga {self._name!r}, step {step.name!r}: comes after the pivot "
+                f"saga {self.name!r}, step {step.name!r}: comes after the pivot "
                 f"{pivot.name!r}, so it is retried until it succeeds and cannot declare a "
                 "compensation"
             )
         step._after_pivot = True
-        if not step._explicit_retry:
-            forever = dataclasses.replace(step._options["retry_policy"], maximum_attempts=0)
-            step._options = merge(step._options, {"retry_policy": forever})
-
-    # The imperative form (see Saga.__aenter__) starts each step as it is added.
-    _in_block = False
-
-    def _start_in_block(self, step: Step[Any], *, pivot: bool) -> None:
-        raise NotImplementedError
-
-    def _resolve_graph(self) -> None:
-        """Resolve dependencies by name and reject unknown ones and cycles."""
-        if not self._steps:
-            raise SagaDefinitionError(f"saga {self._name!r} has no steps")
-        for step in self._steps.values():
-            targets = self._named_deps(step)
-            if step in targets:
-                raise SagaDefinitionError(
-                    f"saga {self._name!r}, step {step.name!r}: depends on itself"
-                )
-            self._link(step, targets)
-        try:
-            if any(s._deps for s in self._steps.values()):  # else there is no cycle
-                TopologicalSorter({s: s._deps for s in self._steps.values()}).prepare()
-        except CycleError as err:
-            cycle = " -> ".join(s.name for s in err.args[1])
-            raise SagaDefinitionError(f"saga {self._name!r}: dependency cycle {cycle}") from None
-        if self._pivot is not None:
-            self._place_around_pivot(self._pivot)
-        undoable = sum(s._compensate is not None for s in self._steps.values())
-        least = EVENTS_PER_STEP_FLOOR * (len(self._steps) + undoable) + 10
-        if least > HISTORY_EVENT_LIMIT:
-            raise SagaDefinitionError(
-                f"saga {self._name!r}: {len(self._steps)} steps need at least {least:,} "
-                f"history events, more than Temporal's limit of {HISTORY_EVENT_LIMIT:,}; "
-                "split it into nested sagas (a step can run a saga as a child workflow)"
-            )
 
     def _place_around_pivot(self, pivot: Step[Any]) -> None:
-        """Check every step is before or after the pivot; make those after retry forever."""
+        """Check every step is before or after the pivot; mark those after it."""
         before, after = _reachable(pivot, "_deps"), _reachable(pivot, "_dependents")
-        for step in self._steps.values():
-            where = f"saga {self._name!r}, step {step.name!r}"
+        for step in self.by_name.values():
             if step in after:
                 self._place_after_pivot(step, pivot)
             elif step is not pivot and step not in before:
                 raise SagaDefinitionError(
-                    f"{where}: neither before nor after the pivot {pivot.name!r}; with a "
-                    "pivot, every step must depend on it or be one of its dependencies"
+                    f"saga {self.name!r}, step {step.name!r}: neither before nor after the "
+                    f"pivot {pivot.name!r}; with a pivot, every step must depend on it or be "
+                    "one of its dependencies"
                 )
+
+
+def forward_options(step: Step[Any]) -> ActivityOptions:
+    """The options a step runs with: a step after the pivot is retried until it
+    succeeds, unless it sets its own retry policy."""
+    definition = step._definition
+    if not step._after_pivot or definition.explicit_retry:
+        return definition.options
+    forever = dataclasses.replace(definition.options["retry_policy"], maximum_attempts=0)
+    return merge(definition.options, {"retry_policy": forever})

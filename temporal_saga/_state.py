@@ -256,3 +256,14 @@ class SagaResult(BaseModel):
 
     state: SagaState
     results: dict[str, Any]
+
+
+def bounded(state: SagaState, *, keep_all_up_to: int) -> SagaState:
+    """The state a ``SagaFailed`` carries: every step up to ``keep_all_up_to`` steps;
+    past that the failed step, the pivot and the steps that need a human (at most
+    ``keep_all_up_to`` of them), so that a large saga's failure fits in a payload."""
+    if len(state.steps) <= keep_all_up_to:
+        return state
+    keep = {state.failed_step, state.pivot, *state.needs_human[:keep_all_up_to]}
+    kept = [s for s in state.steps if s.name in keep]
+    return state.model_copy(update={"steps": kept, "omitted_steps": len(state.steps) - len(kept)})

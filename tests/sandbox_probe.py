@@ -11,7 +11,7 @@ import sys
 from temporalio import workflow
 
 import temporal_saga
-from temporal_saga import _handlers
+from temporal_saga import _sdk
 
 # Modules a workflow must never load: the client side, encryption, I/O.
 HEAVY = ("temporal_saga.client", "temporal_saga.encryption", "cryptography", "aiohttp")
@@ -32,8 +32,8 @@ class ModulesInTheSandbox:
 @workflow.defn(sandboxed=True)
 class HandlerTablesInTheSandbox:
     """Whether a saga here registers its query and Updates the fast way, straight
-    into the workflow's handler tables (see ``temporal_saga._handlers``)."""
+    into the workflow's handler tables (see ``temporal_saga._sdk``)."""
 
     @workflow.run
     async def run(self) -> bool:
-        return _handlers._tables() is not None
+        return _sdk.handler_tables() is not None

@@ -131,7 +131,7 @@ def test_bad_max_parallelism() -> None:
 def test_a_saga_runs_once_and_takes_no_steps_while_running() -> None:
     saga = Saga("s")
     saga.step("a", do_step)
-    saga._started = True  # as run() leaves it
+    saga._definition.started = True  # as run() leaves it
     with pytest.raises(ValueError, match="cannot add a step once it runs"):
         saga.step("b", do_step)
 

@@ -15,8 +15,19 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from temporal_saga import SAGA_STATE_QUERY, Saga, SagaState, SagaStatus, StepStatus
-from temporal_saga._saga import _in_order
+from temporal_saga import (
+    SAGA_STATE_QUERY,
+    CompensationState,
+    Saga,
+    SagaFailed,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+)
+from temporal_saga._scheduler import _in_order
+from temporal_saga._state import bounded
+from temporal_saga._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION
 from temporal_saga.client import render_trace
 
 from .conftest import WorkerFactory
@@ -395,8 +406,8 @@ def test_steps_without_dependencies_are_scheduled_as_the_graph_would_schedule_th
     saga = Saga("wide")
     for name in "abcd":
         saga.step(name, do_step, compensate=undo_step)
-    saga._resolve_graph()
-    steps = list(saga._steps.values())
+    saga._definition.resolve()
+    steps = saga.steps
     fast, graph = _in_order(steps, edges), TopologicalSorter({s: () for s in steps})
     assert not isinstance(fast, TopologicalSorter)
     graph.prepare()
@@ -413,8 +424,8 @@ def test_steps_with_dependencies_are_scheduled_along_the_graph() -> None:
     saga = Saga("chain")
     first = saga.step("a", do_step, compensate=undo_step)
     saga.step("b", do_step, compensate=undo_step, after=[first])
-    saga._resolve_graph()
-    steps = list(saga._steps.values())
+    saga._definition.resolve()
+    steps = saga.steps
     assert [s.name for s in _in_order(steps, "_deps").get_ready()] == ["a"]
     assert [s.name for s in _in_order(steps, "_dependents").get_ready()] == ["b"]
 
@@ -442,3 +453,78 @@ async def test_a_finished_saga_leaves_nothing_for_a_later_garbage_collection(
             await run_saga(client, task_queue, spec(ScriptedStep(name="a"), ScriptedStep(name="b")))
     gc.collect()
     assert _sandbox_copies(ScriptedSaga.__module__) - before == set()
+
+
+def _state_of_a_large_saga(*, pivot: bool) -> SagaState:
+    """150 steps; without a pivot the last one failed and the rest were undone; with
+    one, step 0 is the pivot, step 1 failed after it for good and the others never ran."""
+    if not pivot:
+        steps = [
+            StepState(
+                name=f"s{i}",
+                outcome=StepStatus.SUCCEEDED,
+                compensation=CompensationState(
+                    name=f"undo s{i}", status=StepStatus.SUCCEEDED, order=i
+                ),
+            )
+            for i in range(149)
+        ]
+        steps.append(StepState(name="last", outcome=StepStatus.FAILED, error="full"))
+        return SagaState(
+            name="large", status=SagaStatus.COMPENSATED, steps=steps,
+            failed_step="last", reason="full",
+        )  # fmt: skip
+    steps = [StepState(name="s0", outcome=StepStatus.SUCCEEDED)]
+    steps.append(
+        StepState(name="s1", outcome=StepStatus.FAILED, error="no truck", after_pivot=True)
+    )
+    steps += [
+        StepState(name=f"s{i}", outcome=StepStatus.SKIPPED, after_pivot=True) for i in range(2, 150)
+    ]
+    return SagaState(
+        name="large", status=SagaStatus.COMPENSATION_FAILED, steps=steps,
+        failed_step="s1", reason="no truck", pivot="s0",
+    )  # fmt: skip
+
+
+def test_a_large_failure_carries_a_bounded_state_with_its_verdict() -> None:
+    state = _state_of_a_large_saga(pivot=False)
+    kept = bounded(state, keep_all_up_to=100)
+    assert [s.name for s in kept.steps] == ["last"] and kept.omitted_steps == 149
+    assert (kept.status, kept.failed_step, kept.reason) == (state.status, "last", "full")
+    small = bounded(state, keep_all_up_to=150)
+    assert small is state and small.omitted_steps == 0
+
+
+def test_a_large_failure_past_the_pivot_keeps_the_pivot_and_who_needs_a_human() -> None:
+    state = _state_of_a_large_saga(pivot=True)
+    assert state.past_pivot and len(state.needs_human) == 149
+    kept = bounded(state, keep_all_up_to=100)
+    names = [s.name for s in kept.steps]
+    assert names[:2] == ["s0", "s1"] and len(names) == 101 and kept.omitted_steps == 49
+    assert kept.past_pivot and kept.pivot == "s0"
+    assert kept.needs_human == names[1:]
+    failure = SagaFailed(kept)
+    assert failure.needs_human[:2] == ["s1", "s2"]
+    assert failure.message.startswith("s1: no truck (after the pivot s0); manual intervention")
+
+
+def test_past_the_pivot_only_the_steps_that_did_not_do_their_part_need_a_human() -> None:
+    after = {"after_pivot": True}
+    state = SagaState(
+        name="order", status=SagaStatus.NEEDS_HUMAN, failed_step="ship", reason="no truck",
+        pivot="pay",
+        steps=[
+            StepState(name="pay", outcome=StepStatus.SUCCEEDED),
+            StepState(name="ship", outcome=StepStatus.FAILED, error="no truck", **after),
+            StepState(name="gift", outcome=StepStatus.SKIPPED, note=CONDITION_NOT_MET, **after),
+            StepState(name="old", outcome=StepStatus.SKIPPED, note=NOT_IN_THIS_VERSION, **after),
+            StepState(name="notify", outcome=StepStatus.SKIPPED, **after),
+            StepState(name="done", outcome=StepStatus.SUCCEEDED, **after),
+        ],
+    )  # fmt: skip
+    assert state.needs_human == ["ship", "notify"]
+    resolved = state.model_copy(
+        update={"steps": [s.model_copy(update={"resolved": "by hand"}) for s in state.steps]}
+    )
+    assert resolved.needs_human == []

@@ -137,6 +137,16 @@ async def test_a_late_failure_undoes_everything_in_the_code_s_reverse_order(
     assert max(ended[t] for t in TICKETS) <= began["hotel"]
     assert ended["hotel"] <= began["insurance"] and ended["insurance"] <= began["flight"]
     assert failure.state.step("pay").compensation is None  # it failed: no effect
+    # The same from the saga's own record, which no timing margin can blur: the order
+    # in which the undos started, and their workflow times.
+    undo = {name: failure.state.step(name).compensation for name in did(s, "undo")}
+    order = sorted(undo, key=lambda name: undo[name].order)  # type: ignore[union-attr]
+    assert set(order[:2]) == TICKETS and order[2:] == ["hotel", "insurance", "flight"]
+    for later, earlier in [("hotel", t) for t in TICKETS] + [
+        ("insurance", "hotel"),
+        ("flight", "insurance"),
+    ]:
+        assert undo[earlier].ended_at <= undo[later].started_at  # type: ignore[union-attr,operator]
 
 
 async def test_an_uncaught_step_failure_leaves_the_block_and_undoes_what_ran(

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus, _saga
+from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus, _scheduler
 from temporal_saga._limits import HISTORY_BYTES_LIMIT, HISTORY_EVENT_LIMIT
 
 from .conftest import WorkerFactory
@@ -94,11 +94,12 @@ def _has_room(
     more step, its history at ``events`` and ``size`` (each: now, since the saga began)."""
     saga = Saga("big")
     step = saga.step("next", do_step, compensate=undo_step if compensated else None)
-    saga._finished_count, saga._undoable = finished, undoable
-    saga._running = {object(): step for _ in range(running)}  # type: ignore[misc]
-    saga._history_at_start = (events[0] - events[1], size[0] - size[1])
-    monkeypatch.setattr(_saga.workflow, "info", lambda: _History(events[0], size[0]))
-    return saga._history_has_room_for(step)
+    at_start = _History(events[0] - events[1], size[0] - size[1])
+    monkeypatch.setattr(_scheduler.workflow, "info", lambda: at_start)
+    limiter = _scheduler.Limiter(500)
+    limiter.finished, limiter.undoable = finished, undoable
+    monkeypatch.setattr(_scheduler.workflow, "info", lambda: _History(events[0], size[0]))
+    return limiter.history_has_room_for(step, others_in_flight=running)
 
 
 ROOM = HISTORY_EVENT_LIMIT - 500  # the check keeps 500 events in reserve

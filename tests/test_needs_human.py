@@ -26,7 +26,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus, _handlers, _operator
+from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus, _desk, _sdk
 from temporal_saga.client import (
     ActionRejected,
     give_up,
@@ -135,7 +135,7 @@ async def test_a_failed_compensation_waits_then_a_retry_with_a_new_argument_undo
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if not handler_tables:  # as with an SDK whose internals differ: the public functions
-        monkeypatch.setattr(_handlers, "_tables", lambda: None)
+        monkeypatch.setattr(_sdk, "handler_tables", lambda: None)
     s = refund_refused()
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         handle = await start(client, task_queue, s)
@@ -276,8 +276,16 @@ async def test_a_retry_runs_once_at_a_time_and_giving_up_cancels_it(
         await give_up(handle, note="the airline will not refund")
         assert await retry == "undo b: failed again: cancelled"
         failure = await outcome(handle)
+        history = await handle.fetch_history()
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
     assert failure.needs_human == ["b"]
+    # History alone tells the same story: the cancelled retry failed b's undo again.
+    rebuilt = await state_from_history(history.events, client.data_converter)
+    assert rebuilt.status is SagaStatus.COMPENSATION_FAILED and rebuilt.needs_human == ["b"]
+    assert rebuilt.step("b").status is StepStatus.COMPENSATION_FAILED
+    assert [a.action for a in rebuilt.actions] == [a.action for a in failure.state.actions]
+    assert [a.action for a in rebuilt.actions] == ["give up", "retry"]
+    assert render_trace(rebuilt) == render_trace(failure.state)
 
 
 async def test_human_timeout_ends_the_wait_compensation_failed(
@@ -359,6 +367,31 @@ async def test_past_the_pivot_a_step_resolved_by_hand_lets_the_next_ones_run(
     final = result.state
     assert final.status is SagaStatus.SUCCEEDED
     assert "✔️ ship (resolved by hand: sent by courier)" in render_trace(final)
+    assert did(s, "do") == {"pay", "notify"}
+
+
+async def test_past_the_pivot_a_step_skipped_by_its_condition_needs_no_human(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = waiting(
+        spec(
+            ScriptedStep(name="pay", pivot=True, compensate=False),
+            ScriptedStep(name="ship", after=["pay"], compensate=False, fail="no truck"),
+            ScriptedStep(name="gift", after=["pay"], compensate=False, when=("pay", "never")),
+            ScriptedStep(name="notify", after=["ship"], compensate=False),
+        )
+    )
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start(client, task_queue, s)
+        state = await wait_for(handle, needs_human)
+        assert state.needs_human == ["ship", "notify"]
+        with pytest.raises(ActionRejected, match="'gift' does not need a human"):
+            await resolve_step(handle, "gift", note="x")
+        await resolve_step(handle, "ship", note="sent by courier")
+        result = await handle.result()
+    final = result.state
+    assert final.status is SagaStatus.SUCCEEDED and final.needs_human == []
+    assert final.step("gift").status is StepStatus.SKIPPED
     assert did(s, "do") == {"pay", "notify"}
 
 
@@ -528,7 +561,7 @@ async def test_the_handlers_are_registered_without_the_sdks_per_call_work(
     public registration works out each handler's types at every call, so the engine
     puts definitions built once into the workflow's tables (bench/README.md). Pinned:
     this SDK takes that path, and the definitions say what the handlers take."""
-    for definition in _operator._UPDATES:
+    for definition in _desk._UPDATES:
         assert get_type_hints(definition.fn) == {
             "request": definition.arg_types[0],  # type: ignore[index]
             "return": definition.ret_type,

@@ -11,7 +11,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from temporal_saga.client import data_converter
+from temporal_saga import SagaStatus, StepStatus
+from temporal_saga.client import data_converter, state_from_history
 from temporal_saga.testing import replay
 
 with workflow.unsafe.imports_passed_through():
@@ -111,3 +112,15 @@ async def test_sagas_that_ended_compensation_failed_before_the_wait_still_replay
         if e.HasField("marker_recorded_event_attributes")
     ]
     assert any(b"temporal-saga/needs-human" in p for p in patches)
+
+
+async def test_a_workflow_that_ran_a_saga_twice_is_rebuilt_as_its_last_run() -> None:
+    """retry_loop ran "scripted" twice: b failed the first time (a was undone), then
+    both succeeded; the state rebuilt from history is the second run's."""
+    history = stored("retry_loop")
+    state = await state_from_history(history.events, data_converter())
+    assert state.status is SagaStatus.SUCCEEDED and state.failed_step is None
+    assert [(s.name, s.status) for s in state.steps] == [
+        ("a", StepStatus.SUCCEEDED),
+        ("b", StepStatus.SUCCEEDED),
+    ]

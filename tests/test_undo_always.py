@@ -420,7 +420,7 @@ def test_a_saga_too_large_for_any_history_is_refused_before_it_runs() -> None:
     for i in range(9000):
         saga.step(f"s{i}", do_step, compensate=undo_step)
     with pytest.raises(SagaDefinitionError, match="split it into nested sagas"):
-        saga._resolve_graph()
+        saga._definition.resolve()
 
 
 # --- the state rebuilt from history --------------------------------------------------

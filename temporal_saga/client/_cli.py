@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._errors import ActionRejected, NotASaga
-from .._publish import SAGA_STATUS_ATTRIBUTE
+from .._protocol import SAGA_STATUS_ATTRIBUTE
 from .._state import SagaState, SagaStatus
 from .._trace import render_trace
 from ._connect import connect, web_ui_url

@@ -47,13 +47,11 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
-from .._public import PUBLIC
+from .._protocol import PUBLIC, is_public, is_public_value
 
 
 def _is_public(value: Any) -> bool:
-    return getattr(type(value), "__temporal_saga_public__", False) or isinstance(
-        value, WorkflowMetadata
-    )
+    return is_public_value(value) or isinstance(value, WorkflowMetadata)
 
 
 # Types whose adapter every workflow run can share: the same objects in every run.
@@ -112,10 +110,6 @@ class SagaPayloadConverter(PydanticPayloadConverter):
         return payloads
 
 
-def _public(payload: Payload) -> bool:
-    return payload.metadata.get(PUBLIC) == b"1"
-
-
 class KeepPublicText(PayloadCodec, WithSerializationContext):
     """A codec that leaves public text as it is and hands every other payload to
     ``inner`` (any codec: encryption, compression, a KMS client)."""
@@ -136,7 +130,7 @@ class KeepPublicText(PayloadCodec, WithSerializationContext):
         codec: Callable[[Sequence[Payload]], Awaitable[list[Payload]]],
         payloads: Sequence[Payload],
     ) -> list[Payload]:
-        todo = [i for i, payload in enumerate(payloads) if not _public(payload)]
+        todo = [i for i, payload in enumerate(payloads) if not is_public(payload)]
         done = await codec([payloads[i] for i in todo]) if todo else []
         result = list(payloads)
         for i, payload in zip(todo, done, strict=True):

@@ -25,10 +25,16 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import DataConverter
 
-from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id, unescape
 from .._errors import NotASaga, SagaFailed
-from .._operator import ACTIONS, NEEDS_HUMAN_PATCH, GiveUp, ResolveStep, RetryStep
-from .._public import PUBLIC
+from .._protocol import (
+    ACTIONS,
+    NEEDS_HUMAN_PATCH,
+    GiveUp,
+    ResolveStep,
+    RetryStep,
+    is_public,
+    parse_step_id,
+)
 from .._state import (
     CompensationState,
     OperatorAction,
@@ -150,7 +156,7 @@ async def _summary(event: HistoryEvent, converter: DataConverter) -> tuple[str, 
     if not event.user_metadata.HasField("summary"):
         return "", False
     payload = event.user_metadata.summary
-    return await _decode(converter, [payload], str), payload.metadata.get(PUBLIC) == b"1"
+    return await _decode(converter, [payload], str), is_public(payload)
 
 
 async def _read(
@@ -260,7 +266,7 @@ async def state_from_history(
         NotASaga: No saga step was ever scheduled in this workflow.
     """
     found = await _read(events, converter, workflow_id)
-    run, steps, undo = _last_saga_run(found)
+    saga, steps, undo = _last_saga_run(found)
     details = await _failure_details(found.failure, converter)
     if details is not None and details.omitted_steps == 0:
         # The saga's own final state; history adds what workflow code cannot see.
@@ -311,7 +317,7 @@ async def state_from_history(
     else:  # the saga failed (also when the workflow caught SagaFailed and completed)
         status = SagaStatus.COMPENSATED
     state = SagaState(
-        name=parse_saga_run_id(run)[0],
+        name=saga,
         status=status,
         steps=step_states,
         failed_step=failed.name if failed and reason else None,
@@ -367,31 +373,32 @@ def _operators(
 
 
 def _last_saga_run(found: _Rebuild) -> tuple[str, dict[str, _Activity], dict[str, _Activity]]:
-    """The last saga run's id, its steps and their compensations, by activity id.
+    """The last saga run's name, its steps and their compensations, by step activity id.
 
-    A step is an activity (or child) with a summary whose id is ``<saga run>/<step>``,
-    both parts escaped, so with one ``/`` (see ``_activity``); its summary is the
-    step's label, public text, or (before labels) its name. A compensation has its
-    step's id plus ``/compensate``.
+    A step is an activity (or child) with a summary whose id is a step's (see
+    ``_protocol``); its summary is the step's label, public text, or (before labels)
+    its name. A compensation has its step's id plus ``/compensate``.
     """
     steps: dict[str, _Activity] = {}
+    runs: dict[str, str] = {}  # each step's saga run, as written in its id
+    names: dict[str, str] = {}
     for activity in found.activities.values():
-        run, _, name = activity.activity_id.partition("/")
-        if not run or "/" in name or not activity.summary:
+        ident = parse_step_id(activity.activity_id)
+        if ident is None or ident.compensation or not activity.summary:
             continue
-        if activity.public or unescape(name) == activity.summary:
+        if activity.public or ident.step == activity.summary:
             steps[activity.activity_id] = activity
+            runs[activity.activity_id], names[ident.saga_run] = ident.saga_run, ident.saga
     if not steps:
         raise NotASaga("no saga step in this workflow's history")
-    last_run = list(steps)[-1].rpartition("/")[0]
-    steps = {k: v for k, v in steps.items() if k.rpartition("/")[0] == last_run}
-    undo = {
-        a.activity_id.removesuffix(COMPENSATION_SUFFIX): a
-        for a in found.activities.values()
-        if a.activity_id.endswith(COMPENSATION_SUFFIX)
-        and a.activity_id.removesuffix(COMPENSATION_SUFFIX) in steps
-    }
-    return last_run, steps, undo
+    last_run = runs[list(steps)[-1]]
+    steps = {k: v for k, v in steps.items() if runs[k] == last_run}
+    undo = {}
+    for activity in found.activities.values():
+        ident = parse_step_id(activity.activity_id)
+        if ident is not None and ident.compensation and ident.step_id in steps:
+            undo[ident.step_id] = activity
+    return names[last_run], steps, undo
 
 
 async def _failure_details(failure: Failure | None, converter: DataConverter) -> SagaState | None:
@@ -409,7 +416,9 @@ async def _failure_details(failure: Failure | None, converter: DataConverter) ->
 
 
 def _step_name(activity_id: str) -> str:
-    return unescape(activity_id.partition("/")[2])
+    ident = parse_step_id(activity_id)
+    assert ident is not None  # a step's id (see _last_saga_run)
+    return ident.step
 
 
 def _step_state(step: _Activity, undo: dict[str, _Activity]) -> StepState:

@@ -1,6 +1,6 @@
 """Operator actions on a saga that waits for a human, from Python (and the CLI).
 
-Each is a Workflow Update (see ``temporal_saga._operator``): validated by the saga
+Each is a Workflow Update (see ``temporal_saga._desk``): validated by the saga
 before anything is written to its history, recorded there once accepted, and answered
 with one line of text.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from .._errors import ActionRejected
-from .._operator import (
+from .._protocol import (
     SAGA_GIVE_UP_UPDATE,
     SAGA_RESOLVE_UPDATE,
     SAGA_RETRY_UPDATE,

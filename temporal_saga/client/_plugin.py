@@ -18,8 +18,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from .._activity import COMPENSATION_SUFFIX, parse_saga_run_id
-from .._publish import CHECK_ATTRIBUTE_ACTIVITY
+from .._protocol import CHECK_ATTRIBUTE_ACTIVITY, parse_step_id
 from ._converter import data_converter
 
 # Namespaces known to have the attribute, per client: the check costs one RPC per
@@ -91,10 +90,10 @@ class _CountAttempts(Interceptor):
 class _AttemptCounter(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> object:
         info = activity.info()
-        run, slash, step = info.activity_id.partition("/")
-        if not info.workflow_id or not slash or not step:
+        ident = parse_step_id(info.activity_id)
+        if not info.workflow_id or ident is None:
             return await self.next.execute_activity(input)  # not a saga's step
-        kind = "compensation" if info.activity_id.endswith(COMPENSATION_SUFFIX) else "step"
+        kind = "compensation" if ident.compensation else "step"
         outcome = "FAILED"
         try:
             result = await self.next.execute_activity(input)
@@ -104,7 +103,7 @@ class _AttemptCounter(ActivityInboundInterceptor):
             counter = activity.metric_meter().create_counter(
                 "temporal_saga_attempts", "Attempts of saga steps and compensations"
             )
-            counter.add(1, {"saga": parse_saga_run_id(run)[0], "kind": kind, "outcome": outcome})
+            counter.add(1, {"saga": ident.saga, "kind": kind, "outcome": outcome})
 
 
 class SagaPlugin(SimplePlugin):

@@ -21,12 +21,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
 from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.worker import Replayer
 
-from .._activity import parse_saga_run_id, unescape
+from .._protocol import parse_step_id
+from .._sdk import is_workflow_class, workflow_name
 from ._plugin import SagaPlugin
 
 FETCHES = 10  # histories downloaded at once
@@ -69,14 +69,14 @@ def load_workflows(specs: Sequence[str]) -> list[type]:
             ) from None
         if class_name:
             cls = getattr(module, class_name, None)
-            if not inspect.isclass(cls) or workflow._Definition.from_class(cls) is None:
+            if not inspect.isclass(cls) or not is_workflow_class(cls):
                 raise ValueError(f"{spec!r} is not a workflow class")
             found.append(cls)
             continue
         classes = [
             cls
             for _, cls in inspect.getmembers(module, inspect.isclass)
-            if cls.__module__ == module.__name__ and workflow._Definition.from_class(cls)
+            if cls.__module__ == module.__name__ and is_workflow_class(cls)
         ]
         if not classes:
             raise ValueError(f"module {module_name!r} defines no workflow")
@@ -88,9 +88,9 @@ def workflow_types(classes: Sequence[type]) -> list[str]:
     """The workflow type names of ``classes``."""
     names = []
     for cls in classes:
-        definition = workflow._Definition.from_class(cls)
-        if definition is not None and definition.name is not None:
-            names.append(definition.name)
+        name = workflow_name(cls)
+        if name is not None:
+            names.append(name)
     return names
 
 
@@ -230,18 +230,14 @@ def _reason(error: Exception) -> str:
     line = text.splitlines()[0] if text else type(error).__name__
     moved = _ID_MISMATCH.search(line)
     if moved:  # say it in saga terms: which step the history has, which the code starts
-        (saga, was), (_, now) = parse_step_id(moved["history"]), parse_step_id(moved["code"])
-        return (
-            f"saga {saga!r}: the new code starts step {now!r} where the history started "
-            f"{was!r} (a step added, renamed or moved without since=/until=) [{line}]"
-        )
+        was, now = parse_step_id(moved["history"]), parse_step_id(moved["code"])
+        if was is not None and now is not None:
+            return (
+                f"saga {was.saga!r}: the new code starts step {now.step!r} where the history "
+                f"started {was.step!r} (a step added, renamed or moved without "
+                f"since=/until=) [{line}]"
+            )
     return line
-
-
-def parse_step_id(activity_id: str) -> tuple[str, str]:
-    """The saga's and the step's names in a step's activity id (see ``_activity``)."""
-    run, _, step = activity_id.partition("/")
-    return parse_saga_run_id(run)[0], unescape(step.removesuffix("/compensate"))
 
 
 def _run_id(history: WorkflowHistory) -> str | None:

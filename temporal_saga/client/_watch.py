@@ -10,7 +10,8 @@ from typing import Any
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from .._publish import SAGA_STATE_QUERY
+from .._protocol import SAGA_STATE_QUERY
+from .._sdk import data_converter_of
 from .._state import SagaState
 from .._trace import render_trace
 from ._history import state_from_history
@@ -39,7 +40,7 @@ async def load_state(handle: WorkflowHandle[Any, Any]) -> tuple[SagaState, str]:
     # KeyError, ValueError: an encrypted answer and no key for it (see _codec).
     except (WorkflowQueryFailedError, RPCError, KeyError, ValueError):
         history = await handle.fetch_history()
-        converter = handle._client.data_converter  # the SDK exposes it nowhere else
+        converter = data_converter_of(handle)
         state = await state_from_history(history.events, converter, workflow_id=handle.id)
         return state, "history"
 

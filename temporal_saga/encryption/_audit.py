@@ -20,7 +20,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 
-from .._public import PUBLIC
+from .._protocol import is_public
 from ._codec import ENCODING, KEY_ID
 
 Kind = Literal["encrypted", "public", "search attribute", "sdk", "empty", "clear"]
@@ -118,7 +118,7 @@ def _classify(event_id: int, field: str, payload: Payload) -> StoredPayload:
     if encoding == ENCODING:
         key_id = payload.metadata.get(KEY_ID, b"").decode()
         return StoredPayload(event_id, field, "encrypted", key_id=key_id)
-    if payload.metadata.get(PUBLIC) == b"1":
+    if is_public(payload):
         try:
             text = json.loads(payload.data)
         except ValueError:

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import (
@@ -25,7 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from .._errors import NotASaga, SagaFailed
-from .._publish import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
+from .._protocol import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
+from .._sdk import activity_definition
 from .._state import SagaState, SagaStatus
 from ..client._connect import local_temporal_cli, local_test_server
 from ..client._plugin import SagaPlugin
@@ -291,7 +291,7 @@ _ENDED_FROM_OUTSIDE = (CancelledError, TerminatedError, TimeoutError)
 def _by_name(activities: Sequence[Callable[..., Any]], what: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for item in activities:
-        definition = activity._Definition.from_callable(item)
+        definition = activity_definition(item)
         if definition is None or definition.name is None:
             raise TypeError(f"{what}: {item!r} is not an activity (@activity.defn)")
         if definition.name in found:
@@ -301,4 +301,5 @@ def _by_name(activities: Sequence[Callable[..., Any]], what: str) -> dict[str, A
 
 
 def _is_async(item: Callable[..., Any]) -> bool:
-    return activity._Definition.must_from_callable(item).is_async
+    definition = activity_definition(item)
+    return definition is not None and definition.is_async

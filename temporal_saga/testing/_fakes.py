@@ -25,8 +25,8 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from .._activity import COMPENSATION_SUFFIX
-from ..client._replay_check import parse_step_id
+from .._protocol import parse_step_id
+from .._sdk import activity_definition
 
 #: The ``type`` of the ``ApplicationError`` an injected failure raises.
 INJECTED_FAILURE = "InjectedFailure"
@@ -242,7 +242,7 @@ def _signature(target: Callable[..., Any] | str) -> tuple[str, list[type] | None
         if not target:
             raise ValueError("fake(): the activity name is empty")
         return target, None, None
-    definition = activity._Definition.from_callable(target)
+    definition = activity_definition(target)
     if definition is None or definition.name is None:
         raise TypeError(
             f"fake() takes an activity (a function decorated with @activity.defn) or "
@@ -256,9 +256,10 @@ def _signature(target: Callable[..., Any] | str) -> tuple[str, list[type] | None
 
 
 def _step_of(activity_id: str) -> tuple[str, bool]:
-    if "/" not in activity_id:  # not a saga step: an activity the workflow ran itself
+    ident = parse_step_id(activity_id)
+    if ident is None:  # not a saga step: an activity the workflow ran itself
         return activity_id, False
-    return parse_step_id(activity_id)[1], activity_id.endswith(COMPENSATION_SUFFIX)
+    return ident.step, ident.compensation
 
 
 async def _outlast_timeout(info: activity.Info) -> None:

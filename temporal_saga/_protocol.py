@@ -1,0 +1,212 @@
+"""The wire contract: every name and format that a saga shares with the world.
+
+What a worker, a client, the CLI, the testing kit, the codec or another SDK must agree
+on lives here and nowhere else:
+
+* the ``saga_state`` query, the ``SagaStatus`` search attribute, the operators'
+  Workflow Updates and their request models;
+* the patch ids the engine's own changes are recorded under (renaming one breaks
+  every saga in flight that recorded it);
+* a step's activity id, built and parsed, and the idempotency key made of it:
+  ``<saga run>/<step>``, its compensation's the same plus ``/compensate``.
+  ``<saga run>`` is the saga's name for the first run of that name in a workflow
+  run, ``<name>#2``, ``<name>#3``… for the next ones (a workflow that retries a saga
+  in a loop), so every run gets its own ids and idempotency keys. Names are escaped
+  (``%`` ``/`` ``#`` as ``%25`` ``%2F`` ``%23``), so no step name can make two ids
+  collide, and names without those characters keep readable ids;
+* public text: the payload metadata tag that lets step names and the trace through
+  the payload codec in clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from temporalio import activity
+from temporalio.api.common.v1 import Payload
+from temporalio.common import SearchAttributeKey
+
+# --- Queries, search attributes, patches ------------------------------------------------
+
+#: Name of the query that returns a running (or closed) saga's :class:`SagaState`.
+SAGA_STATE_QUERY = "saga_state"
+
+#: The Keyword search attribute a saga keeps its status in, with ``search_attributes=True``.
+#: Register it first: ``temporal operator search-attribute create --name SagaStatus
+#: --type Keyword`` (or ``temporal server start-dev --search-attribute SagaStatus=Keyword``).
+SAGA_STATUS_ATTRIBUTE = SearchAttributeKey.for_keyword("SagaStatus")
+
+#: The local activity that checks the attribute exists (registered by ``SagaPlugin``).
+CHECK_ATTRIBUTE_ACTIVITY = "temporal_saga.check_search_attribute"
+CHECK_ATTRIBUTE_PATCH = "temporal-saga/check-search-attribute"
+#: Sagas that ended before the NEEDS_HUMAN wait existed replay without it.
+NEEDS_HUMAN_PATCH = "temporal-saga/needs-human"
+
+# --- The operators' Workflow Updates ------------------------------------------------------
+
+#: The Workflow Updates an operator sends to a saga that needs a human.
+SAGA_RETRY_UPDATE = "saga_retry"
+SAGA_RESOLVE_UPDATE = "saga_resolve"
+SAGA_GIVE_UP_UPDATE = "saga_give_up"
+
+# An action's ``by`` and note are public text (the trace shows them): keep them short.
+_TEXT = Field(min_length=1, max_length=500)
+
+
+class Request(BaseModel):
+    """What every operator Update carries: who, and which saga."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    by: str | None = Field(default=None, max_length=200)
+    saga: str | None = None  # which saga, when several in one workflow need a human
+
+
+class RetryStep(Request):
+    """Input of ``saga_retry``: run a failed compensation (or a step after the pivot)
+    again. ``arg``, when given (even as null), replaces the argument it ran with.
+
+    From the ``temporal`` CLI: ``--input '{"step": "book hotel room", "by": "alice"}'``.
+    """
+
+    step: str
+    arg: Any = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_arg(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # On the wire, no "arg" means the same argument; "arg": null means None.
+        data = handler(self)
+        if "arg" not in self.model_fields_set:
+            data.pop("arg", None)
+        return data
+
+
+class ResolveStep(Request):
+    """Input of ``saga_resolve``: the operator finished ``step`` by hand; ``note`` says how."""
+
+    step: str
+    note: str = _TEXT
+
+
+class GiveUp(Request):
+    """Input of ``saga_give_up``: stop waiting; the saga ends ``COMPENSATION_FAILED``."""
+
+    note: str = _TEXT
+
+
+#: Each operator update: the action it records (``OperatorAction.action``), its input.
+ACTIONS: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
+    SAGA_RETRY_UPDATE: ("retry", RetryStep),
+    SAGA_RESOLVE_UPDATE: ("resolve", ResolveStep),
+    SAGA_GIVE_UP_UPDATE: ("give up", GiveUp),
+}
+
+# --- Activity ids -------------------------------------------------------------------------
+
+COMPENSATION_SUFFIX = "/compensate"
+
+_ESCAPES = (("%", "%25"), ("/", "%2F"), ("#", "%23"))
+
+
+def escape(name: str) -> str:
+    """A name as it appears inside an id: without ``/`` or ``#`` of its own."""
+    for raw, escaped in _ESCAPES:
+        name = name.replace(raw, escaped)
+    return name
+
+
+def unescape(text: str) -> str:
+    """The name that :func:`escape` turned into ``text``."""
+    for raw, escaped in reversed(_ESCAPES):
+        text = text.replace(escaped, raw)
+    return text
+
+
+def saga_run_id(saga: str, run: int) -> str:
+    """The id of the ``run``-th run (from 1) of the saga called ``saga`` in a workflow."""
+    return escape(saga) if run == 1 else f"{escape(saga)}#{run}"
+
+
+def step_activity_id(saga_run: str, step: str) -> str:
+    """The activity id of a step (its compensation's adds :data:`COMPENSATION_SUFFIX`)."""
+    return f"{saga_run}/{escape(step)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepId:
+    """A step's (or compensation's) activity id, read back."""
+
+    saga: str  # the saga's name
+    run: int  # which run of that saga in its workflow run, from 1
+    step: str  # the step's name
+    compensation: bool  # the id is the step's compensation's
+    saga_run: str  # the id's first part, as written (:func:`saga_run_id`)
+
+    @property
+    def step_id(self) -> str:
+        """The step's own activity id (a compensation's without its suffix)."""
+        return step_activity_id(self.saga_run, self.step)
+
+
+def parse_step_id(activity_id: str) -> StepId | None:
+    """Read a step's or compensation's activity id; None if it is neither."""
+    saga_run, slash, rest = activity_id.partition("/")
+    step, suffix_slash, suffix = rest.partition("/")
+    if not saga_run or not slash or not step or (suffix_slash and suffix != "compensate"):
+        return None
+    name, _, run = saga_run.partition("#")
+    number = int(run) if run.isdigit() else 1
+    return StepId(unescape(name), number, unescape(step), bool(suffix_slash), saga_run)
+
+
+def idempotency_key() -> str:
+    """A key for the current saga step, for the service to deduplicate on.
+
+    Inside a step's activity it is the same on every retry of that step, and inside
+    the step's compensation it is the same as the step's, so a compensation can find
+    what an uncertain step (one that timed out) did, and a service can refuse a
+    booking that arrives after its cancellation. It is unique per workflow run, saga
+    run and step: a saga that runs again in the same workflow (a retry loop) gets
+    new keys.
+
+    The key is ``<workflow id>/<run id>/<activity id>`` (a compensation's activity id
+    without its ``/compensate`` suffix), so an activity written with another
+    Temporal SDK can compute the same key from its activity info.
+
+    Raises:
+        RuntimeError: Not called from inside an activity.
+    """
+    info = activity.info()
+    step = info.activity_id.removesuffix(COMPENSATION_SUFFIX)
+    return f"{info.workflow_id}/{info.workflow_run_id}/{step}"
+
+
+# --- Public text ------------------------------------------------------------------------
+
+#: Metadata key of a payload that holds public text.
+PUBLIC = "temporal-saga-public"
+
+
+class PublicText(str):
+    """Text a saga publishes in clear even when payloads are encrypted: step and
+    compensation names (the activities' summaries) and the live trace.
+
+    The saga data converter tags such payloads with :data:`PUBLIC` metadata, and
+    tagged payloads bypass the payload codec, whichever it is.
+    """
+
+    # Checked by attribute, not isinstance: the workflow sandbox re-imports this
+    # module, so the engine's PublicText is not the converter's class.
+    __temporal_saga_public__ = True
+
+
+def is_public_value(value: object) -> bool:
+    """Whether ``value`` is public text (see :class:`PublicText`)."""
+    return getattr(type(value), "__temporal_saga_public__", False) is True
+
+
+def is_public(payload: Payload) -> bool:
+    """Whether a payload is tagged as public text."""
+    return payload.metadata.get(PUBLIC) == b"1"
