@@ -21,7 +21,7 @@ from typing import Any
 from temporalio.client import Client
 
 from temporal_saga.client import SagaPlugin, data_converter
-from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga._sdk import local_temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -48,7 +48,8 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 
 from activities.ledger import Ledger
 from activities.models import TripRequest
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, SagaFailed, SagaStatus
+from temporal_saga import SagaFailed, SagaStatus
+from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import resolve_step, retry_step
 from temporal_saga.encryption import EncryptionCodec
 from workflows.group_trip import BookGroupTrip, GroupTripRequest

@@ -27,7 +27,7 @@ from temporalio.worker import Replayer, Worker
 
 from temporal_saga import SagaFailed
 from temporal_saga.client import SagaPlugin, data_converter
-from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga._sdk import local_temporal_cli
 
 from .sagas import ACTIVITIES, LargeHelperSaga, LargeSpec
 

@@ -21,47 +21,25 @@ The package is laid out by where code runs:
   outcomes to assert on, replay, an opt-in pytest plugin.
 """
 
-from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
-from ._options import ActivityOptions
-from ._protocol import (
-    SAGA_GIVE_UP_UPDATE,
-    SAGA_RESOLVE_UPDATE,
-    SAGA_RETRY_UPDATE,
-    SAGA_STATE_QUERY,
-    SAGA_STATUS_ATTRIBUTE,
-    GiveUp,
-    ResolveStep,
-    RetryStep,
-    idempotency_key,
+from ._errors import (
+    NoResult,
+    SagaDefinitionError,
+    SagaError,
+    SagaFailed,
+    SagaTypeError,
+    StepFailed,
 )
+from ._protocol import idempotency_key
 from ._saga import Saga
-from ._state import (
-    CompensationState,
-    OperatorAction,
-    SagaResult,
-    SagaState,
-    SagaStatus,
-    StepState,
-    StepStatus,
-)
-from ._step import SAME_ARG, Step
-from ._versions import deprecated
+from ._state import SagaResult, SagaState, SagaStatus, StepState, StepStatus
+from ._step import Step
+from ._versions import deprecated_patch
 
 __all__ = [
-    "SAGA_GIVE_UP_UPDATE",
-    "SAGA_RESOLVE_UPDATE",
-    "SAGA_RETRY_UPDATE",
-    "SAGA_STATE_QUERY",
-    "SAGA_STATUS_ATTRIBUTE",
-    "SAME_ARG",
-    "ActivityOptions",
-    "CompensationState",
-    "GiveUp",
-    "OperatorAction",
-    "ResolveStep",
-    "RetryStep",
+    "NoResult",
     "Saga",
     "SagaDefinitionError",
+    "SagaError",
     "SagaFailed",
     "SagaResult",
     "SagaState",
@@ -71,6 +49,6 @@ __all__ = [
     "StepFailed",
     "StepState",
     "StepStatus",
-    "deprecated",
+    "deprecated_patch",
     "idempotency_key",
 ]

@@ -140,7 +140,7 @@ def call_user_code(fn: Callable[[], R], purpose: str) -> R:
     except workflow.NondeterminismError:
         raise
     except NoResult as err:
-        raise ApplicationError(f"could not {purpose}: {err}", non_retryable=True) from None
+        raise ApplicationError(f"could not {purpose}: {err.message}", non_retryable=True) from None
     except Exception as err:
         # The message is public (the trace shows it); the error's text may quote saga
         # data, so it goes to the details, which are encrypted.

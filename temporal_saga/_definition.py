@@ -160,7 +160,7 @@ class SagaDefinition:
         for patch in (since, until):
             if patch is not None and not check_patch(patch):
                 raise SagaTypeError(
-                    f"{where}: since= and until= take a patch id or deprecated(patch id), "
+                    f"{where}: since= and until= take a patch id or deprecated_patch(patch id), "
                     f"not {patch!r}"
                 )
         if pivot and (since is not None or until is not None):

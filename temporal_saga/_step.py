@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
 
-from ._errors import NoResult, StepFailed
+from ._errors import NoResult, SagaDefinitionError, StepFailed
 from ._options import ActivityOptions
 from ._progress import StepProgress
 from ._state import CompensationState, StepState, StepStatus
@@ -101,13 +101,14 @@ class Step(Generic[R]):
 
         Raises:
             StepFailed: The step failed (see :class:`StepFailed`).
+            SagaDefinitionError: The step is not of an ``async with`` saga.
         """
         return self._wait().__await__()
 
     async def _wait(self) -> R:
         progress = self._progress
         if progress.task is None:
-            raise RuntimeError(
+            raise SagaDefinitionError(
                 f"step {self.name!r}: await a step only inside `async with Saga(...)`; "
                 "with run(), read its .result once the saga ran"
             )

@@ -1,11 +1,11 @@
 """Steps that come and go with code changes: ``since=`` and ``until=`` of ``Saga.step``.
 
-Both take a patch id (``workflow.patched``), or ``deprecated(patch_id)`` once the
+Both take a patch id (``workflow.patched``), or ``deprecated_patch(patch_id)`` once the
 sagas from before the change are gone. The life cycle of an added step:
 
 1. ``since="X"``: sagas that reach the step on the new code run it (the history
    records the patch); those whose history passed that point replay without it.
-2. ``since=deprecated("X")``: every saga runs it; histories from step 1 still replay.
+2. ``since=deprecated_patch("X")``: every saga runs it; histories from step 1 still replay.
 3. no ``since``: once no saga from step 1 remains.
 
 ``until`` retires a step the same way (present before the change, absent after).
@@ -17,16 +17,18 @@ from dataclasses import dataclass
 
 from temporalio import workflow
 
+from ._errors import SagaTypeError
+
 
 @dataclass(frozen=True)
 class DeprecatedPatch:
-    """A patch whose old code path is gone (see :func:`deprecated`)."""
+    """A patch whose old code path is gone (see :func:`deprecated_patch`)."""
 
     patch_id: str
 
 
-def deprecated(patch_id: str) -> DeprecatedPatch:
-    """Mark a step's patch as deprecated: ``since=deprecated("X")``, ``until=deprecated("X")``.
+def deprecated_patch(patch_id: str) -> DeprecatedPatch:
+    """A step's patch, deprecated: ``since=deprecated_patch("X")``, ``until=deprecated_patch("X")``.
 
     Use it once no saga that started before the patch can still replay: the step is
     then always present (``since``) or always absent (``until``), and the histories
@@ -34,7 +36,7 @@ def deprecated(patch_id: str) -> DeprecatedPatch:
     ``since=``/``until=``, once those are gone too.
     """
     if not isinstance(patch_id, str) or not patch_id:
-        raise TypeError(f"deprecated() takes a patch id, not {patch_id!r}")
+        raise SagaTypeError(f"deprecated_patch() takes a patch id, not {patch_id!r}")
     return DeprecatedPatch(patch_id)
 
 

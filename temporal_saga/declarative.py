@@ -35,9 +35,9 @@ from ._options import COMPENSATION_DEFAULTS, STEP_DEFAULTS, ActivityOptions
 from ._saga import Saga
 from ._state import SagaResult
 from ._step import Step
-from ._versions import Patch, deprecated
+from ._versions import Patch, deprecated_patch
 
-__all__ = ["ConditionSpec", "DeclarativeSaga", "OptionsSpec", "SagaSpec", "StepSpec"]
+__all__ = ["DeclarativeSaga", "SagaSpec"]
 
 
 class _Spec(BaseModel):
@@ -138,7 +138,7 @@ class ConditionSpec(_Spec):
 
 class DeprecatedPatchSpec(_Spec):
     """``{"deprecated": "PATCH_ID"}``: step 2 of a versioned step's life cycle (see
-    :func:`temporal_saga.deprecated`)."""
+    :func:`temporal_saga.deprecated_patch`)."""
 
     deprecated: str = Field(min_length=1)
 
@@ -147,7 +147,7 @@ _PatchId = Annotated[str, Field(min_length=1)]
 
 
 def _patch(spec: str | DeprecatedPatchSpec | None) -> Patch | None:
-    return deprecated(spec.deprecated) if isinstance(spec, DeprecatedPatchSpec) else spec
+    return deprecated_patch(spec.deprecated) if isinstance(spec, DeprecatedPatchSpec) else spec
 
 
 class StepSpec(_Spec):

@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga.client._connect import local_temporal_cli
+from temporal_saga._sdk import local_temporal_cli
 from temporal_saga.testing import SagaEnvironment
 
 pytest_plugins = ["temporal_saga.testing.pytest_plugin"]

@@ -46,7 +46,7 @@ def blocks(path: Path = README) -> list[Block]:
     ]
 
 
-def marked(mark: str, path: Path = README) -> str:
-    """The code of the one block marked ``mark``."""
-    [found] = [b.code for b in blocks(path) if b.mark == mark]
+def marked(mark: str) -> str:
+    """The code of the one block marked ``mark``, in the README or docs/."""
+    [found] = [b.code for document in DOCUMENTS for b in blocks(document) if b.mark == mark]
     return found

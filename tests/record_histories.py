@@ -30,7 +30,8 @@ from temporalio.worker import Worker
 
 from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
-from temporal_saga import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE, SagaState, SagaStatus
+from temporal_saga import SagaState, SagaStatus
+from temporal_saga._protocol import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import SagaPlugin, data_converter
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage

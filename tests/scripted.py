@@ -386,7 +386,21 @@ class MisusedSaga:
         if mistake == "mistyped option":
             options["start_to_close_timeout"] = 5  # seconds, but not a timedelta
         saga = Saga("misused", **options)
+        if mistake == "positional compensation":
+            saga.step("a", do_step, Script(run=run, step="a"), undo_step)  # type: ignore[call-overload]
+        if mistake == "block error":
+            async with Saga("misused") as block:
+                await block.step("a", do_step, Script(run=run, step="a"), compensate=undo_step)
+                raise KeyError(f"no seat for {run}")  # its text may quote saga data
         a = saga.step("a", do_step, Script(run=run, step="a"), compensate=undo_step)
+        if mistake == "result before run":
+            _ = a.result
+        if mistake == "await in graph form":
+            await a
+        if mistake == "result of a skipped step":
+            skipped = saga.step("skipped", do_step, when=lambda: False)
+            await saga.run()
+            _ = skipped.result
         if mistake == "sandbox error":
             # Reading the wall clock is not allowed in a workflow: the sandbox refuses.
             saga.step(

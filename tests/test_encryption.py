@@ -21,10 +21,11 @@ from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import City, TripBooking, TripRequest
-from temporal_saga import SAGA_STATUS_ATTRIBUTE, SagaStatus
-from temporal_saga._protocol import PublicText
+from temporal_saga import SagaStatus
+from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE, PublicText
 from temporal_saga.client import SagaPlugin, data_converter, load_state, render_trace
-from temporal_saga.encryption import EncryptionCodec, HistoryAudit, audit_history
+from temporal_saga.encryption import EncryptionCodec, audit_history
+from temporal_saga.encryption._audit import HistoryAudit
 from temporal_saga.encryption._codec import parse_keys
 from workflows.trip import BuyTripPackage
 

@@ -15,18 +15,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from temporal_saga import (
-    SAGA_STATE_QUERY,
-    CompensationState,
-    Saga,
-    SagaFailed,
-    SagaState,
-    SagaStatus,
-    StepState,
-    StepStatus,
-)
+from temporal_saga import Saga, SagaFailed, SagaState, SagaStatus, StepState, StepStatus
+from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga._scheduler import _in_order
-from temporal_saga._state import bounded
+from temporal_saga._state import CompensationState, bounded
 from temporal_saga._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION
 from temporal_saga.client import render_trace
 

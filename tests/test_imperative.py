@@ -15,15 +15,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from temporal_saga import (
-    SAGA_STATE_QUERY,
-    Saga,
-    SagaDefinitionError,
-    SagaFailed,
-    SagaState,
-    SagaStatus,
-    StepStatus,
-)
+from temporal_saga import Saga, SagaDefinitionError, SagaFailed, SagaState, SagaStatus, StepStatus
+from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import render_trace, state_from_history
 
 from .conftest import WorkerFactory
@@ -277,7 +270,7 @@ def test_misuse_is_refused_clearly() -> None:
     saga.step("a", do_step)
     with pytest.raises(SagaDefinitionError, match="steps added before `async with`"):
         saga.__aenter__().send(None)
-    with pytest.raises(RuntimeError, match="await a step only inside `async with"):
+    with pytest.raises(SagaDefinitionError, match="await a step only inside `async with"):
         saga.steps[0].__await__().send(None)
 
 

@@ -292,15 +292,17 @@ def test_the_readme_tests_pass_as_pasted_with_the_plugin_enabled_in_one_line(
     for name in (
         "conftest.py",
         "pyproject.toml",
+        "shop.py",
+        "test_shop.py",
         "test_trip_saga.py",
         "checkout.py",
         "test_checkout.py",
     ):
         (tmp_path / name).write_text(marked(f"file {name}"))
-    assert len(marked("file test_trip_saga.py").splitlines()) < 30
+    assert len(marked("file test_shop.py").splitlines()) < 25  # the README's: small
     assert marked("file conftest.py").strip().count("\n") == 0  # one line
     ran = pytest_in(tmp_path, env)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "2 passed" in ran.stdout, ran.stdout
+    assert "4 passed" in ran.stdout, ran.stdout
     # Without that line nothing of the kit loads: the wheel declares no pytest11 entry
     # point (tests/test_packaging.py).

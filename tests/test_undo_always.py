@@ -12,6 +12,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,16 +30,8 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from temporal_saga import (
-    SAGA_STATE_QUERY,
-    SAGA_STATUS_ATTRIBUTE,
-    Saga,
-    SagaDefinitionError,
-    SagaFailed,
-    SagaState,
-    SagaStatus,
-    StepStatus,
-)
+from temporal_saga import Saga, SagaDefinitionError, SagaFailed, SagaState, SagaStatus, StepStatus
+from temporal_saga._protocol import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import data_converter, render_trace, state_from_history
 
 from .conftest import WorkerFactory
@@ -393,6 +386,74 @@ async def test_a_mistyped_option_fails_the_workflow_at_once(
     assert isinstance(cause, ApplicationError) and cause.type == "SagaTypeError"
     assert "'start_to_close_timeout' must be a timedelta, not int" in cause.message
     assert JOURNAL[run] == []
+
+
+@pytest.mark.parametrize(
+    ("mistake", "kind", "message"),
+    [
+        ("result before run", "NoResult", "step 'a' has no result (it is PENDING)"),
+        (
+            "result of a skipped step",
+            "NoResult",
+            "step 'skipped' has no result (it is SKIPPED)",
+        ),
+        (
+            "await in graph form",
+            "SagaDefinitionError",
+            "step 'a': await a step only inside `async with Saga(...)`",
+        ),
+        (
+            "positional compensation",
+            "SagaTypeError",
+            "Saga.step(), step 'a': ",
+        ),
+    ],
+)
+async def test_a_misused_step_fails_the_workflow_at_once_naming_the_step(
+    client: Client, task_queue: str, worker: WorkerFactory, mistake: str, kind: str, message: str
+) -> None:
+    """Misuse in workflow code fails the workflow with one line, rather than a plain
+    Python error that makes its workflow task retry forever."""
+    run = str(uuid.uuid4())
+    async with worker(workflows=[MisusedSaga], activities=ACTIVITIES):
+        began = time.monotonic()
+        with pytest.raises(WorkflowFailureError) as caught:
+            await client.execute_workflow(
+                MisusedSaga.run,
+                args=[run, mistake],
+                id=f"misused-{run}",
+                task_queue=task_queue,
+                run_timeout=timedelta(seconds=10),  # a task retried forever times out
+            )
+        assert time.monotonic() - began < 10  # failed, not retried forever
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == kind and cause.non_retryable
+    assert cause.message.startswith(message) and "\n" not in cause.message
+
+
+async def test_an_error_the_block_raises_keeps_its_type_message_and_traceback(
+    client: Client, task_queue: str, worker: WorkerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = str(uuid.uuid4())
+    async with worker(workflows=[MisusedSaga], activities=ACTIVITIES):
+        with pytest.raises(WorkflowFailureError) as caught:
+            await client.execute_workflow(
+                MisusedSaga.run,
+                args=[run, "block error"],
+                id=f"misused-{run}",
+                task_queue=task_queue,
+            )
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None and failure.state.status is SagaStatus.COMPENSATED
+    assert failure.reason == "the saga's code raised KeyError"  # public: the type alone
+    # The message reaches the client in the cause's details, which the codec encrypts.
+    cause = caught.value.cause.cause  # type: ignore[union-attr]
+    assert isinstance(cause, ApplicationError) and cause.type == "KeyError"
+    assert cause.message == "KeyError" and cause.details == (f"KeyError: 'no seat for {run}'",)
+    # And the traceback reaches the worker's log.
+    [logged] = [r for r in caplog.records if "its code raised KeyError" in r.getMessage()]
+    assert logged.exc_info is not None and logged.exc_info[0] is KeyError
+    assert {(e.kind, e.step) for e in JOURNAL[run]} == {("do", "a"), ("undo", "a")}
 
 
 async def test_a_sandbox_error_in_an_argument_is_a_bug_to_fix_not_a_reason_to_undo(

@@ -21,7 +21,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SAGA_STATE_QUERY, SagaState, SagaStatus, StepStatus
+from temporal_saga import SagaState, SagaStatus, StepStatus
+from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import (
     SagaPlugin,
     data_converter,

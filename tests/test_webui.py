@@ -14,7 +14,7 @@ from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_saga import SAGA_STATUS_ATTRIBUTE
+from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga.encryption import EncryptionCodec, start_codec_server
 from workflows.trip import BuyTripPackage

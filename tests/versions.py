@@ -27,7 +27,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_saga import Saga, SagaResult, deprecated
+    from temporal_saga import Saga, SagaResult, deprecated_patch
 
 CALLS: defaultdict[str, list[str]] = defaultdict(list)
 INSURE_PATCH = "versioned-insure"
@@ -120,7 +120,7 @@ class V2Unsafe:
 class V3:
     @workflow.run
     async def run(self, inp: VersionedInput) -> SagaResult:
-        since, until = deprecated(INSURE_PATCH), deprecated(RETIRE_NOTIFY_PATCH)
+        since, until = deprecated_patch(INSURE_PATCH), deprecated_patch(RETIRE_NOTIFY_PATCH)
         return await shape(inp, insure=True, since=since, until=until).run()
 
 

@@ -18,7 +18,7 @@ from .._trace import render_trace
 from ._connect import connect, web_ui_url
 from ._converter import data_converter
 from ._history import state_from_history
-from ._operate import give_up, operator_name, resolve_step, retry_step
+from ._operate import give_up, resolve_step, retry_step
 from ._plugin import SagaPlugin
 from ._watch import follow_trace, load_state, watch
 
@@ -31,7 +31,6 @@ __all__ = [
     "follow_trace",
     "give_up",
     "load_state",
-    "operator_name",
     "render_trace",
     "resolve_step",
     "retry_step",

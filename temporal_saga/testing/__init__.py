@@ -19,12 +19,11 @@ extra: ``pip install 'temporal-saga[testing]'``), never from a download.
 """
 
 from ._environment import SagaEnvironment, SagaWorker
-from ._fakes import INJECTED_FAILURE, FakeActivity, FakeCall, fake
+from ._fakes import FakeActivity, FakeCall, fake
 from ._outcome import SagaOutcome
 from ._replay import Broken, ReplayReport, replay
 
 __all__ = [
-    "INJECTED_FAILURE",
     "Broken",
     "FakeActivity",
     "FakeCall",

@@ -25,11 +25,9 @@ from temporalio.worker import Worker
 
 from .._errors import NotASaga, SagaFailed
 from .._protocol import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
-from .._sdk import activity_definition
+from .._sdk import activity_definition, local_temporal_cli, local_test_server
 from .._state import SagaState, SagaStatus
-from ..client._connect import local_temporal_cli, local_test_server
-from ..client._plugin import SagaPlugin
-from ..client._watch import load_state
+from ..client import SagaPlugin, load_state
 from ._outcome import SagaOutcome
 
 

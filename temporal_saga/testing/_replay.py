@@ -7,8 +7,8 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
 
-from ..client._replay_check import Broken, ReplayReport, each_of, histories_of
-from ..client._replay_check import replay as replay_histories
+from .._replay import Broken, ReplayReport, each_of, histories_of
+from .._replay import replay as replay_histories
 
 __all__ = ["Broken", "ReplayReport", "replay"]
 

@@ -30,8 +30,8 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
-from ..client._connect import local_test_server
-from ..client._plugin import SagaPlugin
+from .._sdk import local_test_server
+from ..client import SagaPlugin
 from ._environment import SagaEnvironment
 
 
