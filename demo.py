@@ -49,8 +49,8 @@ from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel, insurer
 from starter import buy_trip, start_trip, trip_outcome
 from temporal_saga import SagaState, SagaStatus
-from temporal_saga.client import connect, render_trace, watch, web_ui_url
 from temporal_saga._sdk import local_temporal_cli
+from temporal_saga.client import connect, render_trace, watch, web_ui_url
 from temporal_saga.encryption import EncryptionCodec, audit_history, start_codec_server
 
 DATA = Path("data")

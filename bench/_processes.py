@@ -20,8 +20,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga._sdk import local_temporal_cli
+from temporal_saga.client import SagaPlugin, data_converter
 
 ROOT = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")

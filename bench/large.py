@@ -26,8 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from temporal_saga import SagaFailed
-from temporal_saga.client import SagaPlugin, data_converter
 from temporal_saga._sdk import local_temporal_cli
+from temporal_saga.client import SagaPlugin, data_converter
 
 from .sagas import ACTIVITIES, LargeHelperSaga, LargeSpec
 
