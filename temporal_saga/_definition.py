@@ -94,17 +94,23 @@ class SagaDefinition:
         self.timeout = timeout
         self.max_parallelism = max_parallelism or DEFAULT_MAX_PARALLELISM
         self.search_attributes = search_attributes
-        self._options = merge(STEP_DEFAULTS, check_options(activity_options, f"saga {name!r}"))
+        if activity_options:
+            check_options(activity_options, f"saga {name!r}")
+        self._options = merge(STEP_DEFAULTS, activity_options)
         # A compensation runs where its step runs unless compensation options say
         # otherwise: the service that did it undoes it.
         self._compensation_options = merge(
             COMPENSATION_DEFAULTS,
             task_queue_only(self._options),
-            check_options(compensation_options or {}, f"saga {name!r} compensations"),
+            check_options(compensation_options, f"saga {name!r} compensations")
+            if compensation_options
+            else {},
         )
         self.by_name: dict[str, Step[Any]] = {}  # the steps, in definition order
         self.pivot: Step[Any] | None = None
         self.started = False  # the saga began: frozen, but for the imperative form
+        self.linked = False  # some step depends on another
+        self._undoable = 0  # steps with a compensation
 
     def declare(
         self,
@@ -180,8 +186,13 @@ class SagaDefinition:
             elif not isinstance(dep, str):
                 raise SagaTypeError(f"{where}: after= takes steps or step names, not {dep!r}")
             deps.append(dep)
-        options = check_options(activity_options, where)
-        own_compensation = check_options(compensation_options or {}, f"{where}, compensation")
+        # Most steps set no options of their own: nothing to check, nothing to merge.
+        options = check_options(activity_options, where) if activity_options else {}
+        own_compensation = (
+            check_options(compensation_options, f"{where}, compensation")
+            if compensation_options
+            else {}
+        )
         return Step(
             StepDefinition(
                 index=len(self.by_name),
@@ -217,6 +228,7 @@ class SagaDefinition:
         """Add a declared step (the saga accepted it)."""
         if step._definition.pivot:
             self.pivot = step
+        self._undoable += step._definition.compensate is not None
         self.by_name[step.name] = step
 
     def link_in_block(self, step: Step[Any], frontier: Iterable[Step[Any]]) -> None:
@@ -239,15 +251,14 @@ class SagaDefinition:
                 )
             self._link(step, targets)
         try:
-            if any(s._deps for s in self.by_name.values()):  # else there is no cycle
+            if self.linked:  # else there is no cycle
                 TopologicalSorter({s: s._deps for s in self.by_name.values()}).prepare()
         except CycleError as err:
             cycle = " -> ".join(s.name for s in err.args[1])
             raise SagaDefinitionError(f"saga {self.name!r}: dependency cycle {cycle}") from None
         if self.pivot is not None:
             self._place_around_pivot(self.pivot)
-        undoable = sum(s._definition.compensate is not None for s in self.by_name.values())
-        least = EVENTS_PER_STEP_FLOOR * (len(self.by_name) + undoable) + 10
+        least = EVENTS_PER_STEP_FLOOR * (len(self.by_name) + self._undoable) + 10
         if least > HISTORY_EVENT_LIMIT:
             raise SagaDefinitionError(
                 f"saga {self.name!r}: {len(self.by_name)} steps need at least {least:,} "
@@ -267,11 +278,11 @@ class SagaDefinition:
             targets.append(target)
         return targets
 
-    @staticmethod
-    def _link(step: Step[Any], targets: Iterable[Step[Any]]) -> None:
+    def _link(self, step: Step[Any], targets: Iterable[Step[Any]]) -> None:
         """Make ``step`` wait for each of ``targets`` (once each: a step may wait for
         thousands), and each undo wait for ``step``'s."""
         for target in dict.fromkeys(targets):
+            self.linked = True
             if not step._deps:
                 step._deps = []
             step._deps.append(target)

@@ -36,7 +36,13 @@ from ._protocol import (
 from ._sdk import set_query_handler
 from ._state import OperatorAction, SagaState, SagaStatus, StepStatus, bounded
 from ._step import Step
-from ._trace import action_line, assemble_trace, compensation_line, step_line
+from ._trace import (
+    action_line,
+    assemble_trace,
+    compensation_line,
+    line_of,
+    trace_without_failure,
+)
 from ._tracing import SagaSpans
 
 # The statuses whose log line and trace name the steps that need a human: the log
@@ -58,9 +64,11 @@ class Publisher:
     def __init__(self, definition: SagaDefinition, progress: SagaProgress) -> None:
         self._definition = definition
         self._progress = progress
-        # The live trace's lines, kept up to date step by step (see publish).
+        # The live trace's lines, kept up to date step by step (see publish), and the
+        # steps whose lines are to be rendered again before the activation ends.
         self._step_lines: list[str] = []
         self._compensation_lines: list[str] = []
+        self._changed: list[Step[Any]] = []
         self._flush_pending = False
         # Made as the saga begins (they read the workflow's context).
         self.metrics: SagaMetrics
@@ -75,18 +83,23 @@ class Publisher:
     @property
     def state(self) -> SagaState:
         """A snapshot of the saga; also the answer to the ``saga_state`` query."""
+        return SagaState.model_validate(self.state_fields())
+
+    def state_fields(self) -> dict[str, Any]:
+        """The snapshot's fields, its steps' too: validated in one call (a model's own
+        construction costs more than its fields' validation)."""
         definition, progress = self._definition, self._progress
-        return SagaState(
-            name=definition.name,
-            status=progress.status,
-            steps=[step.state for step in definition.by_name.values()],
-            failed_step=progress.failed_step.name if progress.failed_step else None,
-            reason=progress.reason,
-            pivot=definition.pivot.name if definition.pivot else None,
-            started_at=progress.started_at,
-            ended_at=progress.ended_at,
-            actions=list(progress.actions),
-        )
+        return {
+            "name": definition.name,
+            "status": progress.status,
+            "steps": [step._state_fields() for step in definition.by_name.values()],
+            "failed_step": progress.failed_step.name if progress.failed_step else None,
+            "reason": progress.reason,
+            "pivot": definition.pivot.name if definition.pivot else None,
+            "started_at": progress.started_at,
+            "ended_at": progress.ended_at,
+            "actions": list(progress.actions),
+        }
 
     def failure_state(self) -> SagaState:
         """The state ``SagaFailed`` carries: bounded, so a large saga's failure fits a payload."""
@@ -136,8 +149,9 @@ class Publisher:
 
     def begin(self) -> None:
         """Register the ``saga_state`` query and publish the first trace."""
-        pivot = self._pivot_name
-        self._step_lines = [step_line(s, pivot) for s in self._definition.by_name.values()]
+        steps = list(self._definition.by_name.values())
+        self._step_lines = [""] * len(steps)
+        self._changed = steps  # rendered as the activation ends, after they started
         self._progress.started_at = workflow.now()
         self.metrics = SagaMetrics(self._definition.name)
         self.spans = SagaSpans(self._definition.name)
@@ -151,7 +165,8 @@ class Publisher:
 
     def add_step(self, step: Step[Any]) -> None:
         """A step added while the saga runs (the imperative form) gets its line."""
-        self._step_lines.append(step_line(step, self._pivot_name))
+        self._step_lines.append("")
+        self.publish(step)
 
     def finish(self, status: SagaStatus) -> None:
         """The saga ended with ``status``."""
@@ -161,7 +176,7 @@ class Publisher:
         self.metrics.saga_ended(
             status, progress.ended_at - (progress.started_at or progress.ended_at)
         )
-        self.spans.finish(status.value)
+        self.spans.finish(status)
 
     def set_status(self, status: SagaStatus) -> None:
         """The saga's status changed: log it, upsert it (opt-in), publish it."""
@@ -193,27 +208,44 @@ class Publisher:
     def publish(self, step: Step[Any] | None = None) -> None:
         """Show the live trace on the workflow's page in the Web UI (no history cost).
 
-        Only the changed step's lines are re-rendered, and the text is assembled once
-        per workflow activation (a callback that runs before the activation ends), so
-        a long saga costs O(1) per step change, not O(steps).
+        Once per workflow activation (a callback that runs before the activation ends)
+        the changed steps' lines are rendered again and the text is assembled, so a
+        long saga costs O(1) per step change, not O(steps), and a step that starts
+        in the activation it became due in is rendered once.
         """
         if step is not None:
-            progress = step._progress
-            self._step_lines[step._definition.index] = step_line(step, self._pivot_name)
-            if progress.compensation is not None:
-                line = compensation_line(progress.compensation, progress.resolved)
-                order = progress.compensation.order
-                if order == len(self._compensation_lines):
-                    self._compensation_lines.append(line)
-                else:
-                    self._compensation_lines[order] = line
+            self._changed.append(step)
         if not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
+        pivot, lines, undone = self._definition.pivot, self._step_lines, self._compensation_lines
+        for step in self._changed:
+            definition, done = step._definition, step._progress
+            compensation = done.compensation
+            lines[definition.index] = line_of(
+                definition.label or definition.name,
+                done.outcome,
+                note=done.note,
+                error=done.error,
+                resolved=done.resolved if compensation is None else None,
+                pivot=step is pivot,
+            )
+            if compensation is not None:
+                while len(undone) <= compensation.order:
+                    undone.append("")
+                undone[compensation.order] = compensation_line(
+                    compensation, step._progress.resolved
+                )
+        self._changed = []
         progress = self._progress
+        if progress.reason is None:
+            text = trace_without_failure(lines, progress.status)
+            if text is not None:
+                workflow.set_current_details(text)
+                return
         workflow.set_current_details(
             assemble_trace(
                 self._step_lines,

@@ -394,9 +394,12 @@ class Saga:
         cancelled |= await self._shielded(self._wind_down())
         if self._progress.status is SagaStatus.SUCCEEDED:
             # Everything succeeded before a cancel could stop anything: that stands.
-            return SagaResult(
-                state=self.state,
-                results={s.name: s._progress.result for s in self._definition.by_name.values()},
+            steps = self._definition.by_name.values()
+            return SagaResult.model_validate(
+                {
+                    "state": self._publisher.state_fields(),
+                    "results": {s.name: s._progress.result for s in steps},
+                }
             )
         if cancelled:
             raise asyncio.CancelledError("saga cancelled")

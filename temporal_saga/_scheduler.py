@@ -61,10 +61,9 @@ class Limiter:
         self.finished = 0  # steps that finished
         self.undoable = 0  # steps started that have a compensation
         self._waiters: deque[asyncio.Future[None]] = deque()  # the imperative form's
-        info = workflow.info()
-        self._history_at_start = info.get_current_history_length(), info.get_current_history_size()
+        self._history_at_start = history_now()
 
-    def parallelism(self) -> int:
+    def parallelism(self, events: int | None = None) -> int:
         """How many steps (or compensations) may be in flight now.
 
         The server restarts a workflow task when more than 100 events arrive while it
@@ -72,9 +71,12 @@ class Limiter:
         whole history. Cheap while the history is short; past 2,000 events a replay
         takes seconds, and restarts can follow one another until the task times
         out. So past that, at most 40 steps are in flight: their completions (2
-        events each) can never fill the buffer.
+        events each) can never fill the buffer. ``events``: the history's length, if
+        the caller has read it in this activation.
         """
-        if workflow.info().get_current_history_length() > LARGE_HISTORY_EVENTS:
+        if events is None:
+            events = workflow.info().get_current_history_length()
+        if events > LARGE_HISTORY_EVENTS:
             return min(self._max, LARGE_HISTORY_PARALLELISM)
         return self._max
 
@@ -110,7 +112,9 @@ class Limiter:
                 self.in_flight += 1
                 waiter.set_result(None)
 
-    def history_has_room_for(self, step: Step[Any], *, others_in_flight: int) -> bool:
+    def history_has_room_for(
+        self, step: Step[Any], *, others_in_flight: int, history: tuple[int, int] | None = None
+    ) -> bool:
         """Whether starting ``step`` leaves room in the history to undo everything.
 
         Temporal ends a workflow whose history outgrows its limits, and a saga cut off
@@ -119,14 +123,13 @@ class Limiter:
         step started so far, at the cost per started step seen so far (at least 3
         events, 6 until 100 steps have finished), with a quarter more for safety.
         """
-        info = workflow.info()
+        events, size = history or history_now()
         started = self.finished + others_in_flight
         # The steps in flight with this one, and the compensations of all started so far.
         undo = self.undoable + (step._definition.compensate is not None)
         need = others_in_flight + 1 + 1.25 * undo
         early = self.finished < 100
         events_floor = EVENTS_PER_STEP_WORST_CASE if early else EVENTS_PER_STEP_FLOOR
-        events, size = info.get_current_history_length(), info.get_current_history_size()
         events_at_start, size_at_start = self._history_at_start
         return _fits(
             events,
@@ -200,23 +203,16 @@ class Scheduler:
     async def forward(self) -> None:
         """Start every step whose dependencies succeeded, until done or failed."""
         progress, limiter = self._progress, self._limiter
-        sorter = _in_order(list(self._definition.by_name.values()), "_deps")
+        definition = self._definition
+        sorter = _in_order(list(definition.by_name.values()), "_deps", linked=definition.linked)
         ready: deque[Step[Any]] = deque()  # may start, once the limiter allows
         self.start_deadline()
         try:
             while True:
                 if progress.reason is None:
                     ready.extend(sorter.get_ready())
-                    while ready and limiter.has_slot():
-                        if not limiter.history_has_room_for(
-                            ready[0], others_in_flight=limiter.in_flight
-                        ):
-                            progress.fail(None, HISTORY_FULL)
-                            break
-                        step = ready.popleft()
-                        limiter.take()
-                        limiter.undoable += step._definition.compensate is not None
-                        self.running[asyncio.create_task(self.execute(step))] = step
+                if ready and progress.reason is None:
+                    self._start_ready(ready)
                 if not self.running:
                     return
                 done, _ = await workflow.wait(
@@ -238,6 +234,23 @@ class Scheduler:
             # Cancelled mid-way: drain() waits for the steps still running, and nothing
             # else starts before it has.
             limiter.in_flight -= len(self.running)
+
+    def _start_ready(self, ready: deque[Step[Any]]) -> None:
+        """Start the ready steps the limiter lets start now (the graph form)."""
+        limiter = self._limiter
+        history = history_now()  # one reading: it changes between activations only
+        allowed = limiter.parallelism(history[0])
+        while ready and limiter.in_flight < allowed:
+            step = ready[0]
+            if not limiter.history_has_room_for(
+                step, others_in_flight=limiter.in_flight, history=history
+            ):
+                self._progress.fail(None, HISTORY_FULL)
+                return
+            ready.popleft()
+            limiter.take()
+            limiter.undoable += step._definition.compensate is not None
+            self.running[asyncio.create_task(self.execute(step))] = step
 
     # --- Forward: the imperative form --------------------------------------------------
 
@@ -334,9 +347,9 @@ class Scheduler:
         definition, progress, publisher = step._definition, step._progress, self._publisher
         progress.outcome = StepStatus.RUNNING
         progress.started_at = workflow.now()
-        span = publisher.spans.start(f"step {step.name}")
+        span = publisher.spans.start("step", step.name)
         try:
-            if not definition.in_this_version():
+            if definition.versioned and not definition.in_this_version():
                 progress.outcome, progress.note = StepStatus.SKIPPED, NOT_IN_THIS_VERSION
             elif definition.when is not None and not call_user_code(
                 definition.when, "evaluate its condition"
@@ -352,10 +365,11 @@ class Scheduler:
                     progress.args,
                     name=definition.shown,
                     ident=step_activity_id(self._run_id, step.name),
-                    options=forward_options(step),
+                    options=forward_options(step) if step._after_pivot else definition.options,
                 )
                 progress.outcome = StepStatus.SUCCEEDED
-                progress.note = _public_note(step)
+                if definition.public_note is not None:
+                    progress.note = _public_note(step)
         except workflow.NondeterminismError:
             raise
         except (Exception, asyncio.CancelledError) as err:
@@ -367,7 +381,7 @@ class Scheduler:
         progress.finished = self._limiter.finished
         self._limiter.finished += 1
         publisher.metrics.step_ended(progress.outcome)
-        publisher.spans.end(span, progress.outcome.value)
+        publisher.spans.end(span, progress.outcome)
         publisher.publish(step)
 
     # --- Backward ------------------------------------------------------------------------
@@ -383,7 +397,7 @@ class Scheduler:
             return
         # A step's compensation waits for the compensations of all steps after it.
         limiter = self._limiter
-        sorter = _in_order(steps, "_dependents")
+        sorter = _in_order(steps, "_dependents", linked=self._definition.linked)
         ready: deque[Step[Any]] = deque()
         running: dict[asyncio.Task[None], Step[Any]] = {}
         while sorter.is_active():
@@ -428,7 +442,7 @@ class Scheduler:
             started_at=started,
         )
         publisher.publish(step)
-        span = publisher.spans.start(f"compensate {step.name}")
+        span = publisher.spans.start("compensate", step.name)
         error: str | None = None
         try:
             if args is None:
@@ -452,7 +466,7 @@ class Scheduler:
             update={"status": outcome, "ended_at": ended, "error": error}
         )
         publisher.metrics.compensation_ended(outcome, ended - started)
-        publisher.spans.end(span, outcome.value)
+        publisher.spans.end(span, outcome)
         publisher.publish(step)
 
     # --- What operators ask for (see _desk) ----------------------------------------------
@@ -488,6 +502,12 @@ def _public_note(step: Step[Any]) -> str | None:
         return f"note failed: {type(err).__name__}"
 
 
+def history_now() -> tuple[int, int]:
+    """The workflow's history as of this activation: its length (events) and size (bytes)."""
+    info = workflow.info()
+    return info.get_current_history_length(), info.get_current_history_size()
+
+
 def _fits(used: int, since_start: int, *, started: int, floor: int, need: float, room: int) -> bool:
     """Whether ``need`` more steps fit in the history's ``room`` (events or bytes) after
     ``used``, at the cost per started step seen since the saga began (``since_start``
@@ -517,10 +537,13 @@ class _AllReady:
         return self._left > 0
 
 
-def _in_order(steps: list[Step[Any]], edges: str) -> TopologicalSorter[Step[Any]] | _AllReady:
+def _in_order(
+    steps: list[Step[Any]], edges: str, *, linked: bool
+) -> TopologicalSorter[Step[Any]] | _AllReady:
     """The order to run ``steps`` in: along ``_deps`` (forward) or ``_dependents``
-    (undoing). Most sagas declare no dependencies; they skip the graph."""
-    if not any(step._deps for step in steps):  # then no step has dependents either
+    (undoing). Most sagas declare no dependencies (``linked`` False): they skip the
+    graph."""
+    if not linked:
         return _AllReady(steps)
     sorter = TopologicalSorter({step: getattr(step, edges) for step in steps})
     sorter.prepare()

@@ -70,6 +70,11 @@ class StepDefinition:
         """What the trace and the Web UI show: the label, or the name."""
         return self.label or self.name
 
+    @property
+    def versioned(self) -> bool:
+        """The step comes or goes with a code change (``since=``/``until=``)."""
+        return self.since is not None or self.until is not None
+
     def in_this_version(self) -> bool:
         """Whether this saga runs the step (its ``since=``/``until=``); once, when due."""
         return in_this_version(self.since, self.until)
@@ -181,21 +186,25 @@ class Step(Generic[R]):
     @property
     def state(self) -> StepState:
         """A snapshot of the step."""
+        return StepState.model_validate(self._state_fields())
+
+    def _state_fields(self) -> dict[str, Any]:
+        """The snapshot's fields (a saga validates all of its steps' at once)."""
         progress = self._progress
-        return StepState(
-            name=self.name,
-            label=self.label,
-            outcome=progress.outcome,
-            uncertain=progress.uncertain,
-            started_at=progress.started_at,
-            ended_at=progress.ended_at,
-            error=progress.error,
-            note=progress.note,
-            after_pivot=self._after_pivot,
-            nested_needs_human=list(progress.nested_needs_human),
-            resolved=progress.resolved,
-            compensation=progress.compensation,
-        )
+        return {
+            "name": self._definition.name,
+            "label": self._definition.label,
+            "outcome": progress.outcome,
+            "uncertain": progress.uncertain,
+            "started_at": progress.started_at,
+            "ended_at": progress.ended_at,
+            "error": progress.error,
+            "note": progress.note,
+            "after_pivot": self._after_pivot,
+            "nested_needs_human": list(progress.nested_needs_human),
+            "resolved": progress.resolved,
+            "compensation": progress.compensation,
+        }
 
     @property
     def result(self) -> R:

@@ -72,14 +72,35 @@ def _resolved(note: str) -> str:
 
 def step_line(step: _StepLike, pivot: str | None) -> str:
     """One step's line of the trace."""
-    if step.resolved is not None and step.compensation is None:
-        return _line("✔️", step.label or step.name, _resolved(step.resolved))
-    note = (step.note or "skipped") if step.outcome is StepStatus.SKIPPED else step.error
-    if step.outcome is StepStatus.SUCCEEDED:
-        note = step.note
-        if step.name == pivot:
-            note = "; ".join(filter(None, ["pivot: no way back", step.note]))
-    return _line(_ICONS[step.outcome], step.label or step.name, note)
+    return line_of(
+        step.label or step.name,
+        step.outcome,
+        note=step.note,
+        error=step.error,
+        resolved=step.resolved if step.compensation is None else None,
+        pivot=step.name == pivot,
+    )
+
+
+def line_of(
+    shown: str,
+    outcome: StepStatus,
+    *,
+    note: str | None,
+    error: str | None,
+    resolved: str | None,
+    pivot: bool,
+) -> str:
+    """A step's line from its parts (``resolved``: an operator finished the step itself)."""
+    if resolved is not None:
+        return _line("✔️", shown, _resolved(resolved))
+    if outcome is StepStatus.SUCCEEDED:
+        if pivot:
+            note = "; ".join(filter(None, ["pivot: no way back", note]))
+        return f"✔️ {shown} ({note})" if note else f"✔️ {shown}"
+    if outcome is StepStatus.SKIPPED:
+        return _line(_ICONS[outcome], shown, note or "skipped")
+    return _line(_ICONS[outcome], shown, error)
 
 
 def compensation_line(compensation: CompensationState, resolved: str | None = None) -> str:
@@ -106,6 +127,16 @@ _NO_FAILURE_YET = {
 }
 
 
+def trace_without_failure(step_lines: Iterable[str], status: SagaStatus) -> str | None:
+    """The trace of a saga running, or succeeded, with no failure: what the live trace
+    is at nearly every change, without the general case (None: another status)."""
+    form = _NO_FAILURE_YET.get(status)
+    if form is None:
+        return None
+    steps = "\n".join(step_lines)
+    return form.format(("\n\n" + steps) if steps else "")
+
+
 def assemble_trace(
     step_lines: Iterable[str],
     compensation_lines: Iterable[str],
@@ -121,10 +152,9 @@ def assemble_trace(
 
     ``compensation_lines`` come in the order the compensations started.
     """
+    if reason is None and (text := trace_without_failure(step_lines, status)) is not None:
+        return text
     steps = "\n".join(step_lines)
-    if reason is None and status in _NO_FAILURE_YET:
-        # What the live trace is at nearly every change: the general case is not needed.
-        return _NO_FAILURE_YET[status].format(("\n\n" + steps) if steps else "")
     blocks = ["❗️ begin saga", steps]
     human = f"❌ end saga ({reason}; manual intervention needed for: {', '.join(needs_human)})"
     waiting = [f"❗️ waiting for a human: {', '.join(needs_human)}"] if needs_human else []

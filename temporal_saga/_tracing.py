@@ -13,6 +13,7 @@ it itself (that would load it into every worker, and into every sandboxed run).
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from typing import Any
 
 _TRACE = "opentelemetry.trace"
@@ -33,21 +34,21 @@ class SagaSpans:
             self._saga = self._tracer.start_span(f"saga {saga}", attributes={"saga.name": saga})
             self._context = trace.set_span_in_context(self._saga)
 
-    def start(self, name: str) -> Any:
-        """Start a child span of the saga's (None without tracing)."""
+    def start(self, kind: str, step: str) -> Any:
+        """Start a child span of the saga's, ``KIND STEP`` (None without tracing)."""
         if self._tracer is None:
             return None
-        return self._tracer.start_span(name, context=self._context)
+        return self._tracer.start_span(f"{kind} {step}", context=self._context)
 
     @staticmethod
-    def end(span: Any, outcome: str) -> None:
+    def end(span: Any, outcome: StrEnum) -> None:
         """End a child span with its outcome."""
         if span is not None:
-            span.set_attribute("saga.outcome", outcome)
+            span.set_attribute("saga.outcome", outcome.value)
             span.end()
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: StrEnum) -> None:
         """End the saga's span with its final status."""
         if self._saga is not None:
-            self._saga.set_attribute("saga.status", status)
+            self._saga.set_attribute("saga.status", status.value)
             self._saga.end()

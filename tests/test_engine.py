@@ -400,7 +400,9 @@ def test_steps_without_dependencies_are_scheduled_as_the_graph_would_schedule_th
         saga.step(name, do_step, compensate=undo_step)
     saga._definition.resolve()
     steps = saga.steps
-    fast, graph = _in_order(steps, edges), TopologicalSorter({s: () for s in steps})
+    assert not saga._definition.linked
+    fast = _in_order(steps, edges, linked=False)
+    graph = TopologicalSorter({s: () for s in steps})
     assert not isinstance(fast, TopologicalSorter)
     graph.prepare()
     assert fast.get_ready() == graph.get_ready() == tuple(steps)
@@ -418,8 +420,9 @@ def test_steps_with_dependencies_are_scheduled_along_the_graph() -> None:
     saga.step("b", do_step, compensate=undo_step, after=[first])
     saga._definition.resolve()
     steps = saga.steps
-    assert [s.name for s in _in_order(steps, "_deps").get_ready()] == ["a"]
-    assert [s.name for s in _in_order(steps, "_dependents").get_ready()] == ["b"]
+    assert saga._definition.linked
+    assert [s.name for s in _in_order(steps, "_deps", linked=True).get_ready()] == ["a"]
+    assert [s.name for s in _in_order(steps, "_dependents", linked=True).get_ready()] == ["b"]
 
 
 def _sandbox_copies(module: str) -> set[int]:
