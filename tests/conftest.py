@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from temporal_saga._sdk import local_temporal_cli
-from temporal_saga.testing import SagaEnvironment
+from temporal_saga.testing import SagaEnvironment, SagaWorker
 
 pytest_plugins = ["temporal_saga.testing.pytest_plugin"]
 
@@ -62,13 +61,20 @@ def env(saga_env: SagaEnvironment) -> WorkflowEnvironment:
 
 
 @pytest.fixture
-def client(request: pytest.FixtureRequest, env: WorkflowEnvironment) -> Client:
-    """The session's dev server; for a test marked ``time_skipping``, a time-skipping
-    test server of its own (the kit's), where retry backoffs and other timers skip."""
+def kit(request: pytest.FixtureRequest, saga_env: SagaEnvironment) -> SagaEnvironment:
+    """The kit's environment for this test: the session's dev server; for a test marked
+    ``time_skipping``, a time-skipping test server of its own, where retry backoffs and
+    other timers skip."""
     if request.node.get_closest_marker("time_skipping"):
         skipping: SagaEnvironment = request.getfixturevalue("saga_time_skipping_env")
-        return skipping.client
-    return env.client
+        return skipping
+    return saga_env
+
+
+@pytest.fixture
+def client(kit: SagaEnvironment) -> Client:
+    """The client of this test's server (see ``kit``)."""
+    return kit.client
 
 
 @pytest.fixture
@@ -76,22 +82,18 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4()}"
 
 
-WorkerFactory = Callable[..., AbstractAsyncContextManager[Worker]]
+WorkerFactory = Callable[..., AbstractAsyncContextManager[SagaWorker]]
 
 
 @pytest.fixture
-def worker(client: Client, task_queue: str) -> WorkerFactory:
-    """``async with worker(workflows=[...], activities=[...])``: a worker on this test's queue."""
+def worker(kit: SagaEnvironment, task_queue: str) -> WorkerFactory:
+    """``async with worker(workflows=[...], activities=[...])``: the kit's worker
+    (``SagaEnvironment.worker``) on this test's queue."""
 
     def make(
         *, workflows: Sequence[type] = (), activities: Sequence[Callable[..., Any]] = ()
-    ) -> Worker:
-        return Worker(
-            client,
-            task_queue=task_queue,
-            workflows=workflows,
-            activities=activities,
-        )
+    ) -> AbstractAsyncContextManager[SagaWorker]:
+        return kit.worker(workflows=workflows, activities=activities, task_queue=task_queue)
 
     return make
 

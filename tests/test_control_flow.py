@@ -9,9 +9,18 @@ from temporal_saga import Saga, SagaDefinitionError, SagaStatus, SagaTypeError, 
 from temporal_saga.client import render_trace, state_from_history
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec
+from .helpers import (
+    ACTIVITIES,
+    WORKFLOWS,
+    did,
+    ends_cancelled,
+    fail_saga,
+    run_saga,
+    spec,
+    start,
+    wait_for,
+)
 from .scripted import ScriptedStep, do_step, undo_step
-from .test_undo_always import ends_cancelled, start, wait_for
 
 
 def branching(*more: ScriptedStep, **options: object):  # type: ignore[no-untyped-def]

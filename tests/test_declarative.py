@@ -16,9 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporal_saga import SagaFailed, SagaResult, SagaStatus
 from temporal_saga.declarative import DeclarativeSaga
 
-from .conftest import WorkerFactory, temporal_cli
+from .conftest import WorkerFactory
+from .helpers import active, start_from_the_cli
 from .scripted import JOURNAL, do_step, undo_step
-from .test_trip import active
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,26 +143,6 @@ async def test_unknown_activity_name_fails_the_step_within_seconds(
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError)
     assert "no_such_activity" in cause.message and "not registered" in cause.message
-
-
-def start_from_the_cli(env: WorkflowEnvironment, task_queue: str, spec_file: Path) -> str:
-    """Start a DeclarativeSaga with the temporal CLI, its input the spec file; its id."""
-    workflow_id = f"declarative-{spec_file.stem}-{uuid.uuid4()}"
-    started = temporal_cli(
-        env,
-        "workflow",
-        "start",
-        "--type",
-        "DeclarativeSaga",
-        "--task-queue",
-        task_queue,
-        "--workflow-id",
-        workflow_id,
-        "--input-file",
-        str(spec_file),
-    )
-    assert started.returncode == 0, started.stderr
-    return workflow_id
 
 
 async def test_trip_spec_started_from_the_temporal_cli(

@@ -36,7 +36,7 @@ from activities.models import TripRequest
 from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, server_address, temporal_cli
-from .test_trip import active
+from .helpers import active
 
 
 def needs(tool: str) -> pytest.MarkDecorator:
@@ -477,9 +477,22 @@ async def test_a_saga_finishes_on_the_version_it_started_on(
         )
         await second.result()
         assert await pinned_to(second) == ("v2", "PINNED")
-        # The first saga waits for a v1 worker: v2's never runs it.
-        await asyncio.sleep(3)
-        assert (await first.describe()).status == WorkflowExecutionStatus.RUNNING
+        # The first saga waits for a v1 worker: once it has a workflow task to run, v2's
+        # worker runs a whole saga more (it polls the queue) and still never takes it.
+        for _ in range(300):
+            pending = (await first.describe()).raw_description.pending_workflow_task
+            if pending.HasField("scheduled_time"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the first saga never had a workflow task to run")
+        third = await client.start_workflow(
+            BuyTripPackage.run, trip("Third"), id=f"pinned-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await third.result()
+        described = (await first.describe()).raw_description
+        assert described.workflow_execution_info.status == WorkflowExecutionStatus.RUNNING.value
+        assert not described.pending_workflow_task.HasField("started_time")
         old, _ = start_versioned_worker(env, task_queue, "v1", tmp_path)
         await first.result()
         assert await pinned_to(first) == ("v1", "PINNED")

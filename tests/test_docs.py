@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -14,28 +13,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from .conftest import server_address
+from .helpers import check_first_saga_output, write_first_saga
 from .readme_blocks import DOCUMENTS, ROOT, Block, blocks, marked
-
-WEB_UI = re.compile(
-    r"Web UI: http://localhost:8233/namespaces/default/workflows/(order-[0-9a-f]{8})/[0-9a-f-]{36}"
-)
-
-
-def write_first_saga(folder: Path) -> None:
-    """The README's shop.py and run_shop.py, as they stand."""
-    for name in ("shop.py", "run_shop.py"):
-        (folder / name).write_text(marked(f"file {name}"))
-
-
-def check_first_saga_output(printed: str) -> str:
-    """Compare with the output the README shows; return the order's workflow id."""
-    expected = marked("output of run_shop.py").splitlines()
-    lines = printed.splitlines()
-    assert lines[:-1] == expected[:-1], printed
-    link = WEB_UI.fullmatch(lines[-1])
-    assert link is not None and WEB_UI.fullmatch(expected[-1]), lines[-1]
-    return link[1]
-
 
 PYTHON = [b for document in DOCUMENTS for b in blocks(document) if b.lang == "python"]
 SNIPPETS = [b for b in PYTHON if b.mark and b.mark.startswith("in a workflow, with shop.py")]

@@ -20,7 +20,7 @@ from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import render_trace, state_from_history
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES, WORKFLOWS, did, entry, spec
+from .helpers import ACTIVITIES, WORKFLOWS, did, ends_cancelled, entry, spec, wait_for
 from .scripted import (
     JOURNAL,
     BlockSaga,
@@ -32,7 +32,6 @@ from .scripted import (
     ScriptedStep,
     do_step,
 )
-from .test_undo_always import ends_cancelled, wait_for
 
 
 def block(**options: Any) -> BlockSpec:

@@ -19,9 +19,8 @@ from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus, _scheduler
 from temporal_saga._limits import HISTORY_BYTES_LIMIT, HISTORY_EVENT_LIMIT
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES
+from .helpers import ACTIVITIES, rebuild
 from .scripted import JOURNAL, LargeSaga, LargeSpec, do_step, undo_step
-from .test_undo_always import rebuild
 
 pytestmark = pytest.mark.timeout(600)
 

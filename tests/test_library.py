@@ -313,3 +313,14 @@ def test_the_subpackages_reach_the_engine_only_through_the_ground_floor() -> Non
                     continue  # another subpackage's public face
                 wrong.append(f"{sub}/{path.name}: from {dots}{target}")
     assert wrong == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/helpers.py; a test module imports none of the others."""
+    imports = re.compile(r"^\s*from \.(test_\w+) import", re.M)
+    found = [
+        f"{path.name}: {name}"
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        for name in imports.findall(path.read_text())
+    ]
+    assert found == []

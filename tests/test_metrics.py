@@ -26,9 +26,8 @@ from temporal_saga.testing import SagaEnvironment, fake
 from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, free_port, running_worker_py
+from .helpers import buy, trip, wait_for
 from .kit_sagas import KitInput, KitSaga, book, cancel, pay
-from .test_trip import buy, trip
-from .test_undo_always import wait_for
 
 LINE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 

@@ -38,7 +38,7 @@ from temporal_saga.client import (
 from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, temporal_cli
-from .helpers import ACTIVITIES, WORKFLOWS, did, spec
+from .helpers import ACTIVITIES, WORKFLOWS, cli, did, spec, start, wait_for
 from .sandbox_probe import HandlerTablesInTheSandbox
 from .scripted import (
     JOURNAL,
@@ -50,8 +50,6 @@ from .scripted import (
     ScriptedStep,
     SlottedSaga,
 )
-from .test_undo_always import start, wait_for
-from .test_visibility import cli
 
 
 def waiting(s: ScriptedSpec) -> ScriptedSpec:

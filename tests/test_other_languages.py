@@ -32,9 +32,7 @@ from temporal_saga.encryption._codec import parse_keys
 from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, running_worker_py, server_address
-from .test_declarative import start_from_the_cli
-from .test_trip import active, buy, trip
-from .test_undo_always import wait_for
+from .helpers import active, buy, start_from_the_cli, trip, wait_for
 
 CAR_RENTAL = ROOT / "services" / "car-rental"
 NODE = shutil.which("node")
@@ -93,12 +91,14 @@ def car_rental(
             worker.wait(timeout=30)
 
 
-async def running(handle: WorkflowHandle[Any, Any], activity_type: str) -> bool:
-    """Whether an attempt of ``activity_type`` runs now in the saga."""
+async def running(
+    handle: WorkflowHandle[Any, Any], activity_type: str, *, heartbeating: bool = False
+) -> bool:
+    """Whether an attempt of ``activity_type`` runs now in the saga (and, with
+    ``heartbeating``, has heartbeated)."""
     pending = (await handle.describe()).raw_description.pending_activities
-    return any(
-        p.activity_type.name == activity_type and p.HasField("last_started_time") for p in pending
-    )
+    field = "last_heartbeat_time" if heartbeating else "last_started_time"
+    return any(p.activity_type.name == activity_type and p.HasField(field) for p in pending)
 
 
 @pytest.fixture
@@ -177,7 +177,9 @@ async def test_the_node_worker_killed_mid_saga_and_restarted_leaves_it_coherent(
         while not await running(handle, "bookCar"):
             assert time.monotonic() < deadline, "the car step never started"
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # inside bookCar, heartbeating
+        while not await running(handle, "bookCar", heartbeating=True):  # inside bookCar
+            assert time.monotonic() < deadline, "the car step never heartbeated"
+            await asyncio.sleep(0.05)
         node.send_signal(signal.SIGKILL)
         node.wait()
     with car_rental(env, services, log):  # the attempt times out, the next one books

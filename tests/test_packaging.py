@@ -12,7 +12,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from .conftest import ROOT, server_address
-from .test_docs import check_first_saga_output, write_first_saga
+from .helpers import check_first_saga_output, write_first_saga
 
 
 @pytest.fixture(scope="module")

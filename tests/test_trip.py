@@ -16,42 +16,15 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ledger import Ledger
-from activities.models import TripBooking, TripRequest
+from activities.models import TripBooking
 from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
 from temporal_saga.client import load_state, render_trace
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_cli
+from .helpers import active, buy, trip
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def active(services: Path, traveller: str) -> dict[str, int]:
-    """How many bookings in force the traveller holds at each service."""
-    return {
-        name: len(Ledger(name, "", services).active(holder=traveller))
-        for name in ("airline", "hotel", "attractions", "insurer")
-    }
-
-
-def trip(traveller: str, **changes: object) -> TripRequest:
-    fields: dict[str, object] = {
-        "traveller": traveller,
-        "passport": "P1234567",
-        "origin": "Lisbon",
-        "destination": "Venice",
-        "check_in": date(2027, 6, 1),
-        "nights": 2,
-        "tickets": 2,
-    }
-    return TripRequest.model_validate(fields | changes)
-
-
-async def buy(client: Client, queue: str, request: TripRequest) -> TripBooking:
-    return await client.execute_workflow(
-        BuyTripPackage.run, request, id=f"trip-{uuid.uuid4()}", task_queue=queue
-    )
 
 
 async def test_trip_succeeds_and_books_all_three(

@@ -11,38 +11,43 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowQueryFailedError,
 )
-from temporalio.converter import PayloadCodec
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from temporal_saga import Saga, SagaDefinitionError, SagaFailed, SagaState, SagaStatus, StepStatus
 from temporal_saga._protocol import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
-from temporal_saga.client import data_converter, render_trace, state_from_history
+from temporal_saga.client import render_trace
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, spec
+from .helpers import (
+    ACTIVITIES,
+    WORKFLOWS,
+    did,
+    ends_cancelled,
+    fail_saga,
+    rebuild,
+    spec,
+    start,
+    wait_for,
+)
 from .scripted import (
     JOURNAL,
     MisusedSaga,
     NestedSaga,
     NestedSpec,
     RetryLoopSaga,
-    ScriptedSaga,
     ScriptedSpec,
     ScriptedStep,
     do_step,
@@ -50,37 +55,8 @@ from .scripted import (
 )
 
 
-async def start(client: Client, task_queue: str, s: ScriptedSpec) -> WorkflowHandle[Any, Any]:
-    return await client.start_workflow(
-        ScriptedSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
-    )
-
-
-async def wait_for(
-    handle: WorkflowHandle[Any, Any], check: Callable[[SagaState], bool]
-) -> SagaState:
-    """Poll the saga_state query until ``check`` holds (20 s at most)."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
-            if check(state):
-                return state
-        except (WorkflowQueryFailedError, RPCError):
-            pass  # not started yet
-        assert time.monotonic() < deadline, "the saga never got there"
-        await asyncio.sleep(0.05)
-
-
 def compensating(state: SagaState) -> bool:
     return any(s.status is StepStatus.COMPENSATING for s in state.steps)
-
-
-async def ends_cancelled(handle: WorkflowHandle[Any, Any]) -> None:
-    with pytest.raises(WorkflowFailureError) as caught:
-        await handle.result()
-    assert isinstance(caught.value.cause, CancelledError), caught.value.cause
-    assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
 
 
 async def saga_status_attribute(handle: WorkflowHandle[Any, Any]) -> str | None:
@@ -110,9 +86,9 @@ async def test_a_cancel_while_compensating_lets_every_compensation_finish(
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         handle = await start(client, task_queue, s)
         await wait_for(handle, compensating)
-        for _ in range(cancels):
+        for cancel in range(1, cancels + 1):
             await handle.cancel()
-            await asyncio.sleep(0.3)
+            await workflow_task_after_cancel(handle, cancel)  # the saga has seen it
         await ends_cancelled(handle)
         state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
     assert did(s, "undo") == {"a", "c"} and undo_attempts_all_ok(s)
@@ -157,6 +133,25 @@ async def test_a_cancel_before_any_step_runs_nothing_and_ends_cancelled(
     assert await saga_status_attribute(handle) == "COMPENSATED"
 
 
+async def workflow_task_after_cancel(handle: WorkflowHandle[Any, Any], cancels: int) -> None:
+    """Wait until the workflow has run a workflow task after its ``cancels``-th cancel
+    request (or has closed): the saga has seen the cancel."""
+    for _ in range(400):
+        kinds = [e.event_type async for e in handle.fetch_history_events()]
+        requested = [i for i, k in enumerate(kinds) if k == CANCEL_REQUESTED]
+        if len(requested) >= cancels and (
+            TASK_COMPLETED in kinds[requested[cancels - 1] :] or CLOSED_CANCELLED in kinds
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the saga never saw cancel {cancels}")
+
+
+CANCEL_REQUESTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+TASK_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+CLOSED_CANCELLED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
+
+
 async def test_a_cancel_after_the_saga_closed_changes_nothing(
     client: Client, task_queue: str, worker: WorkerFactory
 ) -> None:
@@ -166,7 +161,7 @@ async def test_a_cancel_after_the_saga_closed_changes_nothing(
         await handle.result()
         with contextlib.suppress(RPCError):  # the server may refuse or ignore it
             await handle.cancel()
-        await asyncio.sleep(0.5)
+        # A closed workflow never runs again: its state and status are final.
         state = await handle.query(SAGA_STATE_QUERY, result_type=SagaState)
     assert state.status is SagaStatus.SUCCEEDED and did(s, "undo") == set()
     assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
@@ -485,22 +480,6 @@ def test_a_saga_too_large_for_any_history_is_refused_before_it_runs() -> None:
 
 
 # --- the state rebuilt from history --------------------------------------------------
-
-
-class NoKeyCodec(PayloadCodec):
-    """What a reader without the encryption key has: nothing decodes but public text."""
-
-    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return list(payloads)
-
-    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        raise ValueError("no key for these payloads")
-
-
-async def rebuild(client: Client, workflow_id: str, *, key: bool = True) -> SagaState:
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    converter = data_converter(from_env=False) if key else data_converter(codec=NoKeyCodec())
-    return await state_from_history(history.events, converter, workflow_id=workflow_id)
 
 
 @pytest.mark.time_skipping  # retry backoffs are timers

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -33,27 +30,8 @@ from temporal_saga.client import (
 from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, server_address, temporal_cli
-from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, run_saga, spec
+from .helpers import ACTIVITIES, WORKFLOWS, cli, did, fail_saga, run_saga, spec
 from .scripted import HandWrittenParallel, ScriptedSaga, ScriptedStep
-
-UI_URL = "https://ui.example:9443/"
-
-
-def cli(
-    env: WorkflowEnvironment, *args: str, address: str | None = None, namespace: str = "default"
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "temporal_saga", *args],
-        env={
-            **os.environ,
-            "TEMPORAL_ADDRESS": address or env.client.service_client.config.target_host,
-            "TEMPORAL_NAMESPACE": namespace,
-            "TEMPORAL_UI_URL": UI_URL,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def history_trace(client: Client, workflow_id: str) -> str:
