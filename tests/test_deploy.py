@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from temporalio.api.enums.v1 import VersioningBehavior
+from temporalio.api.enums.v1 import PendingActivityState, VersioningBehavior
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -444,6 +444,17 @@ async def pinned_to(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
     return info.deployment_version.build_id, behavior
 
 
+async def waits_unstarted(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the workflow has pending work (a workflow task, or an activity) that no
+    worker has started."""
+    described = (await handle.describe()).raw_description
+    task = described.pending_workflow_task
+    if task.HasField("scheduled_time") and not task.HasField("started_time"):
+        return True
+    scheduled = PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
+    return any(a.state == scheduled for a in described.pending_activities)
+
+
 async def test_a_saga_finishes_on_the_version_it_started_on(
     env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
 ) -> None:
@@ -477,22 +488,21 @@ async def test_a_saga_finishes_on_the_version_it_started_on(
         )
         await second.result()
         assert await pinned_to(second) == ("v2", "PINNED")
-        # The first saga waits for a v1 worker: once it has a workflow task to run, v2's
-        # worker runs a whole saga more (it polls the queue) and still never takes it.
+        # The first saga waits for a v1 worker: its pending work (its activities and
+        # workflow tasks go to its version) stays unstarted while v2's worker, which
+        # polls the same queue, runs a whole saga more.
         for _ in range(300):
-            pending = (await first.describe()).raw_description.pending_workflow_task
-            if pending.HasField("scheduled_time"):
+            if await waits_unstarted(first):
                 break
             await asyncio.sleep(0.05)
         else:
-            raise AssertionError("the first saga never had a workflow task to run")
+            raise AssertionError("the first saga never had work waiting for its version")
         third = await client.start_workflow(
             BuyTripPackage.run, trip("Third"), id=f"pinned-{uuid.uuid4()}", task_queue=task_queue
         )
         await third.result()
-        described = (await first.describe()).raw_description
-        assert described.workflow_execution_info.status == WorkflowExecutionStatus.RUNNING.value
-        assert not described.pending_workflow_task.HasField("started_time")
+        assert await waits_unstarted(first)
+        assert (await first.describe()).status == WorkflowExecutionStatus.RUNNING
         old, _ = start_versioned_worker(env, task_queue, "v1", tmp_path)
         await first.result()
         assert await pinned_to(first) == ("v1", "PINNED")
