@@ -8,10 +8,10 @@ that names the saga and the step.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Unpack
+from typing import Any
 
 from ._calls import is_child_workflow
 from ._errors import SagaDefinitionError, SagaTypeError
@@ -45,6 +45,73 @@ def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
     return seen
 
 
+class SagaOptions(ActivityOptions, total=False):
+    """The keyword arguments of ``Saga(...)`` (each is described there): the saga's
+    own settings, and activity options for every step."""
+
+    parallel_compensation: bool
+    cancel_in_flight: bool
+    timeout: timedelta | None
+    max_parallelism: int | None
+    search_attributes: bool
+    human_timeout: timedelta | None
+    compensation_options: ActivityOptions | None
+
+
+class StepOptions(ActivityOptions, total=False):
+    """The keyword arguments of ``Saga.step(...)`` (each is described there): the
+    step's own settings, and activity options for it."""
+
+    label: str | None
+    compensate: Activity | None
+    compensate_arg: Any
+    compensation_name: str | None
+    compensate_on_failure: bool
+    pivot: bool
+    after: Iterable[Step[Any] | str]
+    when: Callable[[], object] | None
+    since: Patch | None
+    until: Patch | None
+    compensation_options: ActivityOptions | None
+    public_note: Callable[[Any], str] | None
+
+
+# The settings of Saga(...) and Saga.step(...) that are not activity options, with
+# their defaults, in the order _take returns them.
+_SAGA_SETTINGS: dict[str, Any] = {
+    "parallel_compensation": True,
+    "cancel_in_flight": False,
+    "timeout": None,
+    "max_parallelism": None,
+    "search_attributes": False,
+    "human_timeout": None,
+    "compensation_options": None,
+}
+_STEP_SETTINGS: dict[str, Any] = {
+    "label": None,
+    "compensate": None,
+    "compensate_arg": SAME_ARG,
+    "compensation_name": None,
+    "compensate_on_failure": False,
+    "pivot": False,
+    "after": (),
+    "when": None,
+    "since": None,
+    "until": None,
+    "compensation_options": None,
+    "public_note": None,
+}
+
+
+def _take(options: dict[str, Any], settings: dict[str, Any]) -> Iterable[Any]:
+    """Take ``settings`` out of a call's keyword ``options`` (their defaults where
+    absent); what stays in ``options`` is activity options."""
+    values = settings.copy()
+    for key in [key for key in options if key in settings]:  # a call names a few
+        values[key] = options.pop(key)
+    return values.values()
+
+
 class SagaDefinition:
     """A saga as declared: its options, its steps and their graph, every check.
 
@@ -54,21 +121,26 @@ class SagaDefinition:
     what came before it as it is added.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        parallel_compensation: bool = True,
-        cancel_in_flight: bool = False,
-        timeout: timedelta | None = None,
-        max_parallelism: int | None = None,
-        search_attributes: bool = False,
-        human_timeout: timedelta | None = None,
-        compensation_options: ActivityOptions | None = None,
-        **activity_options: Unpack[ActivityOptions],
-    ) -> None:
+    def __init__(self, name: str, options: SagaOptions, *, misplaced: int = 0) -> None:
+        """Check the saga's name and options (those of ``Saga(...)``; ``misplaced``:
+        how many positional arguments it got too many)."""
+        activity_options: dict[str, Any] = dict(options)  # what is left: checked below
+        (
+            parallel_compensation,
+            cancel_in_flight,
+            timeout,
+            max_parallelism,
+            search_attributes,
+            human_timeout,
+            compensation_options,
+        ) = _take(activity_options, _SAGA_SETTINGS)
         if not isinstance(name, str) or not name:
             raise SagaDefinitionError("a saga needs a non-empty name")
+        if misplaced:
+            raise SagaTypeError(
+                f"saga {name!r}: Saga() takes its name alone as a positional argument; "
+                f"pass its options by keyword ({misplaced} more positional given)"
+            )
         if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta()):
             raise SagaDefinitionError(f"saga {name!r}: timeout must be a positive timedelta")
         if human_timeout is not None and (
@@ -94,9 +166,8 @@ class SagaDefinition:
         self.timeout = timeout
         self.max_parallelism = max_parallelism or DEFAULT_MAX_PARALLELISM
         self.search_attributes = search_attributes
-        if activity_options:
-            check_options(activity_options, f"saga {name!r}")
-        self._options = merge(STEP_DEFAULTS, activity_options)
+        checked = check_options(activity_options, f"saga {name!r}") if activity_options else {}
+        self._options = merge(STEP_DEFAULTS, checked)
         # A compensation runs where its step runs unless compensation options say
         # otherwise: the service that did it undoes it.
         self._compensation_options = merge(
@@ -115,26 +186,31 @@ class SagaDefinition:
     def declare(
         self,
         name: str,
-        activity: Activity,
+        activity: Activity | None,
         arg: Any,
+        options: StepOptions,
         *,
-        label: str | None,
-        compensate: Activity | None,
-        compensate_arg: Any,
-        compensation_name: str | None,
-        compensate_on_failure: bool,
-        pivot: bool,
-        after: Iterable[Step[Any] | str],
-        when: Callable[[], object] | None,
-        since: Patch | None,
-        until: Patch | None,
-        compensation_options: ActivityOptions | None,
-        public_note: Callable[[Any], str] | None,
-        activity_options: Mapping[str, Any],
+        misplaced: int,
         adding_while_running: bool,
     ) -> Step[Any]:
-        """Check a step's arguments (see ``Saga.step``) and make the step; :meth:`add`
-        adds it once the saga accepts it."""
+        """Check a step's arguments and options (those of ``Saga.step``) and make the
+        step; :meth:`add` adds it once the saga accepts it. ``options`` is the call's own
+        keyword arguments: what is not a step option is an activity option."""
+        activity_options: dict[str, Any] = options  # type: ignore[assignment]  # what is left
+        (
+            label,
+            compensate,
+            compensate_arg,
+            compensation_name,
+            compensate_on_failure,
+            pivot,
+            after,
+            when,
+            since,
+            until,
+            compensation_options,
+            public_note,
+        ) = _take(activity_options, _STEP_SETTINGS)
         if self.started and not adding_while_running:
             raise SagaDefinitionError(
                 f"saga {self.name!r}: cannot add a step once it runs (add steps while it "
@@ -145,6 +221,14 @@ class SagaDefinition:
         where = f"saga {self.name!r}, step {name!r}"
         if name in self.by_name:
             raise SagaDefinitionError(f"{where}: a step with this name already exists")
+        if activity is None:
+            raise SagaTypeError(f"{where}: step() needs the activity to call")
+        if misplaced:
+            raise SagaTypeError(
+                f"{where}: step() takes the name, the activity and one argument as positional "
+                f"arguments; pass compensate= and the other options by keyword "
+                f"({misplaced} more positional given)"
+            )
         is_child = is_child_workflow(activity, where)
         compensate_is_child = False
         if compensate is not None:
@@ -187,7 +271,7 @@ class SagaDefinition:
                 raise SagaTypeError(f"{where}: after= takes steps or step names, not {dep!r}")
             deps.append(dep)
         # Most steps set no options of their own: nothing to check, nothing to merge.
-        options = check_options(activity_options, where) if activity_options else {}
+        step_options = check_options(activity_options, where) if activity_options else {}
         own_compensation = (
             check_options(compensation_options, f"{where}, compensation")
             if compensation_options
@@ -209,13 +293,15 @@ class SagaDefinition:
                 after=tuple(deps),
                 # Steps without options of their own share the saga's (never changed
                 # in place): a saga of thousands of steps makes no copies.
-                options=merge(self._options, options) if options else self._options,
+                options=merge(self._options, step_options) if step_options else self._options,
                 compensation_options=(
-                    merge(self._compensation_options, task_queue_only(options), own_compensation)
-                    if options or own_compensation
+                    merge(
+                        self._compensation_options, task_queue_only(step_options), own_compensation
+                    )
+                    if step_options or own_compensation
                     else self._compensation_options
                 ),
-                explicit_retry="retry_policy" in activity_options,
+                explicit_retry="retry_policy" in step_options,
                 pivot=pivot,
                 public_note=public_note,
                 when=when,

@@ -34,15 +34,20 @@ class ActivityOptions(TypedDict, total=False):
     priority: Priority
 
 
+def _backoff(*, up_to: timedelta, attempts: int) -> RetryPolicy:
+    """Retries 1 s apart, doubling up to ``up_to``; ``attempts`` in all (0: no limit)."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=up_to,
+        maximum_attempts=attempts,
+    )
+
+
 STEP_DEFAULTS: ActivityOptions = {
     "start_to_close_timeout": timedelta(minutes=1),
     # Temporal's own default retries forever, and a saga that never fails never undoes.
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=10),
-        maximum_attempts=3,
-    ),
+    "retry_policy": _backoff(up_to=timedelta(seconds=10), attempts=3),
     # The saga must know a cancelled step's outcome before it compensates it.
     "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 }
@@ -51,12 +56,7 @@ COMPENSATION_DEFAULTS: ActivityOptions = {
     "start_to_close_timeout": timedelta(minutes=1),
     # A saga that cannot undo must not give up silently: retry until it works or a
     # non-retryable error says it never will.
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(minutes=1),
-        maximum_attempts=0,
-    ),
+    "retry_policy": _backoff(up_to=timedelta(minutes=1), attempts=0),
 }
 
 _TYPES: dict[str, Any] = get_type_hints(ActivityOptions)

@@ -11,50 +11,25 @@ parts inherits another; each is given what it may call.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, Unpack, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from ._definition import SagaDefinition
+from ._definition import SagaDefinition, SagaOptions, StepOptions
 from ._desk import OperatorDesk
-from ._errors import SagaDefinitionError, SagaError, SagaFailed, SagaTypeError, StepFailed
-from ._options import ActivityOptions
+from ._errors import SagaDefinitionError, SagaFailed, StepFailed
 from ._progress import SagaProgress
 from ._protocol import saga_run_id
 from ._publisher import Publisher
 from ._scheduler import Scheduler
 from ._sdk import run_state
 from ._state import SagaResult, SagaState, SagaStatus
-from ._step import SAME_ARG, Activity, Step
-from ._versions import Patch
+from ._step import Activity, Step
 
 R = TypeVar("R")
-T = TypeVar("T")
-P = ParamSpec("P")
-
-
-def _refuse_bad_calls(method: Callable[P, T]) -> Callable[P, T]:
-    """Make a call with the wrong arguments a ``SagaTypeError``: a plain ``TypeError``
-    inside a workflow would make its workflow task retry forever, the message only in
-    the worker's log."""
-
-    @functools.wraps(method)
-    def checked(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(*args, **kwargs)
-        except TypeError as err:
-            if isinstance(err, SagaError):
-                raise
-            step = args[1] if method.__name__ == "step" and len(args) > 1 else None
-            where = f", step {step!r}" if isinstance(step, str) else ""
-            raise SagaTypeError(f"Saga.{method.__name__}(){where}: {err}") from None
-
-    return checked
 
 
 def _next_run_number(saga: str) -> int:
@@ -119,31 +94,10 @@ class Saga:
         return Booking(plane=plane.result, hotel=hotel.result)
     """
 
-    @_refuse_bad_calls
-    def __init__(
-        self,
-        name: str,
-        *,
-        parallel_compensation: bool = True,
-        cancel_in_flight: bool = False,
-        timeout: timedelta | None = None,
-        max_parallelism: int | None = None,
-        search_attributes: bool = False,
-        human_timeout: timedelta | None = None,
-        compensation_options: ActivityOptions | None = None,
-        **activity_options: Unpack[ActivityOptions],
-    ) -> None:
-        self._definition = SagaDefinition(
-            name,
-            parallel_compensation=parallel_compensation,
-            cancel_in_flight=cancel_in_flight,
-            timeout=timeout,
-            max_parallelism=max_parallelism,
-            search_attributes=search_attributes,
-            human_timeout=human_timeout,
-            compensation_options=compensation_options,
-            **activity_options,
-        )
+    def __init__(self, name: str, *misplaced: Any, **options: Unpack[SagaOptions]) -> None:
+        # *misplaced: a positional argument too many is refused as a SagaTypeError, not
+        # a plain TypeError (which would make the workflow task retry forever).
+        self._definition = SagaDefinition(name, options, misplaced=len(misplaced))
         self._progress = SagaProgress()
         self._publisher = Publisher(self._definition, self._progress)
         self._scheduler = Scheduler(self._definition, self._progress, self._publisher)
@@ -174,86 +128,26 @@ class Saga:
         name: str,
         activity: Callable[..., Awaitable[R]],
         arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[R], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
+        **options: Unpack[StepOptions],
     ) -> Step[R]: ...
 
     @overload
     def step(
-        self,
-        name: str,
-        activity: Callable[..., R],
-        arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[R], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
+        self, name: str, activity: Callable[..., R], arg: Any = None, **options: Unpack[StepOptions]
     ) -> Step[R]: ...
 
     @overload
     def step(
-        self,
-        name: str,
-        activity: str,
-        arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[Any], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
+        self, name: str, activity: str, arg: Any = None, **options: Unpack[StepOptions]
     ) -> Step[Any]: ...
 
-    @_refuse_bad_calls
     def step(
         self,
         name: str,
-        activity: Activity,
+        activity: Activity | None = None,
         arg: Any = None,
-        *,
-        label: str | None = None,
-        compensate: Activity | None = None,
-        compensate_arg: Any = SAME_ARG,
-        compensation_name: str | None = None,
-        compensate_on_failure: bool = False,
-        pivot: bool = False,
-        after: Iterable[Step[Any] | str] = (),
-        when: Callable[[], object] | None = None,
-        since: Patch | None = None,
-        until: Patch | None = None,
-        compensation_options: ActivityOptions | None = None,
-        public_note: Callable[[Any], str] | None = None,
-        **activity_options: Unpack[ActivityOptions],
+        *misplaced: Any,
+        **options: Unpack[StepOptions],
     ) -> Step[Any]:
         """Add a step: one activity call, with an optional compensation.
 
@@ -333,19 +227,8 @@ class Saga:
             name,
             activity,
             arg,
-            label=label,
-            compensate=compensate,
-            compensate_arg=compensate_arg,
-            compensation_name=compensation_name,
-            compensate_on_failure=compensate_on_failure,
-            pivot=pivot,
-            after=after,
-            when=when,
-            since=since,
-            until=until,
-            compensation_options=compensation_options,
-            public_note=public_note,
-            activity_options=activity_options,
+            options,
+            misplaced=len(misplaced),  # refused as a SagaTypeError (see __init__)
             adding_while_running=self._in_block,
         )
         if self._in_block:

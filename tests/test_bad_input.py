@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from temporal_saga import Saga, SagaDefinitionError, SagaFailed
+from temporal_saga import Saga, SagaDefinitionError, SagaFailed, SagaTypeError
 
 from .conftest import ROOT, WorkerFactory, server_address, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, did, fail_saga, spec
@@ -221,3 +221,16 @@ async def test_an_argument_that_cannot_be_built_fails_its_step_and_compensates(
     assert failure is not None and failure.failed_step == "b"
     assert failure.reason == "could not build its argument: KeyError"
     assert {e.step for e in JOURNAL[run] if e.kind == "undo"} == {"a"}
+
+
+def test_calls_with_the_wrong_arguments_are_refused_as_saga_type_errors() -> None:
+    """Inside a workflow a plain TypeError would retry its task forever; these fail it."""
+    with pytest.raises(SagaTypeError, match=r"saga 's': Saga\(\) takes its name alone"):
+        Saga("s", 5)  # type: ignore[misc]
+    saga = Saga("s")
+    with pytest.raises(SagaTypeError, match="step 'a': step\\(\\) needs the activity"):
+        saga.step("a")  # type: ignore[call-overload]
+    with pytest.raises(SagaTypeError, match="step 'a': step\\(\\) takes the name, the activity"):
+        saga.step("a", do_step, None, undo_step)  # type: ignore[call-overload]
+    with pytest.raises(SagaDefinitionError, match="unknown activity option 'compensat'"):
+        saga.step("a", do_step, compensat=undo_step)  # type: ignore[call-overload]

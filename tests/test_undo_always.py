@@ -399,7 +399,7 @@ async def test_a_mistyped_option_fails_the_workflow_at_once(
         (
             "positional compensation",
             "SagaTypeError",
-            "Saga.step(), step 'a': ",
+            "saga 'misused', step 'a': step() takes the name, the activity",
         ),
     ],
 )
