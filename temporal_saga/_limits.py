@@ -12,7 +12,7 @@ from __future__ import annotations
 #: costs about 2 ms of that on a small machine, so 500 starts leave room.
 DEFAULT_MAX_PARALLELISM = 500
 #: Past this many history events, at most LARGE_HISTORY_PARALLELISM steps are in flight
-#: (see Saga._parallelism).
+#: (see Limiter.parallelism in _scheduler).
 LARGE_HISTORY_EVENTS = 2000
 LARGE_HISTORY_PARALLELISM = 40
 #: Pending activities per workflow [limit.numPendingActivities.error]; more would fail
@@ -26,5 +26,5 @@ HISTORY_BYTES_LIMIT = 50 * 1024 * 1024
 EVENTS_PER_STEP_FLOOR = 3
 EVENTS_PER_STEP_WORST_CASE = 6
 #: A ``SagaFailed`` carries every step's state up to this many steps (see
-#: Saga._failure_state).
+#: _state.bounded).
 FULL_STATE_STEPS = 100

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -252,3 +253,30 @@ def check_first_saga_output(printed: str) -> str:
     link = WEB_UI.fullmatch(lines[-1])
     assert link is not None and WEB_UI.fullmatch(expected[-1]), lines[-1]
     return link[1]
+
+
+async def starts_past_the_long_history_cap(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """Where the saga's history shows it started an activity beyond the cap for long
+    histories: once a workflow task starts past 2,000 events, it may schedule new
+    activities only while fewer than 40 are in flight, and never brings them past 40.
+    Returns a line per violation (empty: the cap held)."""
+    scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    closed = {
+        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+    }
+    pending, task_started, batch_start, wrong = 0, 0, None, []
+    for event in (await handle.fetch_history()).events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            task_started = event.event_id
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            batch_start = pending if task_started > 2000 else None
+        elif event.event_type == scheduled:
+            pending += 1
+            if batch_start is not None and pending > max(40, batch_start):
+                wrong.append(f"event {event.event_id}: {pending} in flight, {batch_start} before")
+        elif event.event_type in closed:
+            pending -= 1
+    return wrong

@@ -20,7 +20,16 @@ from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import render_trace, state_from_history
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES, WORKFLOWS, did, ends_cancelled, entry, spec, wait_for
+from .helpers import (
+    ACTIVITIES,
+    WORKFLOWS,
+    did,
+    ends_cancelled,
+    entry,
+    spec,
+    starts_past_the_long_history_cap,
+    wait_for,
+)
 from .scripted import (
     JOURNAL,
     BlockSaga,
@@ -259,9 +268,13 @@ async def test_a_run_time_fan_out_of_a_thousand_completes_and_compensates(
 ) -> None:
     s = block(fan_out=1000, fail={"pay": "card declined"})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        failure = await fails(await start(client, task_queue, s))
+        handle = await start(client, task_queue, s)
+        failure = await fails(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     assert len([n for n in did(s, "undo") if n.startswith("ticket ")]) == 1000
+    # The imperative form keeps the cap for long histories too (40 in flight past
+    # 2,000 events), forward and while compensating.
+    assert await starts_past_the_long_history_cap(handle) == []
 
 
 def test_misuse_is_refused_clearly() -> None:

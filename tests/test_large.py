@@ -19,7 +19,7 @@ from temporal_saga import Saga, SagaFailed, SagaStatus, StepStatus, _scheduler
 from temporal_saga._limits import HISTORY_BYTES_LIMIT, HISTORY_EVENT_LIMIT
 
 from .conftest import WorkerFactory
-from .helpers import ACTIVITIES, rebuild
+from .helpers import ACTIVITIES, rebuild, starts_past_the_long_history_cap
 from .scripted import JOURNAL, LargeSaga, LargeSpec, do_step, undo_step
 
 pytestmark = pytest.mark.timeout(600)
@@ -61,6 +61,8 @@ async def test_a_3000_wide_fan_out_stays_under_the_pending_activity_limit(
         )
     assert status == "SUCCEEDED"
     assert len({e.step for e in JOURNAL[spec.run] if e.kind == "do" and e.ok}) == 3000
+    handle = client.get_workflow_handle(f"large-{spec.run}")
+    assert await starts_past_the_long_history_cap(handle) == []
 
 
 # --- the history-room check before each step ------------------------------------------
