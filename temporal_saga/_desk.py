@@ -35,6 +35,7 @@ from temporalio.exceptions import ApplicationError
 from ._definition import SagaDefinition
 from ._progress import SagaProgress
 from ._protocol import (
+    FAILED_AGAIN,
     NEEDS_HUMAN_PATCH,
     SAGA_GIVE_UP_UPDATE,
     SAGA_RESOLVE_UPDATE,
@@ -284,7 +285,7 @@ class OperatorDesk:
         finally:
             del self.retrying[step.name]
         if not ok:
-            answer = f"failed again: {error}"
+            answer = f"{FAILED_AGAIN}: {error}"
         self._publisher.record("retry", request, step=step.name, note=answer)
         return f"{what}: {answer}"
 

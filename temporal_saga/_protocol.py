@@ -96,6 +96,10 @@ class GiveUp(Request):
     note: str = _TEXT
 
 
+#: How ``saga_retry`` answers when the step (or its compensation) failed again:
+#: ``"<what>: failed again: <error>"``.
+FAILED_AGAIN = "failed again"
+
 #: Each operator update: the action it records (``OperatorAction.action``), its input.
 ACTIONS: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
     SAGA_RETRY_UPDATE: ("retry", RetryStep),

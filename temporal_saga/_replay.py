@@ -60,14 +60,24 @@ def read_history_file(path: Path) -> WorkflowHistory:
         ValueError: Not a readable history.
     """
     try:
-        data = json.loads(path.read_text())
-        workflow_id = (
-            data["events"][0]["workflowExecutionStartedEventAttributes"].get("workflowId")
-            or path.stem
-        )
-        return WorkflowHistory.from_json(workflow_id, data)
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise ValueError(f"{path}: not a workflow history ({err})") from None
+        text = path.read_text()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a workflow history: not JSON ({err})") from None
+    try:
+        started = data["events"][0]["workflowExecutionStartedEventAttributes"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(
+            f"{path}: not a workflow history: no events, or its first is not the workflow's "
+            "start (save one with `temporal workflow show --output json`)"
+        ) from None
+    try:
+        return WorkflowHistory.from_json(started.get("workflowId") or path.stem, data)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a workflow history ({type(err).__name__}: {err})") from None
 
 
 async def histories_from_server(

@@ -133,3 +133,13 @@ async def test_snippets_run_inside_a_workflow(
     ran = await asyncio.to_thread(run, [sys.executable, "run_snippet.py", *queues], tmp_path, env)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert ran.stdout.strip() == expected
+
+
+def test_every_dev_server_the_docs_start_has_the_sagas_search_attribute() -> None:
+    """``temporal server start-dev`` as the README and docs/ write it registers
+    ``SagaStatus``, which ``search_attributes=True`` and ``temporal-saga list`` need."""
+    for document in DOCUMENTS:
+        text = document.read_text().replace("\\\n", " ")  # lines continued with a backslash
+        for line in text.splitlines():
+            if "server start-dev" in line and "`temporal server start-dev`" not in line:
+                assert "--search-attribute SagaStatus=Keyword" in line, (document.name, line)

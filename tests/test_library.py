@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
+from importlib.metadata import version
 
 import pytest
 from temporalio.client import Client
@@ -206,13 +207,24 @@ def test_the_console_script_is_python_m_temporal_saga() -> None:
         (
             ["replay-check", "workflows.trip", "--file", "/no/such.json"],
             {},
-            "not a workflow history",
+            "/no/such.json: cannot read it (No such file or directory)",
+        ),
+        (
+            ["replay-check", "workflows.trip", "--file", "pyproject.toml"],
+            {},
+            "pyproject.toml: not a workflow history: not JSON",
+        ),
+        (
+            ["replay-check", "workflows.trip", "--file", "services/car-rental/package.json"],
+            {},
+            "package.json: not a workflow history: no events",
         ),
     ],
 )
 def test_cli_misuse_is_one_line(args: list[str], env: dict[str, str], message: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "temporal_saga", *args],
+        cwd=ROOT,
         env={**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", **env},
         capture_output=True,
         text=True,
@@ -229,12 +241,24 @@ def test_usage_errors_exit_2_with_the_reason() -> None:
         (["list", "--status", "NOPE"], "invalid choice"),
         (["codec-server", "--port", "70000"], "not a TCP port"),
         (["show"], "the following arguments are required: workflow_id"),
+        (["list", "--limit", "abc"], "argument --limit: not a whole number: 'abc'"),
+        (["codec-server", "--port", "x"], "not a whole number: 'x'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
     ]:
         result = subprocess.run(
             [sys.executable, "-m", "temporal_saga", *args], capture_output=True, text=True
         )
         assert result.returncode == 2 and reason in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+        # One line, like every other error of the command, with where to look.
+        assert result.stderr.count("\n") == 1 and result.stderr.endswith("--help)\n")
+
+
+def test_the_command_tells_its_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "temporal_saga", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout == f"temporal-saga {version('temporal-saga')}\n"
 
 
 def test_a_missing_encryption_extra_is_named_where_keys_are_configured() -> None:

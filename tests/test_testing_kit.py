@@ -55,6 +55,8 @@ def test_the_kit_imports_without_pytest() -> None:
         (book, {"delay": 5}, TypeError, "delay= must be a timedelta"),
         (book, {"fails": "no", "hangs": True}, ValueError, "fails and hangs each decide"),
         (book, {"hangs": True, "times_out": True}, ValueError, "hangs and times_out=True"),
+        (book, {"fails": "no", "returns": "x"}, ValueError, "returns= would never be returned"),
+        (book, {"times_out": True, "returns": 1}, ValueError, "times_out=True ends every"),
     ],
 )
 def test_a_fake_with_bad_options_is_refused_when_made(

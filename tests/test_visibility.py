@@ -169,6 +169,7 @@ async def test_show_errors_are_one_line(
     assert no_namespace.stderr.startswith("temporal-saga: cannot list sagas: ")
     assert "no-such-namespace" in no_namespace.stderr
     assert no_namespace.stderr.count("\n") == 1
+    assert no_namespace.stdout == ""  # no table header above the error
 
     not_saga = await asyncio.to_thread(cli, env, "show", f"hand-{s.run}")
     assert not_saga.returncode == 1

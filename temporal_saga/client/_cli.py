@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,7 +26,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._errors import ActionRejected, NotASaga
-from .._protocol import SAGA_STATUS_ATTRIBUTE
+from .._protocol import FAILED_AGAIN, SAGA_STATUS_ATTRIBUTE
 from .._state import SagaState, SagaStatus
 from .._trace import render_trace
 from ._connect import connect, web_ui_url
@@ -36,7 +37,7 @@ OK, ERROR, USAGE, COMPENSATED, NEEDS_HUMAN, IN_CLEAR = 0, 1, 2, 3, 4, 5
 EXIT_CODES = {
     OK: "done; for show, the saga succeeded or is still running",
     ERROR: "an error, printed in one line (unreachable server, unknown workflow, bad key); "
-    "replay-check: a history does not replay against the new code",
+    "replay-check: a history does not replay against the new code; retry: it failed again",
     USAGE: "the command line is wrong",
     COMPENSATED: "show: the saga failed and everything that took effect was undone",
     NEEDS_HUMAN: "show: the saga needs a human (a compensation failed, or a step after "
@@ -93,10 +94,15 @@ async def list_sagas(client: Client, args: argparse.Namespace) -> int:
     status = SagaStatus.NEEDS_HUMAN.value if args.needs_human else args.status
     query = f'{name}="{status}"' if status else f"{name} IS NOT NULL"
     found: list[dict[str, Any]] = []
+    header = "NEEDS A HUMAN FOR" if args.needs_human else "STARTED"
+    header = f"{'WORKFLOW ID':40} {'SAGA STATUS':20} {'WORKFLOW':12} {header}"
+    executions = client.list_workflows(query, limit=args.limit)
+    # The first page before the header: an error (no SagaStatus attribute, say) is
+    # then the only thing printed.
+    first = await anext(aiter(executions), None)
     if args.output == "text":
-        last = "NEEDS A HUMAN FOR" if args.needs_human else "STARTED"
-        print(f"{'WORKFLOW ID':40} {'SAGA STATUS':20} {'WORKFLOW':12} {last}")
-    async for execution in client.list_workflows(query, limit=args.limit):
+        print(header)
+    async for execution in _chain(first, executions):
         row: dict[str, Any] = {
             "workflow_id": execution.id,
             "run_id": execution.run_id,
@@ -122,6 +128,15 @@ async def list_sagas(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+async def _chain(first: Any, rest: Any) -> Any:
+    """``first`` (unless None), then the rest of an async iterator."""
+    if first is None:
+        return
+    yield first
+    async for item in rest:
+        yield item
+
+
 async def act(client: Client, args: argparse.Namespace) -> int:
     """retry, resolve, give-up: one Workflow Update, one line of answer."""
     handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
@@ -141,7 +156,7 @@ async def act(client: Client, args: argparse.Namespace) -> int:
     except ActionRejected as err:
         raise CliError(f"{args.workflow_id}: rejected: {err}") from None
     print(f"{args.workflow_id}: {answer}")
-    return OK
+    return ERROR if f": {FAILED_AGAIN}: " in answer else OK
 
 
 async def audit(client: Client, args: argparse.Namespace) -> int:
@@ -185,23 +200,37 @@ async def replay_check_command(client: Client | None, args: argparse.Namespace) 
     return ERROR if report.broken else OK
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (exit 2), as every error is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="temporal-saga",
         description="Trace and find sagas on Temporal; check new code against their "
         "histories; run the codec server for the Web UI.",
@@ -213,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         + f"\n\nexit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"temporal-saga {version('temporal-saga')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

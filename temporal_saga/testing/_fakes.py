@@ -180,10 +180,20 @@ class _Behaviour:
         return self.returns
 
 
+class _Unset:
+    """``returns=`` not given: the fake returns None."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+_UNSET: Any = _Unset()
+
+
 def fake(
     activity_or_name: Callable[..., Any] | str,
     *,
-    returns: Any = None,
+    returns: Any = _UNSET,
     fails: str | None = None,
     fail_times: int = 0,
     times_out: bool | int = False,
@@ -233,7 +243,13 @@ def fake(
         raise ValueError(
             f"fake({name!r}): {' and '.join(endings)} each decide how every attempt ends; give one"
         )
-    behaviour = _Behaviour(returns, fails, fail_times, times_out, hangs, delay)
+    if endings and returns is not _UNSET:
+        raise ValueError(
+            f"fake({name!r}): returns= would never be returned: {endings[0]} ends every attempt"
+        )
+    behaviour = _Behaviour(
+        None if returns is _UNSET else returns, fails, fail_times, times_out, hangs, delay
+    )
     return FakeActivity(name, arg_types, ret_type, behaviour)
 
 
