@@ -49,6 +49,7 @@ from ._publisher import Publisher
 from ._sdk import run_state, set_update_handlers, update_definition
 from ._state import SagaStatus, StepStatus
 from ._step import Step
+from ._trace import duration
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -227,8 +228,10 @@ class OperatorDesk:
         if self._progress.cancel_requested:
             self._publisher.record("cancel", note="the workflow was cancelled")
             return "cancelled"
+        human_timeout = self._definition.human_timeout
+        assert human_timeout is not None  # the wait ended on its own: it has a bound
         self._publisher.record(
-            "time out", note=f"no operator acted within {self._definition.human_timeout}"
+            "time out", note=f"no operator acted within {duration(human_timeout)}"
         )
         return "timed_out"
 

@@ -44,7 +44,7 @@ from ._protocol import COMPENSATION_SUFFIX, step_activity_id
 from ._publisher import Publisher
 from ._state import CompensationState, SagaStatus, StepStatus
 from ._step import SAME_ARG, Step
-from ._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION
+from ._trace import CONDITION_NOT_MET, NOT_IN_THIS_VERSION, duration
 
 HISTORY_FULL = "saga stopped before outgrowing Temporal's history limit; split it into nested sagas"
 
@@ -184,7 +184,7 @@ class Scheduler:
 
     async def _expire(self, after: timedelta, on_expiry: Callable[[], None] | None) -> None:
         await workflow.sleep(after)
-        self._progress.fail(None, f"saga timed out after {after}")
+        self._progress.fail(None, f"saga timed out after {duration(after)}")
         self.cancel_in_flight()
         if on_expiry is not None:
             on_expiry()

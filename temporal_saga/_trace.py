@@ -24,6 +24,7 @@ lists what operators did (``👤``); a step they resolved by hand shows
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Protocol
 
 from ._state import CompensationState, OperatorAction, SagaState, SagaStatus, StepStatus
@@ -41,6 +42,24 @@ _ICONS = {
 #: The note of a step whose ``when=`` condition was false.
 CONDITION_NOT_MET = "condition not met"
 NOT_IN_THIS_VERSION = "not in this saga's version"
+
+
+def duration(span: timedelta) -> str:
+    """A duration as people write it: ``2 days``, ``1 hour 30 minutes``, ``1.5 seconds``."""
+    days, rest = divmod(span.total_seconds(), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [
+        f"{value:g} {unit}{'' if value == 1 else 's'}"
+        for value, unit in (
+            (days, "day"),
+            (hours, "hour"),
+            (minutes, "minute"),
+            (seconds, "second"),
+        )
+        if value
+    ]
+    return " ".join(parts) or "0 seconds"
 
 
 def _line(icon: str, name: str, note: str | None = None) -> str:
@@ -134,6 +153,9 @@ def trace_without_failure(step_lines: Iterable[str], status: SagaStatus) -> str 
     if form is None:
         return None
     steps = "\n".join(step_lines)
+    if status is SagaStatus.SUCCEEDED and "\n❌ " in f"\n{steps}":
+        # Its code caught a step's failure and went on (the imperative form).
+        form = form.replace("all steps succeeded", "saga succeeded: its code went on past ❌")
     return form.format(("\n\n" + steps) if steps else "")
 
 

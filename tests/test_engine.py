@@ -8,6 +8,7 @@ import itertools
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from graphlib import TopologicalSorter
 
 import pytest
@@ -308,9 +309,9 @@ async def test_deadline_fails_and_compensates_a_saga_not_done_in_time(
         failure = await fail_saga(client, task_queue, s)
         assert time.monotonic() - began < 10
     assert failure.failed_step is None
-    assert failure.reason == "saga timed out after 0:00:01.500000"
+    assert failure.reason == "saga timed out after 1.5 seconds"
     assert did(s, "undo") == {"a", "slow"}
-    assert render_trace(failure.state).count("saga timed out after 0:00:01.500000: reverting") == 1
+    assert render_trace(failure.state).count("saga timed out after 1.5 seconds: reverting") == 1
 
 
 async def test_cancelling_the_workflow_compensates_then_ends_cancelled(
@@ -523,3 +524,12 @@ def test_past_the_pivot_only_the_steps_that_did_not_do_their_part_need_a_human()
         update={"steps": [s.model_copy(update={"resolved": "by hand"}) for s in state.steps]}
     )
     assert resolved.needs_human == []
+
+
+def test_a_deadline_reads_as_people_write_durations() -> None:
+    from temporal_saga._trace import duration
+
+    assert duration(timedelta(days=2)) == "2 days"  # not "2 days, 0:00:00"
+    assert duration(timedelta(hours=1, minutes=30)) == "1 hour 30 minutes"
+    assert duration(timedelta(seconds=1.5)) == "1.5 seconds"
+    assert duration(timedelta()) == "0 seconds"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from temporal_saga import Saga, SagaDefinitionError, SagaFailed, SagaState, SagaStatus, StepStatus
@@ -112,11 +113,16 @@ async def test_a_caught_failure_tries_the_alternative_and_the_saga_succeeds(
         handle = await start(client, task_queue, s)
         assert await handle.result() == "booked"
         state = await state_of(handle)
+        live = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert state.status is SagaStatus.SUCCEEDED
     assert state.step("hotel").status is StepStatus.FAILED
     assert state.step("partner hotel").status is StepStatus.SUCCEEDED
     assert did(s, "undo") == set()  # the hotel failed: nothing of it to undo
-    assert "❌ hotel (no available hotel rooms)\n✔️ partner hotel" in render_trace(state)
+    trace = render_trace(state)
+    assert "❌ hotel (no available hotel rooms)\n✔️ partner hotel" in trace
+    # Not "all steps succeeded" under a ❌ line.
+    assert trace.endswith("❗️ saga succeeded: its code went on past ❌\n\n✔️ end saga (success)")
+    assert live.current_details == trace  # the Web UI's trace says the same
 
 
 async def test_a_late_failure_undoes_everything_in_the_code_s_reverse_order(
@@ -245,7 +251,7 @@ async def test_the_deadline_stops_the_block_and_undoes_what_ran(
     s = block(sleep={"ticket 0": 30}, timeout=2)
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         failure = await fails(await start(client, task_queue, s))
-    assert failure.reason == "saga timed out after 0:00:02"
+    assert failure.reason == "saga timed out after 2 seconds"
     assert failure.state.status is SagaStatus.COMPENSATED
     assert {"flight", "insurance", "hotel", "ticket 0"} <= did(s, "undo")
 

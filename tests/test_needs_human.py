@@ -296,7 +296,7 @@ async def test_human_timeout_ends_the_wait_compensation_failed(
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
     [timed_out] = failure.state.actions
     assert (timed_out.action, timed_out.by) == ("time out", None)
-    assert "❗️ time out (no operator acted within 0:00:01)" in render_trace(failure.state)
+    assert "❗️ time out (no operator acted within 1 second)" in render_trace(failure.state)
 
 
 async def test_a_cancel_while_waiting_ends_the_wait_and_the_workflow_is_cancelled(

@@ -31,7 +31,7 @@ from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, server_address, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, cli, did, fail_saga, run_saga, spec
-from .scripted import HandWrittenParallel, ScriptedSaga, ScriptedStep
+from .scripted import HandWrittenParallel, MisusedSaga, ScriptedSaga, ScriptedStep
 
 
 async def history_trace(client: Client, workflow_id: str) -> str:
@@ -297,3 +297,22 @@ async def test_load_state_needs_no_worker(
     # The same state, plus the attempts that only history records.
     assert rebuilt.step("a").attempts == 1 and state.step("a").attempts is None
     assert rebuilt.model_copy(update={"steps": state.steps}) == state
+
+
+async def test_show_says_why_a_saga_failed_before_its_first_step(
+    env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    run = str(uuid.uuid4())
+    async with worker(workflows=[MisusedSaga], activities=ACTIVITIES):
+        with pytest.raises(WorkflowFailureError):
+            await client.execute_workflow(
+                MisusedSaga.run,
+                args=[run, "mistyped option"],
+                id=f"misused-{run}",
+                task_queue=task_queue,
+            )
+    shown = await asyncio.to_thread(cli, env, "show", f"misused-{run}")
+    assert shown.returncode == 1 and shown.stderr.count("\n") == 1
+    assert "no saga step ran: the workflow failed first, SagaTypeError: saga 'misused': " in (
+        shown.stderr
+    )

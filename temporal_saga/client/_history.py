@@ -266,7 +266,17 @@ async def state_from_history(
         NotASaga: No saga step was ever scheduled in this workflow.
     """
     found = await _read(events, converter, workflow_id)
-    saga, steps, undo = _last_saga_run(found)
+    try:
+        saga, steps, undo = _last_saga_run(found)
+    except NotASaga:
+        failure = found.failure
+        if failure is None or not failure.HasField("application_failure_info"):
+            raise
+        # A saga refused before its first step (a SagaDefinitionError, say): say why.
+        kind = failure.application_failure_info.type or "an error"
+        raise NotASaga(
+            f"no saga step ran: the workflow failed first, {kind}: {failure.message}"
+        ) from None
     details = await _failure_details(found.failure, converter)
     if details is not None and details.omitted_steps == 0:
         # The saga's own final state; history adds what workflow code cannot see.
