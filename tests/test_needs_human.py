@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any, get_type_hints
 
@@ -569,3 +570,24 @@ async def test_the_handlers_are_registered_without_the_sdks_per_call_work(
         assert await client.execute_workflow(
             HandlerTablesInTheSandbox.run, id=f"tables-{uuid.uuid4()}", task_queue=task_queue
         )
+
+
+async def test_an_action_no_worker_answers_is_given_up_on_and_delivered_later(
+    env: WorkflowEnvironment, client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = refund_refused()
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        handle = await start_waiting(client, task_queue, s)
+    # No worker polls the saga's queue now: the command says so within --wait.
+    began = time.monotonic()
+    sent = await asyncio.to_thread(
+        cli, env, "resolve", handle.id, "b", "--note", "refunded by phone", "--wait", "2"
+    )
+    assert time.monotonic() - began < 30
+    assert sent.returncode == 1 and sent.stderr.count("\n") == 1, sent.stderr
+    assert f"{handle.id}: no worker answered within 2 s" in sent.stderr
+    # The action was not withdrawn: once a worker runs the saga, it is applied.
+    async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
+        failure = await outcome(handle)
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert [(a.action, a.note) for a in failure.state.actions] == [("resolve", "refunded by phone")]

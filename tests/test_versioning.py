@@ -358,8 +358,18 @@ async def test_replay_check_names_the_sagas_a_change_would_break(
             ('"book hotel room",', '"reserve a room",'),
             "starts step 'reserve a room' where the history started 'book hotel room'",
         ),
+        # A step added after the others, without since=: its command meets the end of
+        # the histories that ran to the end, and the report still names it.
+        (
+            (
+                "        await saga.run()\n",
+                '        saga.step("send the itinerary", "send_itinerary", after=[insurance])\n'
+                "        await saga.run()\n",
+            ),
+            "starts step 'send the itinerary', which the history never started",
+        ),
     ],
-    ids=["as is", "relabelled", "added without since", "renamed"],
+    ids=["as is", "relabelled", "added without since", "renamed", "appended without since"],
 )
 def test_replay_check_stops_an_unsafe_change_to_the_trip_saga(
     edit: tuple[str, str] | None, named: str | None, tmp_path: Path
@@ -408,3 +418,17 @@ def test_replay_check_splits_many_histories_over_processes(tmp_path: Path) -> No
     lines = checked.stdout.splitlines()
     assert len(lines) == 251 and lines[-1].startswith("250 histories replayed"), lines[-3:]
     assert all("starts step 'reserve a room'" in line for line in lines[:-1])
+
+
+def test_a_history_that_cannot_be_decoded_hints_at_the_missing_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from temporal_saga._replay import _reason
+
+    monkeypatch.delenv("TEMPORAL_SAGA_KEYS", raising=False)
+    monkeypatch.delenv("TEMPORAL_SAGA_KEY_FILE", raising=False)
+    reason = _reason(RuntimeError("Failed decoding arguments"))
+    assert reason.startswith("Failed decoding arguments (its payloads may be encrypted")
+    assert "TEMPORAL_SAGA_KEYS or TEMPORAL_SAGA_KEY_FILE" in reason
+    monkeypatch.setenv("TEMPORAL_SAGA_KEYS", "k1:...")  # a key given: no such hint
+    assert _reason(RuntimeError("Failed decoding arguments")) == "Failed decoding arguments"

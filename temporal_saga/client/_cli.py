@@ -22,11 +22,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from .._errors import ActionRejected, NotASaga
 from .._protocol import FAILED_AGAIN, SAGA_STATUS_ATTRIBUTE
+from .._sdk import install_hint
 from .._state import SagaState, SagaStatus
 from .._trace import render_trace
 from ._connect import connect, web_ui_url
@@ -141,20 +142,27 @@ async def act(client: Client, args: argparse.Namespace) -> int:
     """retry, resolve, give-up: one Workflow Update, one line of answer."""
     handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
     common: dict[str, Any] = {"by": args.by, "saga": args.saga}
+    if args.command == "retry" and args.arg is not None:
+        try:
+            common["arg"] = json.loads(args.arg)
+        except json.JSONDecodeError as err:
+            raise CliError(f"--arg is not JSON: {err}") from None
+    if args.command == "retry":
+        sending = retry_step(handle, args.step, **common)
+    elif args.command == "resolve":
+        sending = resolve_step(handle, args.step, note=args.note, **common)
+    else:
+        sending = give_up(handle, note=args.note, **common)
     try:
-        if args.command == "retry":
-            if args.arg is not None:
-                try:
-                    common["arg"] = json.loads(args.arg)
-                except json.JSONDecodeError as err:
-                    raise CliError(f"--arg is not JSON: {err}") from None
-            answer = await retry_step(handle, args.step, **common)
-        elif args.command == "resolve":
-            answer = await resolve_step(handle, args.step, note=args.note, **common)
-        else:
-            answer = await give_up(handle, note=args.note, **common)
+        answer = await asyncio.wait_for(sending, timeout=args.wait)
     except ActionRejected as err:
         raise CliError(f"{args.workflow_id}: rejected: {err}") from None
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise CliError(
+            f"{args.workflow_id}: no worker answered within {args.wait} s (does one poll the "
+            "saga's task queue?); the action is not withdrawn: the server delivers it when "
+            "a worker runs the saga again"
+        ) from None
     print(f"{args.workflow_id}: {answer}")
     return ERROR if f": {FAILED_AGAIN}: " in answer else OK
 
@@ -295,7 +303,10 @@ def _parser() -> argparse.ArgumentParser:
             command,
             help=f"{summary} (a saga waiting for a human)",
             description=f"For a saga in NEEDS_HUMAN: {summary}. Sent as a Workflow Update, "
-            "which the saga validates before anything is recorded; prints its answer.",
+            "which the saga validates before anything is recorded; prints its answer. "
+            "A worker must run the saga's workflow to answer: without one, the command "
+            "gives up waiting after --wait seconds, and the server still delivers the "
+            "action once a worker polls the saga's task queue again.",
         )
         act_cmd.add_argument("workflow_id", help="the saga's workflow id")
         if command != "give-up":
@@ -311,6 +322,12 @@ def _parser() -> argparse.ArgumentParser:
         act_cmd.add_argument("--by", help="who acts (default: user@host)")
         act_cmd.add_argument("--saga", help="the saga's name, if several in the workflow wait")
         act_cmd.add_argument("--run-id", help="a particular run (default: the latest)")
+        act_cmd.add_argument(
+            "--wait",
+            type=_positive,
+            default=30,
+            help="seconds to wait for a worker to answer (default 30)",
+        )
     audit_cmd = commands.add_parser(
         "audit",
         help="what a saga's history holds in clear (exit 5: payload content in clear)",
@@ -382,7 +399,7 @@ def _encryption() -> Any:
         from .. import encryption
     except ImportError as err:
         raise CliError(
-            f"encryption is not installed: pip install 'temporal-saga[encryption]' ({err})"
+            f"encryption is not installed: {install_hint('encryption')} ({err})"
         ) from None
     return encryption
 

@@ -48,6 +48,7 @@ from temporalio.converter import (
 from temporalio.exceptions import ApplicationError
 
 from .._protocol import PUBLIC, is_public, is_public_value
+from .._sdk import install_hint
 
 
 def _is_public(value: Any) -> bool:
@@ -212,6 +213,6 @@ def _codec_from_env() -> PayloadCodec | None:
     except ImportError as err:
         raise ValueError(
             f"{' or '.join(KEY_VARIABLES)} is set, but encryption is not installed: "
-            f"pip install 'temporal-saga[encryption]' ({err})"
+            f"{install_hint('encryption')} ({err})"
         ) from None
     return EncryptionCodec.from_env()

@@ -63,6 +63,10 @@ async def retry_step(
         by: Who acts, for the history and the trace (default: ``user@host``).
         saga: The saga's name, if several in the workflow wait for a human.
 
+    A worker must run the saga's workflow to answer, so this waits for one; bound the
+    wait with ``asyncio.timeout(...)``: the action is not withdrawn, and the server
+    delivers it once a worker runs the saga again.
+
     Returns:
         The saga's one-line answer: ``NAME: compensated``, ``NAME: failed again: ...``.
 

