@@ -158,11 +158,6 @@ class Publisher:
         set_query_handler(SAGA_STATE_QUERY, lambda: self.state, SagaState)
         self.set_status(SagaStatus.RUNNING)
 
-    @property
-    def _pivot_name(self) -> str | None:
-        pivot = self._definition.pivot
-        return pivot.name if pivot else None
-
     def add_step(self, step: Step[Any]) -> None:
         """A step added while the saga runs (the imperative form) gets its line."""
         self._step_lines.append("")
