@@ -1,9 +1,10 @@
 """What happened so far: a step's progress, and the saga's.
 
 Definitions are frozen (``_step.StepDefinition``, ``_definition.SagaDefinition``);
-everything that changes while a saga runs lives here. The scheduler writes a step's
-progress, and the saga's outcome; the publisher reads both to publish them; the
-operator desk reads them and records the operators' actions.
+everything that changes while a saga runs lives here. Only the scheduler writes a
+step's progress; the saga's is written as :class:`SagaProgress` says. The publisher
+reads both to publish them; the operator desk reads them, and records the operators'
+actions through the publisher.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class StepProgress:
 
 class SagaProgress:
     """What happened to the saga as a whole: its status, why it failed, what operators
-    did. The scheduler and the operator desk write it, through the publisher, which
-    publishes each change."""
+    did. The saga and its scheduler record the failure (:meth:`fail`); the publisher
+    writes the status, the times and the operators' actions as it publishes them."""
 
     __slots__ = (
         "actions",

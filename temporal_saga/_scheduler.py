@@ -85,12 +85,13 @@ class Limiter:
         return not self._waiters and self.in_flight < self.parallelism()
 
     def take(self) -> None:
+        """Take a slot (the caller checked there is one)."""
         self.in_flight += 1
 
     async def acquire(self) -> None:
         """Wait for a slot, first come first served, and take it."""
         if self.has_slot():
-            self.in_flight += 1
+            self.take()
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
