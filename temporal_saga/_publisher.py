@@ -4,7 +4,7 @@ Three views, kept up to date on every change of a step or of the saga:
 
 * the ``saga_state`` query answers :class:`SagaState` (any client, at any time);
 * the workflow's current details hold the live trace, which the Web UI shows on the
-  workflow's page (no history cost);
+  workflow's page (no history cost; rendered when read);
 * with ``search_attributes=True``, the ``SagaStatus`` search attribute (one history
   event per status change) lets ``temporal workflow list`` find sagas by status.
 """
@@ -33,7 +33,7 @@ from ._protocol import (
     PublicText,
     Request,
 )
-from ._sdk import set_query_handler
+from ._sdk import set_query_handler, show_details_from
 from ._state import OperatorAction, SagaState, SagaStatus, StepStatus, bounded
 from ._step import Step
 from ._trace import (
@@ -57,8 +57,8 @@ class Publisher:
     """Keeps the world told of a saga: its state, its live trace, its status.
 
     The scheduler and the operator desk tell it what changed (:meth:`publish` for a
-    step, :meth:`set_status` for the saga); it renders only what changed, and the
-    trace once per workflow activation.
+    step, :meth:`set_status` for the saga); it renders the trace when it is read,
+    and then only the lines of what changed.
     """
 
     def __init__(self, definition: SagaDefinition, progress: SagaProgress) -> None:
@@ -69,6 +69,7 @@ class Publisher:
         self._step_lines: list[str] = []
         self._compensation_lines: list[str] = []
         self._changed: list[Step[Any]] = []
+        self._rendered_when_read = False  # see publish
         self._flush_pending = False
         # Made as the saga begins (they read the workflow's context).
         self.metrics: SagaMetrics
@@ -156,6 +157,7 @@ class Publisher:
         self.metrics = SagaMetrics(self._definition.name)
         self.spans = SagaSpans(self._definition.name)
         set_query_handler(SAGA_STATE_QUERY, lambda: self.state, SagaState)
+        self._rendered_when_read = show_details_from(self.trace)
         self.set_status(SagaStatus.RUNNING)
 
     def add_step(self, step: Step[Any]) -> None:
@@ -201,21 +203,30 @@ class Publisher:
         self.publish()
 
     def publish(self, step: Step[Any] | None = None) -> None:
-        """Show the live trace on the workflow's page in the Web UI (no history cost).
+        """Something changed (``step``'s progress, or the saga's): the live trace will
+        show it.
 
-        Once per workflow activation (a callback that runs before the activation ends)
-        the changed steps' lines are rendered again and the text is assembled, so a
-        long saga costs O(1) per step change, not O(steps), and a step that starts
-        in the activation it became due in is rendered once.
+        The trace is rendered when it is read (the Web UI's query; see
+        :meth:`trace`), so a saga pays nothing for it while nobody looks. Where the
+        SDK does not allow that, it is rendered once per workflow activation (a
+        callback that runs before the activation ends) and set as the current details.
         """
         if step is not None:
             self._changed.append(step)
-        if not self._flush_pending:
+        if not self._rendered_when_read and not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
+        workflow.set_current_details(self.trace())
+
+    def trace(self) -> str:
+        """The live trace, as the Web UI shows it on the workflow's page.
+
+        Only the lines of steps that changed since the last rendering are rendered
+        again, so a long saga costs O(1) per step change, not O(steps).
+        """
         pivot, lines, undone = self._definition.pivot, self._step_lines, self._compensation_lines
         for step in self._changed:
             definition, done = step._definition, step._progress
@@ -239,17 +250,14 @@ class Publisher:
         if progress.reason is None:
             text = trace_without_failure(lines, progress.status)
             if text is not None:
-                workflow.set_current_details(text)
-                return
-        workflow.set_current_details(
-            assemble_trace(
-                self._step_lines,
-                self._compensation_lines,
-                status=progress.status,
-                reason=progress.reason,
-                failed_step=progress.failed_step.name if progress.failed_step else None,
-                past_pivot=self.past_pivot,
-                needs_human=self.state.needs_human if progress.status in _NEEDS_HUMAN_SAYS else (),
-                action_lines=[action_line(action) for action in progress.actions],
-            )
+                return text
+        return assemble_trace(
+            lines,
+            undone,
+            status=progress.status,
+            reason=progress.reason,
+            failed_step=progress.failed_step.name if progress.failed_step else None,
+            past_pivot=self.past_pivot,
+            needs_human=self.state.needs_human if progress.status in _NEEDS_HUMAN_SAYS else (),
+            action_lines=[action_line(action) for action in progress.actions],
         )

@@ -243,6 +243,17 @@ class SlottedSaga:
 
 
 @workflow.defn
+class OwnDetailsSaga:
+    """Runs a ``ScriptedSpec``, then sets the workflow's current details itself."""
+
+    @workflow.run
+    async def run(self, spec: ScriptedSpec) -> SagaResult:
+        result = await scripted_saga(spec).run()
+        workflow.set_current_details("booked by hand-written code")
+        return result
+
+
+@workflow.defn
 class RetryLoopSaga:
     """Runs the same saga (same name) again after each failure, as a retry loop would."""
 

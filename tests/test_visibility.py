@@ -18,7 +18,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SagaState, SagaStatus, StepStatus
+from temporal_saga import SagaState, SagaStatus, StepStatus, _publisher
 from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import (
     SagaPlugin,
@@ -31,7 +31,13 @@ from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, server_address, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, cli, did, fail_saga, run_saga, spec
-from .scripted import HandWrittenParallel, MisusedSaga, ScriptedSaga, ScriptedStep
+from .scripted import (
+    HandWrittenParallel,
+    MisusedSaga,
+    OwnDetailsSaga,
+    ScriptedSaga,
+    ScriptedStep,
+)
 
 
 async def history_trace(client: Client, workflow_id: str) -> str:
@@ -65,9 +71,17 @@ async def query_state(client: Client, workflow_id: str) -> SagaState:
         ),
     ],
 )
+@pytest.mark.parametrize("rendered", ["when read", "at every change"])
 async def test_history_alone_rebuilds_the_same_trace(
-    client: Client, task_queue: str, worker: WorkerFactory, steps: list[ScriptedStep]
+    client: Client,
+    task_queue: str,
+    worker: WorkerFactory,
+    steps: list[ScriptedStep],
+    rendered: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if rendered == "at every change":  # an SDK that lets the trace be rendered only when set
+        monkeypatch.setattr(_publisher, "show_details_from", lambda render: False)
     s = spec(*steps)
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         with contextlib.suppress(WorkflowFailureError):
@@ -79,6 +93,20 @@ async def test_history_alone_rebuilds_the_same_trace(
     assert await history_trace(client, f"saga-{s.run}") == render_trace(live)
     # The live trace that the engine keeps up to date line by line says the same.
     assert metadata.current_details == render_trace(live)
+
+
+async def test_details_the_workflow_sets_itself_win_over_the_trace(
+    client: Client, task_queue: str, worker: WorkerFactory
+) -> None:
+    s = spec(ScriptedStep(name="a"))
+    async with worker(workflows=[OwnDetailsSaga], activities=ACTIVITIES):
+        await client.execute_workflow(
+            OwnDetailsSaga.run, s, id=f"saga-{s.run}", task_queue=task_queue
+        )
+        metadata = await client.get_workflow_handle(f"saga-{s.run}").query(
+            "__temporal_workflow_metadata", result_type=WorkflowMetadata
+        )
+    assert metadata.current_details == "booked by hand-written code"
 
 
 async def test_history_rebuild_of_a_cancelled_saga(
