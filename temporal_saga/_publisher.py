@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -33,7 +34,7 @@ from ._protocol import (
     PublicText,
     Request,
 )
-from ._sdk import set_query_handler, show_details_from
+from ._sdk import set_query_handler, show_details_from, workflow_clock
 from ._state import OperatorAction, SagaState, SagaStatus, StepStatus, bounded
 from ._step import Step
 from ._trace import (
@@ -74,6 +75,7 @@ class Publisher:
         # Made as the saga begins (they read the workflow's context).
         self.metrics: SagaMetrics
         self.spans: SagaSpans
+        self.now: Callable[[], datetime]  # workflow.now, for less (see _sdk)
 
     @property
     def past_pivot(self) -> bool:
@@ -153,7 +155,8 @@ class Publisher:
         steps = list(self._definition.by_name.values())
         self._step_lines = [""] * len(steps)
         self._changed = steps  # rendered as the activation ends, after they started
-        self._progress.started_at = workflow.now()
+        self.now = workflow_clock()
+        self._progress.started_at = self.now()
         self.metrics = SagaMetrics(self._definition.name)
         self.spans = SagaSpans(self._definition.name)
         set_query_handler(SAGA_STATE_QUERY, lambda: self.state, SagaState)
@@ -168,7 +171,7 @@ class Publisher:
     def finish(self, status: SagaStatus) -> None:
         """The saga ended with ``status``."""
         progress = self._progress
-        progress.ended_at = workflow.now()
+        progress.ended_at = self.now()
         self.set_status(status)
         self.metrics.saga_ended(
             status, progress.ended_at - (progress.started_at or progress.ended_at)
@@ -198,7 +201,7 @@ class Publisher:
     def record(self, action: str, request: Request | None = None, **fields: Any) -> None:
         """Record what an operator (or a timer, or a cancel) did while the saga waited."""
         by = request.by if request is not None else None
-        done = OperatorAction(action=action, by=by, at=workflow.now(), **fields)
+        done = OperatorAction(action=action, by=by, at=self.now(), **fields)
         self._progress.actions = (*self._progress.actions, done)
         self.publish()
 

@@ -28,6 +28,7 @@ from ._scheduler import Scheduler
 from ._sdk import run_state
 from ._state import SagaResult, SagaState, SagaStatus
 from ._step import Activity, Step
+from ._turns import as_if_shielded
 
 R = TypeVar("R")
 
@@ -274,7 +275,7 @@ class Saga:
         # From here the saga only winds down, where no cancel, first or second, can cut
         # the undo short.
         self._progress.cancel_requested = cancelled
-        cancelled |= await self._shielded(self._wind_down())
+        cancelled |= await self._shielded(self._winding_down())
         if self._progress.status is SagaStatus.SUCCEEDED:
             # Everything succeeded before a cancel could stop anything: that stands.
             steps = self._definition.by_name.values()
@@ -296,18 +297,27 @@ class Saga:
             raise RuntimeError(f"saga {self.name!r} has already run")
         self._definition.started = True
         self._scheduler.begin(saga_run_id(self.name, _next_run_number(self.name)))
-        cancelled = await self._shielded(self._publisher.check_status_attribute())
+        checks = self._definition.search_attributes
+        check = self._publisher.check_status_attribute() if checks else _nothing
+        cancelled = await self._shielded(check)
         self._desk.open()
         self._publisher.begin()
         return cancelled
 
-    async def _shielded(self, work: Coroutine[Any, Any, None]) -> bool:
+    async def _shielded(self, work: Coroutine[Any, Any, None] | Callable[[], None]) -> bool:
         """Run ``work`` to its end; True if the workflow was cancelled meanwhile.
 
         It runs in a task of its own, which the workflow's cancellation never reaches
         (that goes to the task running ``Saga.run``); a saga waiting for a human sees
-        the cancel through ``cancel_requested``.
+        the cancel through ``cancel_requested``. Work that never waits (a plain
+        callable) takes the same moments in the event loop without the task
+        (``_turns.as_if_shielded``).
         """
+        if callable(work):
+            cancelled = await as_if_shielded(work)
+            if cancelled:
+                self._progress.cancel_requested = True
+            return cancelled
         task = asyncio.create_task(work)
         cancelled = False
         while not task.done():
@@ -317,6 +327,18 @@ class Saga:
                 cancelled = self._progress.cancel_requested = True
         task.result()
         return cancelled
+
+    def _winding_down(self) -> Coroutine[Any, Any, None] | Callable[[], None]:
+        """What winds the saga down: :meth:`_close_succeeded` when nothing is left to
+        wait for (nothing runs, nothing to undo), else :meth:`_wind_down`."""
+        if self._scheduler.settled():
+            return self._close_succeeded
+        return self._wind_down()
+
+    def _close_succeeded(self) -> None:
+        """:meth:`_wind_down` of a saga that succeeded with nothing left to wait for."""
+        self._scheduler.skip_pending()
+        self._publisher.finish(SagaStatus.SUCCEEDED)
 
     async def _wind_down(self) -> None:
         """Settle the steps in flight, then undo what took effect (if the saga failed),
@@ -362,7 +384,7 @@ class Saga:
         self._body = asyncio.current_task()
         if await self._begin():
             self._progress.fail(None, "saga cancelled")
-            await self._shielded(self._wind_down())
+            await self._shielded(self._winding_down())
             raise asyncio.CancelledError("saga cancelled")
         self._in_block = True
         self._scheduler.start_deadline(on_expiry=self._stop_the_block)
@@ -409,14 +431,20 @@ class Saga:
             self._progress.reason is None or not self._definition.cancel_in_flight
         ):
             # Settle what still runs: its outcome must be known before any undo.
-            cancelled = await self._shielded(self._scheduler.settle_block())
+            scheduler = self._scheduler
+            settle = scheduler.settle_block() if scheduler.running else scheduler.note_failures
+            cancelled = await self._shielded(settle)
         self._progress.cancel_requested = cancelled
-        cancelled |= await self._shielded(self._wind_down())
+        cancelled |= await self._shielded(self._winding_down())
         if self._progress.status is SagaStatus.SUCCEEDED:
             return
         if cancelled:
             raise asyncio.CancelledError("saga cancelled")
         raise SagaFailed(self._publisher.failure_state()) from cause
+
+
+def _nothing() -> None:
+    """No work (``SagaStatus`` is not checked): shielded all the same, for its moments."""
 
 
 def _reason_of(error: BaseException) -> str:

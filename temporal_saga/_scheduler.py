@@ -161,6 +161,7 @@ class Scheduler:
         self.running: dict[asyncio.Task[None], Step[Any]] = {}  # steps in flight
         self._compensations = 0  # compensations started: the next one's order
         self._deadline: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the graph form's loop's
         # Made as the saga begins (they read the workflow's context).
         self._run_id: str  # this run's part of every activity id (see _protocol)
         self._limiter: Limiter
@@ -216,10 +217,8 @@ class Scheduler:
                     self._start_ready(ready)
                 if not self.running:
                     return
-                done, _ = await workflow.wait(
-                    list(self.running), return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
+                await self._a_step_done()
+                for task in [task for task in self.running if task.done()]:
                     step = self.running.pop(task)
                     limiter.release()
                     task.result()  # a determinism error in a user callable: fail the task
@@ -231,6 +230,7 @@ class Scheduler:
                         if self._definition.cancel_in_flight:
                             self.cancel_in_flight()
         finally:
+            self._waiter = None
             self.stop_deadline()
             # Cancelled mid-way: drain() waits for the steps still running, and nothing
             # else starts before it has.
@@ -251,7 +251,23 @@ class Scheduler:
             ready.popleft()
             limiter.take()
             limiter.undoable += step._definition.compensate is not None
-            self.running[asyncio.create_task(self.execute(step))] = step
+            task = asyncio.create_task(self.execute(step))
+            task.add_done_callback(self._step_done)
+            self.running[task] = step
+
+    def _a_step_done(self) -> asyncio.Future[None]:
+        """What the graph form's loop awaits until a step is done: where
+        ``workflow.wait(running, return_when=FIRST_COMPLETED)`` would return, for less
+        (see _turns): each step's task wakes it from its own done callback, queued
+        where that wait's would be."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
+
+    def _step_done(self, task: asyncio.Task[None]) -> None:
+        # A step the loop took as done already woke it (or was taken with one that did).
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and task in self.running:
+            waiter.set_result(None)
 
     # --- Forward: the imperative form --------------------------------------------------
 
@@ -315,6 +331,10 @@ class Scheduler:
         """Wait for the steps still running; a failure nobody awaited fails the saga."""
         while self.running:
             await workflow.wait(list(self.running))
+        self.note_failures()
+
+    def note_failures(self) -> None:
+        """The block's steps are settled: a failure nobody awaited fails the saga."""
         for step in self._definition.by_name.values():
             outcome = step._progress.outcome
             failed = outcome is StepStatus.FAILED or outcome is StepStatus.CANCELLED
@@ -337,6 +357,10 @@ class Scheduler:
         for task in self.running:
             task.result()
         self.running.clear()
+        self.skip_pending()
+
+    def skip_pending(self) -> None:
+        """Mark the steps that never started ``SKIPPED``."""
         for step in self._definition.by_name.values():
             if step._progress.outcome is StepStatus.PENDING:
                 step._progress.outcome = StepStatus.SKIPPED
@@ -347,7 +371,7 @@ class Scheduler:
         """Run one step (or decide it is skipped) and record how it ended."""
         definition, progress, publisher = step._definition, step._progress, self._publisher
         progress.outcome = StepStatus.RUNNING
-        progress.started_at = workflow.now()
+        progress.started_at = publisher.now()
         span = publisher.spans.start("step", step.name)
         try:
             if definition.versioned and not definition.in_this_version():
@@ -378,7 +402,7 @@ class Scheduler:
             progress.outcome, progress.uncertain = outcome.status, outcome.uncertain
             progress.error = outcome.message
             progress.nested_needs_human = outcome.nested_needs_human
-        progress.ended_at = workflow.now()
+        progress.ended_at = publisher.now()
         progress.finished = self._limiter.finished
         self._limiter.finished += 1
         publisher.metrics.step_ended(progress.outcome)
@@ -418,11 +442,24 @@ class Scheduler:
                     task.result()
                     sorter.done(running.pop(task))
 
+    def settled(self) -> bool:
+        """Nothing left to wait for: no step runs, none failed, none to undo."""
+        return (
+            not self.running
+            and self._progress.reason is None
+            and not any(self._uncertain(step) for step in self._definition.by_name.values())
+        )
+
+    @staticmethod
+    def _uncertain(step: Step[Any]) -> bool:
+        """A step that did not succeed but may have taken effect (undone all the same)."""
+        return step._progress.outcome is not StepStatus.SUCCEEDED and step._needs_compensation()
+
     async def undo_uncertain(self) -> None:
         """A saga that succeeded all the same: undo the failures its code caught and
         went on from (the imperative form) whose outcome is uncertain."""
         for step in self._definition.by_name.values():
-            if step._progress.outcome is not StepStatus.SUCCEEDED and step._needs_compensation():
+            if self._uncertain(step):
                 await self.undo(step)
 
     async def undo(
@@ -435,7 +472,7 @@ class Scheduler:
         if order is None:
             order = self._compensations
             self._compensations += 1
-        started = workflow.now()
+        started = publisher.now()
         progress.compensation = CompensationState(
             name=definition.compensation_name,
             status=StepStatus.RUNNING,
@@ -461,7 +498,7 @@ class Scheduler:
             raise
         except (Exception, asyncio.CancelledError) as err:
             error = describe(err).message
-        ended = workflow.now()
+        ended = publisher.now()
         outcome = StepStatus.FAILED if error else StepStatus.SUCCEEDED
         progress.compensation = progress.compensation.model_copy(
             update={"status": outcome, "ended_at": ended, "error": error}

@@ -19,6 +19,8 @@ test naming it here, rather than a saga in production.
   (``replay-check``), read an activity's name and types (the testing kit's fakes).
 * ``WorkflowHandle._client``: the data converter of the client a handle came from,
   to decode a history (``show`` without a worker).
+* the workflow instance's ``workflow_time_ns``: the workflow's clock, read without
+  finding the run through the event loop at every reading. Fallback: ``workflow.now``.
 * the workflow instance's ``workflow_get_current_details``, through which the SDK
   reads the current details for the Web UI's metadata query: the live trace is
   rendered when read, not at every change of a step (counted: 0.1 million
@@ -30,10 +32,12 @@ server), which PyPI packages install: never the SDK's download.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +126,23 @@ def run_state() -> RunState:
     if state is None:
         state = attributes[_ATTRIBUTE] = RunState()
     return state  # type: ignore[no-any-return]
+
+
+# --- The workflow's clock ----------------------------------------------------------------
+
+
+def workflow_clock() -> Callable[[], datetime]:
+    """``workflow.now`` for the current workflow run, for less: the run's own clock,
+    found once (``workflow.now`` finds the run through the event loop at every call;
+    counted, 7,000 instructions a call, and a saga reads the time twice per step)."""
+    time_ns = getattr(workflow._Runtime.current(), "workflow_time_ns", None)
+    if not callable(time_ns):
+        return workflow.now
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(time_ns() / 1e9, UTC)  # as workflow.now
+
+    return now
 
 
 # --- The current details, rendered when read -------------------------------------------
@@ -270,6 +291,14 @@ def _probe_current_details() -> None:
     assert _reads_details_through_a_method(_WorkflowInstanceImpl)
 
 
+def _probe_clock() -> None:
+    from temporalio.worker._workflow_instance import _WorkflowInstanceImpl
+
+    assert callable(getattr(_WorkflowInstanceImpl, "workflow_time_ns", None))
+    assert "time()" in inspect.getsource(workflow.now)
+    assert "workflow_time_ns" in inspect.getsource(workflow.time_ns)
+
+
 def _probe_handle_client() -> None:
     assert "_client" in WorkflowHandle.__init__.__code__.co_names
 
@@ -281,4 +310,5 @@ INTERNALS: dict[str, Callable[[], None]] = {
     "workflow._Definition and activity._Definition": _probe_definitions,
     "WorkflowHandle._client": _probe_handle_client,
     "the workflow instance's workflow_get_current_details": _probe_current_details,
+    "the workflow instance's workflow_time_ns": _probe_clock,
 }

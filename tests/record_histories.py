@@ -40,6 +40,8 @@ from .conftest import temporal_binary
 from .scripted import (
     BlockSaga,
     BlockSpec,
+    CrowdedSaga,
+    CrowdedSpec,
     HumanBlockSaga,
     NestedSaga,
     NestedSpec,
@@ -55,6 +57,7 @@ from .scripted import (
 HISTORIES = Path(__file__).parent / "histories"
 WORKFLOWS = [
     ScriptedSaga,
+    CrowdedSaga,
     NestedSaga,
     RetryLoopSaga,
     BlockSaga,
@@ -220,6 +223,12 @@ SHAPES: dict[str, Shape] = {
     ),
     # The imperative form: a branch, an alternative after a caught failure, a fan-out;
     # then a late failure undone in the code's reverse order.
+    # Other tasks of the workflow issue commands at every loop moment around the
+    # saga's: these fix the moment each of the saga's commands is issued (_turns.py).
+    "crowded_success": Shape(CrowdedSaga, CrowdedSpec(run="record")),
+    "crowded_failure": Shape(CrowdedSaga, CrowdedSpec(run="record", fail=True)),
+    "crowded_block_success": Shape(CrowdedSaga, CrowdedSpec(run="record", form="block")),
+    "crowded_block_failure": Shape(CrowdedSaga, CrowdedSpec(run="record", form="block", fail=True)),
     "block_success": Shape(BlockSaga, BlockSpec(run="record", fail={"hotel": "full"})),
     "block_failure": Shape(BlockSaga, BlockSpec(run="record", fail={"pay": "declined"})),
     "block_cancelled": Shape(

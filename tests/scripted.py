@@ -575,3 +575,91 @@ class HumanBlockSaga:
             )
             await saga.step("b", do_step, Script(run=run, step="b", fail="no rooms"))
         return "booked"
+
+
+class CrowdedSpec(BaseModel):
+    run: str
+    form: str = "graph"  # or "block": the imperative form
+    fail: bool = False  # step b fails: the saga compensates
+
+
+class _Crowd:
+    """Other tasks of the workflow, each issuing a command (an activity) after its own
+    number of loop turns: their commands land at every moment around the saga's, so a
+    history recorded with them fixes the moment each of the saga's commands was issued."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self.tasks: list[asyncio.Task[str]] = []
+
+    def gather(self, label: str) -> None:
+        for turns in range(12):
+            self.tasks.append(asyncio.create_task(self._neighbour(f"{label} {turns}", turns)))
+
+    def note(self, label: str) -> Any:
+        """A ``public_note=`` that gathers a crowd as the step succeeds."""
+        return lambda result: self.gather(label) or ""
+
+    async def _neighbour(self, name: str, turns: int) -> str:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await workflow.execute_activity(
+            do_step, Script(run=self.run, step=name), start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
+@workflow.defn
+class CrowdedSaga:
+    """A three-step saga among other tasks of the workflow that issue commands at each
+    loop moment around its start, its steps' completions and its end."""
+
+    @workflow.run
+    async def run(self, spec: CrowdedSpec) -> list[str]:
+        crowd = _Crowd(spec.run)
+        timeout = {"start_to_close_timeout": timedelta(seconds=30)}
+
+        def script(step: str) -> Script:
+            fail = "full" if spec.fail and step == "b" else None
+            return Script(run=spec.run, step=step, sleep=0.2 if fail else 0, fail=fail)
+
+        crowd.gather("start")
+        outcome = "succeeded"
+        if spec.form == "graph":
+            saga = Saga("crowded", **timeout)  # type: ignore[arg-type]
+            saga.step("a", do_step, script("a"), compensate=undo_step, public_note=crowd.note("a"))
+            saga.step(
+                "b",
+                do_step,
+                script("b"),
+                compensate=undo_step,
+                after=["a"],
+                public_note=crowd.note("b"),
+            )
+            saga.step("c", do_step, script("c"), compensate=undo_step, public_note=crowd.note("c"))
+            try:
+                await saga.run()
+            except SagaFailed:
+                outcome = "failed"
+        else:
+            try:
+                async with Saga("crowded", **timeout) as block:  # type: ignore[arg-type]
+                    await block.step(
+                        "a", do_step, script("a"), compensate=undo_step, public_note=crowd.note("a")
+                    )
+                    b = block.step(
+                        "b", do_step, script("b"), compensate=undo_step, public_note=crowd.note("b")
+                    )
+                    c = block.step(
+                        "c", do_step, script("c"), compensate=undo_step, public_note=crowd.note("c")
+                    )
+                    await b
+                    await c
+            except SagaFailed:
+                outcome = "failed"
+        # The workflow's own command after the saga: its moment against the crowd's.
+        after = await workflow.execute_activity(
+            do_step,
+            Script(run=spec.run, step="after"),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return [outcome, after, *await asyncio.gather(*crowd.tasks)]
