@@ -113,6 +113,19 @@ class Limiter:
                 self.in_flight += 1
                 waiter.set_result(None)
 
+    def history_has_room_for_all(self, ready: int, history: tuple[int, int]) -> bool:
+        """A quick bound: True if the history is so far from its limits that each of
+        ``ready`` steps would pass :meth:`history_has_room_for` (which most sagas then
+        skip). It bounds that check's figures from above: every ready step in flight
+        with a compensation, at a cost per step of the whole history so far."""
+        events, size = history
+        need = self.in_flight + ready + 1 + 1.25 * (self.undoable + ready)
+        per_step = max(EVENTS_PER_STEP_WORST_CASE, events)
+        return (
+            events + per_step * need <= HISTORY_EVENT_LIMIT - 500
+            and size * (1 + need) <= HISTORY_BYTES_LIMIT - 2 * 1024 * 1024
+        )
+
     def history_has_room_for(
         self, step: Step[Any], *, others_in_flight: int, history: tuple[int, int] | None = None
     ) -> bool:
@@ -241,9 +254,10 @@ class Scheduler:
         limiter = self._limiter
         history = history_now()  # one reading: it changes between activations only
         allowed = limiter.parallelism(history[0])
+        room_for_all = limiter.history_has_room_for_all(len(ready), history)
         while ready and limiter.in_flight < allowed:
             step = ready[0]
-            if not limiter.history_has_room_for(
+            if not room_for_all and not limiter.history_has_room_for(
                 step, others_in_flight=limiter.in_flight, history=history
             ):
                 self._progress.fail(None, HISTORY_FULL)

@@ -32,6 +32,7 @@ server), which PyPI packages install: never the SDK's download.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import shutil
 import sys
@@ -171,6 +172,7 @@ def show_details_from(render: Callable[[], str]) -> bool:
     return True
 
 
+@functools.cache
 def _reads_details_through_a_method(cls: type) -> bool:
     getter = getattr(cls, "workflow_get_current_details", None)
     metadata = getattr(cls, "_temporal_workflow_metadata", None)

@@ -10,6 +10,7 @@ everything, at its boundaries (no server: a saga that reaches them takes hours).
 from __future__ import annotations
 
 import math
+import random
 import uuid
 
 import pytest
@@ -135,3 +136,35 @@ def test_the_history_room_check_assumes_the_worst_case_until_steps_have_run(
     late = {"finished": 1_000, "running": 0, "undoable": 0, "compensated": False}
     assert _has_room(monkeypatch, **late, events=(ROOM - 3, 2_000))
     assert not _has_room(monkeypatch, **late, events=(ROOM - 2, 2_000))
+
+
+def test_the_quick_bound_never_lets_through_a_step_the_full_check_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``history_has_room_for_all`` lets a round of ready steps skip the full check; it
+    may refuse what the check would allow, never the reverse (random states, each
+    step of the round checked as the scheduler would)."""
+    rng = random.Random(31)
+    saga = Saga("big")
+    steps = [saga.step(f"s{i}", do_step, compensate=undo_step) for i in range(40)]
+    agreed = 0
+    for _ in range(3_000):
+        events = rng.choice([10, 500, 5_000, 20_000, 45_000])
+        size = rng.choice([10_000, 1_000_000, 20_000_000, 45_000_000])
+        at_start = _History(rng.randint(0, events), rng.randint(0, size))
+        monkeypatch.setattr(_scheduler.workflow, "info", lambda at_start=at_start: at_start)
+        limiter = _scheduler.Limiter(500)
+        limiter.finished = rng.randint(0, 300)
+        limiter.undoable = rng.randint(0, limiter.finished + 50)
+        limiter.in_flight = rng.randint(0, 50)
+        ready = rng.randint(1, 40)
+        if not limiter.history_has_room_for_all(ready, (events, size)):
+            continue
+        agreed += 1
+        now = _History(events, size)
+        monkeypatch.setattr(_scheduler.workflow, "info", lambda now=now: now)
+        for step in steps[:ready]:  # as _start_ready takes them
+            assert limiter.history_has_room_for(step, others_in_flight=limiter.in_flight)
+            limiter.in_flight += 1
+            limiter.undoable += 1
+    assert agreed > 100  # the bound holds often enough to be worth having
