@@ -7,7 +7,8 @@ succeeds, insured: the flight to Venice is expensive) and Kevin's (Maria took th
 last hotel room in Venice, so it is compensated) and Lena's (the hotel is full for her
 too, and the airline refuses her refund: the saga waits for a human until an operator,
 after refunding her at the airline's desk, resolves it with ``temporal-saga
-resolve``), prints the traces, checks the services' databases, and stops what it
+resolve``), prints the traces, writes each trip's picture (``temporal-saga show ID
+--graph svg``) into ``data/trip-NAME.svg``, checks the services' databases, and stops what it
 started (``--keep``: not before Ctrl-C, to look around in the Web UI). Exits 0 when
 everything went as described.
 
@@ -202,6 +203,25 @@ async def check_stored(
     return ok and readable
 
 
+async def temporal_saga(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``temporal-saga`` command, as an operator would."""
+    command = [sys.executable, "-m", "temporal_saga", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60
+    )
+
+
+async def draw(workflow_id: str, traveller: str) -> None:
+    """Write the saga's picture (``temporal-saga show ID --graph svg``) into data/."""
+    picture = DATA / f"trip-{traveller.lower()}.svg"
+    drawn = await temporal_saga("show", workflow_id, "--graph", "svg")
+    if drawn.stdout.startswith("<svg"):
+        picture.write_text(drawn.stdout)
+        print(f"Picture: {picture} (temporal-saga show {workflow_id} --graph svg)")
+    else:
+        print(f"Picture: not drawn ({drawn.stderr.strip()})")
+
+
 async def needs_a_human(client: Client, trip: TripRequest) -> bool:
     """Lena's trip: undone but for her flight, which waits for a human; an operator
     refunds her at the airline's desk and resolves the saga from the command line."""
@@ -219,14 +239,13 @@ async def needs_a_human(client: Client, trip: TripRequest) -> bool:
     print(f"(at the airline's desk, by hand: {refunded} ticket refunded)")
     note = "refunded at the airline's desk"
     print(f'$ temporal-saga resolve {handle.id} "book plane ticket" --note "{note}" --by ops@demo')
-    command = [sys.executable, "-m", "temporal_saga", "resolve", handle.id, "book plane ticket"]
-    command += ["--note", note, "--by", "ops@demo"]
-    answer = await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=60
+    answer = await temporal_saga(
+        "resolve", handle.id, "book plane ticket", "--note", note, "--by", "ops@demo"
     )
     print((answer.stdout or answer.stderr).strip() + "\n")
     outcome = await trip_outcome(handle)
     print(render_trace(outcome.state))
+    await draw(handle.id, trip.traveller)
     return (
         state.needs_human == ["book plane ticket"]
         and answer.returncode == 0
@@ -302,6 +321,7 @@ async def demo(keep: bool) -> bool:
             outcomes[traveller], handles[traveller], requests[traveller] = outcome, handle, trip
             print(render_trace(outcome.state))
             print(f"\nWeb UI: {web_ui_url(client.namespace, handle.id, handle.result_run_id)}")
+            await draw(handle.id, traveller)
         print("\n── Lena buys it too: the hotel is full, and the airline refuses refunds ──\n")
         lena = requests["Kevin"].model_copy(
             update={

@@ -133,6 +133,10 @@ class StepState(BaseModel):
         resolved: The operator's note, once an operator resolved the step by hand
             (``saga_resolve``): it no longer needs a human.
         compensation: The compensation, once it has started.
+        after: The steps it waited for: its ``after=``, or in the imperative form
+            the steps whose ``await`` returned before it was added (what
+            ``temporal-saga show --graph`` draws as arrows). Empty in a state rebuilt
+            from the history of a saga that succeeded (history does not record it).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -150,6 +154,7 @@ class StepState(BaseModel):
     nested_needs_human: list[str] = []
     resolved: str | None = None
     compensation: CompensationState | None = None
+    after: list[str] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -204,6 +204,7 @@ class Step(Generic[R]):
             "nested_needs_human": list(progress.nested_needs_human),
             "resolved": progress.resolved,
             "compensation": progress.compensation,
+            "after": [dep.name for dep in self._deps],
         }
 
     @property

@@ -1,26 +1,27 @@
 """A scripted saga for the engine's tests: each step's behaviour is data.
 
-Activities record what they did in ``JOURNAL`` (the worker runs in the test process),
-so a test can assert exactly which steps ran, which were undone, and in what order.
-The module is imported by workflows inside the sandbox, so it holds no test imports.
+Its activities are the testing kit's fakes (``temporal_saga.testing.fake``), each call
+doing what its argument's ``Script`` says; ``JOURNAL`` reads what they did from the
+fakes' records, so a test can assert exactly which steps ran, which were undone, and
+in what order. The module is imported by workflows inside the sandbox, so it holds
+no test imports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_saga import Saga, SagaFailed, SagaResult, Step, StepFailed, idempotency_key
+    from temporal_saga import Saga, SagaFailed, SagaResult, Step, StepFailed
+    from temporal_saga.testing import fake
 
 
 class Script(BaseModel):
@@ -83,6 +84,8 @@ class ScriptedSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Entry:
+    """One attempt of ``do_step`` or ``undo_step``, as the tests read it."""
+
     kind: str  # "do" or "undo"
     step: str
     attempt: int
@@ -92,42 +95,48 @@ class Entry:
     key: str  # temporal_saga.idempotency_key() as the activity saw it
 
 
-JOURNAL: dict[str, list[Entry]] = defaultdict(list)
+def _as_scripted(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What the call's ``Script`` asks of the fake, in ``fake()``'s own options."""
 
-
-async def _perform(kind: str, script: Script) -> str:
-    attempt = activity.info().attempt
-    started = time.monotonic()
-    ok = False
-    try:
-        deadline = time.monotonic() + script.sleep
-        while time.monotonic() < deadline:  # heartbeats, so cancellation reaches us
-            if not script.silent:
-                activity.heartbeat()
-            await asyncio.sleep(min(0.1, deadline - time.monotonic()))
+    def options(arg: dict[str, Any]) -> dict[str, Any]:
+        script = Script.model_validate(arg)
+        if script.silent:  # never heartbeats: outlasts its heartbeat timeout
+            return {"times_out": True}
+        chosen: dict[str, Any] = {"delay": timedelta(seconds=script.sleep)}
         if script.fail:
-            raise ApplicationError(script.fail, non_retryable=True)
-        if script.always_retryable_failure or attempt <= script.transient_failures:
-            raise ApplicationError(f"transient failure, attempt {attempt}")
-        ok = True
-        return "x" * script.result_bytes if script.result_bytes else f"{kind} {script.step}"
-    finally:
-        ended = time.monotonic()
-        JOURNAL[script.run].append(
-            Entry(kind, script.step, attempt, started, ended, ok, idempotency_key())
-        )
+            chosen["fails"] = script.fail
+        elif script.always_retryable_failure:
+            chosen["fail_times"] = 1_000_000
+        else:
+            chosen["fail_times"] = script.transient_failures
+            chosen["returns"] = "x" * script.result_bytes or f"{kind} {script.step}"
+        return chosen
+
+    return options
 
 
-@activity.defn
-async def do_step(script: Script) -> str:
-    """A step that does what its script says."""
-    return await _perform("do", script)
+# The scripted activities are the testing kit's fakes, each call scripted by its argument.
+do_step = fake("do_step", per_call=_as_scripted("do"))
+undo_step = fake("undo_step", per_call=_as_scripted("undo"))
 
 
-@activity.defn
-async def undo_step(script: Script) -> str:
-    """A compensation that does what its script says."""
-    return await _perform("undo", script)
+class _Journal:
+    """What the scripted activities did, by the test's run id (``Script.run``), in the
+    order the attempts ended: read from the fakes' own records (the worker runs in
+    the test process)."""
+
+    def __getitem__(self, run: str) -> list[Entry]:
+        entries = [
+            Entry(kind, call.arg["step"], call.attempt, call.started, call.ended,
+                  call.outcome == "succeeded", call.idempotency_key)
+            for kind, fake_activity in (("do", do_step), ("undo", undo_step))
+            for call in fake_activity.calls
+            if call.arg["run"] == run
+        ]  # fmt: skip
+        return sorted(entries, key=lambda entry: entry.ended)
+
+
+JOURNAL = _Journal()
 
 
 def _options(step: ScriptedStep) -> dict[str, object]:

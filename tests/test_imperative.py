@@ -154,6 +154,11 @@ async def test_a_late_failure_undoes_everything_in_the_code_s_reverse_order(
         ("flight", "insurance"),
     ]:
         assert undo[earlier].ended_at <= undo[later].started_at  # type: ignore[union-attr,operator]
+    # What each step waited for (the arrows of `show --graph`): the awaits before it.
+    assert failure.state.step("flight").after == []
+    assert failure.state.step("insurance").after == ["flight"]
+    assert failure.state.step("hotel").after == ["insurance"]
+    assert all(failure.state.step(t).after == ["hotel"] for t in TICKETS)
 
 
 async def test_an_uncaught_step_failure_leaves_the_block_and_undoes_what_ran(

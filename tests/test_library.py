@@ -240,7 +240,10 @@ def test_usage_errors_exit_2_with_the_reason() -> None:
         (["list", "--limit", "0"], "must be at least 1"),
         (["list", "--status", "NOPE"], "invalid choice"),
         (["codec-server", "--port", "70000"], "not a TCP port"),
-        (["show"], "the following arguments are required: workflow_id"),
+        (["show"], "show needs a workflow id (or --spec FILE --graph svg|mermaid)"),
+        (["show", "x", "--spec", "s.json", "--graph", "svg"], "and no workflow id"),
+        (["show", "x", "--graph", "svg", "--follow"], "not with --follow or --output json"),
+        (["show", "x", "--graph", "png"], "argument --graph: invalid choice: 'png'"),
         (["list", "--limit", "abc"], "argument --limit: not a whole number: 'abc'"),
         (["codec-server", "--port", "x"], "not a whole number: 'x'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -351,15 +354,14 @@ def test_no_test_module_imports_another() -> None:
 
 
 def test_the_command_synopsis_in_the_docs_names_every_option() -> None:
-    """docs/visibility.md's synopsis of ``temporal-saga``: a line per command, with
-    each of its options (their long names)."""
+    """docs/visibility.md's synopsis of ``temporal-saga``: a line (or more) per
+    command, with each of its options (their long names)."""
     text = (ROOT / "docs" / "visibility.md").read_text()
     synopsis = text.split("## The `temporal-saga` command", 1)[1].split("```text\n", 1)[1]
-    lines = {
-        line.split()[1]: line
-        for line in synopsis.split("```", 1)[0].splitlines()
-        if line.startswith("temporal-saga ") and not line.startswith("temporal-saga --")
-    }
+    lines: dict[str, str] = {}  # a command's lines, joined
+    for line in synopsis.split("```", 1)[0].splitlines():
+        if line.startswith("temporal-saga ") and not line.startswith("temporal-saga --"):
+            lines[line.split()[1]] = lines.get(line.split()[1], "") + line
     parser = _parser()
     for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
         for name, sub in action.choices.items():  # type: ignore[union-attr]

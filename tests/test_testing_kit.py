@@ -308,3 +308,40 @@ def test_the_readme_tests_pass_as_pasted_with_the_plugin_enabled_in_one_line(
     assert "4 passed" in ran.stdout, ran.stdout
     # Without that line nothing of the kit loads: the wheel declares no pytest11 entry
     # point (tests/test_packaging.py).
+
+
+async def test_per_call_decides_each_call_from_its_argument(
+    saga_time_skipping_env: SagaEnvironment,
+) -> None:
+    """The hotel is full (decided by the booking), the flight books; undoing it is
+    recorded with the flight's own idempotency key, after the booking ended."""
+    booking = fake(
+        book,
+        returns=lambda b: f"booked {b.item}",
+        per_call=lambda b: {"fails": "no rooms"} if b.item == "hotel" else {},
+    )
+    undo, payment = fake(cancel), fake(pay)
+    outcome = await run_kit(saga_time_skipping_env, KitInput(), booking, undo, payment)
+    assert outcome.failed == ["book hotel"] and outcome.reason == "no rooms"
+    assert outcome.undone == ["book flight"]
+    [flight] = [c for c in booking.calls if c.arg.item == "flight"]
+    [hotel] = [c for c in booking.calls if c.arg.item == "hotel"]
+    assert (flight.outcome, hotel.outcome) == ("succeeded", "failed")
+    [undone] = undo.calls
+    assert undone.idempotency_key == flight.idempotency_key != hotel.idempotency_key
+    assert flight.started <= flight.ended <= undone.started <= undone.ended
+
+
+async def test_a_per_call_mistake_fails_that_call_for_good(
+    saga_time_skipping_env: SagaEnvironment,
+) -> None:
+    booking = fake(book, per_call=lambda b: {"fails": "full", "hangs": True})
+    outcome = await run_kit(saga_time_skipping_env, KitInput(), booking, fake(cancel), fake(pay))
+    assert outcome.status is SagaStatus.COMPENSATED
+    assert "fails and hangs each decide how every attempt ends" in (outcome.reason or "")
+    assert [c.attempt for c in booking.calls] == [1]  # not retried
+
+
+def test_per_call_must_be_a_function() -> None:
+    with pytest.raises(TypeError, match="per_call= takes a function of the argument"):
+        fake(book, per_call={"fails": "x"})  # type: ignore[arg-type]

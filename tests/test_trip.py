@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import random
+import re
 import uuid
 from datetime import date
 from pathlib import Path
@@ -22,7 +24,7 @@ from temporal_saga.client import load_state, render_trace
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_cli
-from .helpers import active, buy, trip
+from .helpers import active, buy, cli, trip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,11 +68,17 @@ async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
 
 
 async def test_full_hotel_cancels_the_flight_and_tickets(
-    client: Client, trip_worker: str, services: Path
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
 ) -> None:
     await buy(client, trip_worker, trip("Maria"))  # Venice has one room: Maria takes it
+    kevin = f"trip-{uuid.uuid4()}"
     with pytest.raises(WorkflowFailureError) as caught:
-        await buy(client, trip_worker, trip("Kevin", check_in=date(2027, 6, 2)))
+        await client.execute_workflow(
+            BuyTripPackage.run,
+            trip("Kevin", check_in=date(2027, 6, 2)),
+            id=kevin,
+            task_queue=trip_worker,
+        )
     failure = SagaFailed.from_error(caught.value)
     assert failure is not None
     assert failure.failed_step == "book hotel room"
@@ -80,6 +88,37 @@ async def test_full_hotel_cancels_the_flight_and_tickets(
     assert failure.state.step("buy travel insurance").status is StepStatus.SKIPPED
     assert active(services, "Kevin") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
     assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1}
+    # The picture of Kevin's trip: every step in its state, the undo order, the arrows.
+    shown = cli(env, "show", kevin, "--graph", "svg")
+    assert shown.returncode == 3, shown.stderr  # compensated
+    drawn = steps_drawn(shown.stdout)
+    assert drawn == {
+        "book plane ticket": ("undone", "succeeded; undone, 1st (cancel plane ticket booking)"),
+        "book hotel room": ("failed", "failed: no available hotel rooms"),
+        "buy tourist tickets": (
+            "undone",
+            "succeeded; undone, 2nd (cancel tourist ticket reservations)",
+        ),
+        "buy travel insurance": ("waiting", "skipped"),
+    }, drawn
+    assert shown.stdout.count("marker-end") == 3  # insurance waits for the other three
+    assert ": COMPENSATED (book hotel room failed: no available hotel rooms)</text>" in shown.stdout
+    # The README's picture (the same command in `make demo`, whose Kevin also rents a
+    # car): these steps, each in the same state.
+    readme = steps_drawn((ROOT / "docs" / "kevin-trip.svg").read_text())
+    assert {name: readme[name][0] for name in drawn} == {n: k for n, (k, _) in drawn.items()}
+    mermaid = cli(env, "show", kevin, "--graph", "mermaid").stdout
+    assert mermaid.startswith("---\ntitle: saga ") and "\nflowchart LR\n" in mermaid
+    assert mermaid.count(" --> ") == 3 and ":::failed" in mermaid and ":::undone" in mermaid
+
+
+def steps_drawn(svg: str) -> dict[str, tuple[str, str]]:
+    """Each step box of ``show --graph svg``, by name: its kind and what it says."""
+    drawn = {}
+    for kind, title in re.findall(r'<g class="step ([a-z-]+)"><title>([^<]*)</title>', svg):
+        name, says = html.unescape(title).split(": ", 1)
+        drawn[name] = (kind, says)
+    return drawn
 
 
 async def test_airline_down_fails_after_retries_and_releases_everything(

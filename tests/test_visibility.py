@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -18,8 +23,15 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SagaState, SagaStatus, StepStatus, _publisher
+from temporal_saga import (
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+    _publisher,
+)
 from temporal_saga._protocol import SAGA_STATE_QUERY
+from temporal_saga._state import CompensationState
 from temporal_saga.client import (
     SagaPlugin,
     data_converter,
@@ -28,8 +40,9 @@ from temporal_saga.client import (
     state_from_history,
 )
 from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
+from temporal_saga.client._graph import render_graph
 
-from .conftest import WorkerFactory, server_address, temporal_cli
+from .conftest import ROOT, WorkerFactory, server_address, temporal_cli
 from .helpers import ACTIVITIES, WORKFLOWS, cli, did, fail_saga, run_saga, spec
 from .scripted import (
     HandWrittenParallel,
@@ -343,4 +356,71 @@ async def test_show_says_why_a_saga_failed_before_its_first_step(
     assert shown.returncode == 1 and shown.stderr.count("\n") == 1
     assert "no saga step ran: the workflow failed first, SagaTypeError: saga 'misused': " in (
         shown.stderr
+    )
+
+
+def test_the_picture_draws_each_state_the_undo_order_and_the_arrows() -> None:
+    """``show --graph``'s drawing of a saga in every state a step can be in."""
+    undone = CompensationState(name="refund", status=StepStatus.SUCCEEDED, order=1)
+    stuck = CompensationState(name="unship", status=StepStatus.FAILED, order=0, error="lost")
+    state = SagaState(
+        name="shop",
+        status=SagaStatus.NEEDS_HUMAN,
+        failed_step="pack",
+        reason="no box",
+        steps=[
+            StepState(name="pay", outcome=StepStatus.SUCCEEDED, compensation=undone),
+            StepState(name="ship", outcome=StepStatus.SUCCEEDED, compensation=stuck),
+            StepState(name="pack", outcome=StepStatus.FAILED, error="no box", after=["pay"]),
+            StepState(name="mail", outcome=StepStatus.SKIPPED, after=["pack", "ship"]),
+            StepState(name="bill", outcome=StepStatus.RUNNING, label="send the bill"),
+        ],
+    )
+    svg = render_graph(state, "svg")
+    kinds = dict(re.findall(r'<g class="step ([a-z-]+)"><title>([^:<]*):', svg))
+    assert kinds == {
+        "undone": "pay",
+        "needs-human": "ship",
+        "failed": "pack",
+        "waiting": "mail",
+        "running": "send the bill",
+    }
+    assert "undone, 2nd (refund)" in svg and "undo failed: lost" in svg
+    assert "saga shop: NEEDS_HUMAN (pack failed: no box)" in svg
+    assert svg.count("marker-end") == 3  # pay → pack, pack → mail, ship → mail
+    mermaid = render_graph(state, "mermaid")
+    assert {"  s0 --> s2", "  s2 --> s3", "  s1 --> s3"} <= set(mermaid.splitlines())
+    assert 's1["⚠ ship<br/>succeeded<br/>undo failed: lost<br/>needs a human"]:::needs_human' in (
+        mermaid
+    )
+    with pytest.raises(ValueError, match="no graph of kind 'png'"):
+        render_graph(state, "png")
+
+
+def test_a_declarative_spec_is_drawn_before_anything_runs(tmp_path: Path) -> None:
+    spec = ROOT / "workflows" / "trip_spec.json"
+    drawn = cli_offline("show", "--spec", str(spec), "--graph", "mermaid")
+    assert drawn.returncode == 0, drawn.stderr
+    assert drawn.stdout.startswith("---\ntitle: saga buy trip package: not started\n---\n")
+    assert drawn.stdout.count(":::waiting") == 3 and "  s0 --> s2" in drawn.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"name": "x", "steps": [{"name": "a", "activity": "b", "after": ["c"]}]})
+    )
+    refused = cli_offline("show", "--spec", str(bad), "--graph", "svg")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "step 'a' waits for unknown 'c'" in refused.stderr
+    bad.write_text("{}")
+    refused = cli_offline("show", "--spec", str(bad), "--graph", "svg")
+    assert refused.returncode == 1 and "is not a saga spec: name: Field required" in refused.stderr
+
+
+def cli_offline(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command, where no server answers (a spec needs none)."""
+    return subprocess.run(
+        [sys.executable, "-m", "temporal_saga", *args],
+        env={**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )

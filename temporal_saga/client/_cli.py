@@ -22,15 +22,17 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._errors import ActionRejected, NotASaga
+from .._errors import ActionRejected, NotASaga, SagaError
 from .._protocol import FAILED_AGAIN, SAGA_STATUS_ATTRIBUTE
 from .._sdk import install_hint
 from .._state import SagaState, SagaStatus
 from .._trace import render_trace
 from ._connect import connect, web_ui_url
+from ._graph import GRAPH_KINDS, render_graph
 from ._operate import give_up, resolve_step, retry_step
 from ._watch import follow_trace, load_state, watch
 
@@ -60,6 +62,48 @@ def _exit_code(state: SagaState) -> int:
     return COMPENSATED if state.status is SagaStatus.COMPENSATED else OK
 
 
+def _show_misuse(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``show``'s arguments together, if anything (a usage error)."""
+    if args.spec is not None:
+        if args.workflow_id is not None or args.graph is None or args.follow:
+            return "show --spec FILE draws a spec: give --graph svg|mermaid, and no workflow id"
+    elif args.workflow_id is None:
+        return "show needs a workflow id (or --spec FILE --graph svg|mermaid)"
+    elif args.graph is not None and (args.follow or args.output == "json"):
+        return "show --graph prints the picture alone: not with --follow or --output json"
+    return None
+
+
+def show_spec(args: argparse.Namespace) -> int:
+    """Draw a declarative saga from its spec alone, before anything runs."""
+    from ..declarative import SagaSpec  # only here: the CLI needs it for nothing else
+
+    try:
+        spec = SagaSpec.model_validate_json(Path(args.spec).read_text())
+    except OSError as err:
+        raise CliError(f"cannot read {args.spec}: {err.strerror}") from err
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise CliError(f"{args.spec} is not a saga spec: {where}: {first['msg']}") from err
+    try:
+        state = spec.build().state
+    except SagaError as err:
+        raise CliError(f"{args.spec}: {err}") from err
+    names = {step.name for step in spec.steps}
+    for step in spec.steps:
+        unknown = [name for name in step.after if name not in names]
+        if unknown:
+            raise CliError(f"{args.spec}: step {step.name!r} waits for unknown {unknown[0]!r}")
+    # Not resolved yet (that is run()'s): the spec names the arrows itself.
+    after = {step.name: step.after for step in spec.steps}
+    state = state.model_copy(
+        update={"steps": [s.model_copy(update={"after": after[s.name]}) for s in state.steps]}
+    )
+    print(render_graph(state, args.graph, heading=f"saga {spec.name}: not started"), end="")
+    return OK
+
+
 async def show(client: Client, args: argparse.Namespace) -> int:
     handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
     described = await handle.describe()  # fails early and clearly for an unknown id
@@ -79,6 +123,9 @@ async def show(client: Client, args: argparse.Namespace) -> int:
     state, source = await load_state(handle)
     if as_json:
         print(state.model_dump_json(indent=2))
+        return _exit_code(state)
+    if args.graph is not None:
+        print(render_graph(state, args.graph), end="")
         return _exit_code(state)
     print(render_trace(state))
     if source == "history":
@@ -270,10 +317,20 @@ def _parser() -> argparse.ArgumentParser:
         help="print a saga's trace (exit 3: compensated, 4: needs a human)",
         description="Print a saga's trace, from its query or, with no worker, its history.",
     )
-    show_cmd.add_argument("workflow_id", help="the saga's workflow id")
+    show_cmd.add_argument("workflow_id", nargs="?", help="the saga's workflow id")
     show_cmd.add_argument("--run-id", help="a particular run (default: the latest)")
     show_cmd.add_argument(
         "--follow", action="store_true", help="print each change until the saga ends"
+    )
+    show_cmd.add_argument(
+        "--graph",
+        choices=GRAPH_KINDS,
+        help="print the saga as a picture instead: its steps as a graph, each in its state",
+    )
+    show_cmd.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="with --graph, no workflow id: draw a declarative saga from its JSON spec",
     )
     output(show_cmd)
     list_cmd = commands.add_parser(
@@ -434,6 +491,8 @@ async def codec_server(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     if args.command == "codec-server":
         return await codec_server(args)
+    if args.command == "show" and args.spec is not None:
+        return show_spec(args)  # no server needed
     if args.command == "audit":
         _encryption()  # before connecting: say what is missing first
     if args.command == "replay-check" and args.file:
@@ -476,7 +535,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns its exit code (see ``EXIT_CODES``)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    misuse = _show_misuse(args) if args.command == "show" else None
+    if misuse is not None:
+        parser.error(misuse)
     try:
         if args.command == "new-key":
             print(_encryption().new_key(args.id))

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from .._protocol import parse_step_id
+from .._protocol import idempotency_key, parse_step_id
 from .._sdk import activity_definition
 
 #: The ``type`` of the ``ApplicationError`` an injected failure raises.
@@ -57,6 +58,10 @@ class FakeCall:
         outcome: ``"succeeded"``, ``"failed"``, ``"timed out"`` (recorded as the
             attempt starts outlasting its timeout) or ``"cancelled"``.
         workflow_id: The saga's workflow.
+        idempotency_key: :func:`temporal_saga.idempotency_key` as the attempt saw it.
+        started: When the attempt started (``time.monotonic()``, in the worker).
+        ended: When it ended (for ``"timed out"``: as it started), to compare calls'
+            order (e.g. that compensations ran in reverse).
     """
 
     step: str
@@ -65,6 +70,9 @@ class FakeCall:
     arg: Any
     outcome: str
     workflow_id: str
+    idempotency_key: str
+    started: float
+    ended: float
 
 
 class FakeActivity:
@@ -84,10 +92,12 @@ class FakeActivity:
         arg_types: list[type] | None,
         ret_type: type | None,
         behaviour: _Behaviour,
+        per_call: Callable[[Any], Mapping[str, Any]] | None = None,
     ) -> None:
         self.name = name
         self.calls: list[FakeCall] = []
         self._behaviour = behaviour
+        self._per_call = per_call
 
         async def run(*args: Any) -> Any:
             return await self._attempt(args[0] if args else None)
@@ -125,26 +135,59 @@ class FakeActivity:
 
     async def _attempt(self, arg: Any) -> Any:
         info = activity.info()
-        step, compensation = _step_of(info.activity_id)
-        if self._behaviour.times_out_on(info.attempt):
-            # Recorded now: the saga sees the timeout before this attempt's wait ends.
+        started = time.monotonic()
+
+        def record(outcome: str) -> None:
+            step, compensation = _step_of(info.activity_id)
+            ended = started if outcome == "timed out" else time.monotonic()
             self.calls.append(
-                FakeCall(step, compensation, info.attempt, arg, "timed out", info.workflow_id or "")
+                FakeCall(
+                    step,
+                    compensation,
+                    info.attempt,
+                    arg,
+                    outcome,
+                    info.workflow_id or "",
+                    idempotency_key(),
+                    started,
+                    ended,
+                )
             )
+
+        try:
+            behaviour = self._behaviour_for(arg)
+        except ApplicationError:
+            record("failed")
+            raise
+        if behaviour.times_out_on(info.attempt):
+            record("timed out")  # now: the saga sees the timeout before this wait ends
             await _outlast_timeout(info)
             return None  # too late: the server has timed the attempt out
         outcome = "failed"
         try:
-            result = await self._behaviour.act(arg, info)
+            result = await behaviour.act(arg, info)
             outcome = "succeeded"
             return result
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         finally:
-            self.calls.append(
-                FakeCall(step, compensation, info.attempt, arg, outcome, info.workflow_id or "")
-            )
+            record(outcome)
+
+    def _behaviour_for(self, arg: Any) -> _Behaviour:
+        """This call's behaviour: the fake's own, or what ``per_call`` makes of ``arg``."""
+        if self._per_call is None:
+            return self._behaviour
+        try:
+            chosen = dict(self._per_call(arg))
+            options = self._behaviour.options()
+            if _ENDINGS & chosen.keys():  # this call's ending replaces the fake's own
+                options.update(returns=_UNSET, fails=None, times_out=False, hangs=False)
+            return _behaviour(self.name, **{**options, **chosen})
+        except (TypeError, ValueError) as err:  # a test's mistake: fail the call for good
+            raise ApplicationError(
+                f"{err} (from per_call)", type="FakeMisuse", non_retryable=True
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -155,6 +198,17 @@ class _Behaviour:
     times_out: bool | int
     hangs: bool
     delay: timedelta | None
+
+    def options(self) -> dict[str, Any]:
+        """The options of :func:`fake` that made this behaviour."""
+        return {
+            "returns": _UNSET if self.returns is None else self.returns,
+            "fails": self.fails,
+            "fail_times": self.fail_times,
+            "times_out": self.times_out,
+            "hangs": self.hangs,
+            "delay": self.delay,
+        }
 
     def times_out_on(self, attempt: int) -> bool:
         if isinstance(self.times_out, bool):
@@ -180,6 +234,10 @@ class _Behaviour:
         return self.returns
 
 
+# The options that decide how an attempt ends (or what it returns).
+_ENDINGS = frozenset({"returns", "fails", "times_out", "hangs"})
+
+
 class _Unset:
     """``returns=`` not given: the fake returns None."""
 
@@ -199,6 +257,7 @@ def fake(
     times_out: bool | int = False,
     hangs: bool = False,
     delay: timedelta | None = None,
+    per_call: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> FakeActivity:
     """A fake of an activity, with failures injected.
 
@@ -219,6 +278,12 @@ def fake(
         hangs: Heartbeat until cancelled (the saga's deadline, a failure elsewhere
             in the saga, a cancelled workflow).
         delay: Take this long (real time, heartbeating) before doing the rest.
+        per_call: Decide each call from its argument: a function given the decoded
+            argument that returns some of the options above by name (e.g.
+            ``{"fails": "no rooms"}`` for one hotel, ``{}`` for the others); they
+            replace the fake's own for that call (an ending, ``returns``, ``fails``,
+            ``times_out`` or ``hangs``, replaces all four), and are checked as these
+            are (a mistake fails that call for good, type ``FakeMisuse``).
 
     Raises:
         TypeError: ``activity_or_name`` is neither an activity nor a name, or an
@@ -226,6 +291,31 @@ def fake(
         ValueError: Options that contradict each other, or a negative count.
     """
     name, arg_types, ret_type = _signature(activity_or_name)
+    if per_call is not None and not callable(per_call):
+        raise TypeError(f"fake({name!r}): per_call= takes a function of the argument")
+    behaviour = _behaviour(
+        name,
+        returns=returns,
+        fails=fails,
+        fail_times=fail_times,
+        times_out=times_out,
+        hangs=hangs,
+        delay=delay,
+    )
+    return FakeActivity(name, arg_types, ret_type, behaviour, per_call)
+
+
+def _behaviour(
+    name: str,
+    *,
+    returns: Any = _UNSET,
+    fails: str | None = None,
+    fail_times: int = 0,
+    times_out: bool | int = False,
+    hangs: bool = False,
+    delay: timedelta | None = None,
+) -> _Behaviour:
+    """The behaviour :func:`fake`'s options describe, checked."""
     if fails is not None and not isinstance(fails, str):
         raise TypeError(f"fake({name!r}): fails= takes the failure's message, a str")
     if isinstance(fail_times, bool) or not isinstance(fail_times, int) or fail_times < 0:
@@ -247,10 +337,9 @@ def fake(
         raise ValueError(
             f"fake({name!r}): returns= would never be returned: {endings[0]} ends every attempt"
         )
-    behaviour = _Behaviour(
+    return _Behaviour(
         None if returns is _UNSET else returns, fails, fail_times, times_out, hangs, delay
     )
-    return FakeActivity(name, arg_types, ret_type, behaviour)
 
 
 def _signature(target: Callable[..., Any] | str) -> tuple[str, list[type] | None, type | None]:
