@@ -39,7 +39,7 @@ from temporal_saga.client import (
 from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, temporal_cli
-from .helpers import ACTIVITIES, WORKFLOWS, cli, did, spec, start, wait_for
+from .helpers import ACTIVITIES, UI_URL, WORKFLOWS, cli, did, spec, start, wait_for
 from .sandbox_probe import HandlerTablesInTheSandbox
 from .scripted import (
     JOURNAL,
@@ -443,6 +443,12 @@ async def test_operators_act_from_the_command_line_and_the_temporal_cli(
             await asyncio.sleep(0.2)
         row = next(line for line in listed.stdout.splitlines() if workflow_id in line)
         assert row.split()[1:] == ["NEEDS_HUMAN", "RUNNING", "b"]
+        # The same list in the Web UI, a link to keep (test_webui.py opens it).
+        query = "SagaStatus%3D%22NEEDS_HUMAN%22"
+        ui = UI_URL.rstrip("/")
+        assert listed.stdout.endswith(
+            f"\nWeb UI: {ui}/namespaces/default/workflows?query={query}\n"
+        )
         shown = await asyncio.to_thread(cli, env, "show", workflow_id)
         assert shown.returncode == NEEDS_HUMAN
         assert "❗️ waiting for a human: b" in shown.stdout

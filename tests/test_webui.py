@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import BrowserContext, Frame
@@ -14,8 +17,9 @@ from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from temporal_saga import SagaStatus
 from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE
-from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.client import SagaPlugin, data_converter, load_state, watch
 from temporal_saga.encryption import EncryptionCodec, start_codec_server
 from workflows.trip import BuyTripPackage
 
@@ -24,6 +28,7 @@ from .helpers import (
     NAME,
     PASSPORT,
     secret_trip,
+    trip,
     trip_worker_in_process,
 )
 
@@ -186,3 +191,78 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
         await server.cleanup()
     assert NAME in operator_view and PASSPORT in operator_view
     assert NAME not in anonymous_view and PASSPORT not in anonymous_view
+
+
+async def test_an_operator_finds_and_resolves_a_waiting_trip_in_the_web_ui(
+    client: Client, ui_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lena's trip from `make demo` waits for a human: the operator opens the list that
+    `temporal-saga list --needs-human` links to, then resolves the step from the
+    workflow's page (More Actions → Send an Update), and the saga ends as the CLI's
+    `resolve` would have left it."""
+    from playwright.async_api import async_playwright
+
+    shots = DOCS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
+    monkeypatch.setenv("TRIP_DATA_DIR", str(tmp_path / "services"))  # in-process activities
+    lena = trip("Lena", faults={"airline": "no_refund"})
+    workflow_id = f"trip-{uuid.uuid4().hex[:12]}"
+    async with trip_worker_in_process(client) as queue:
+        await client.execute_workflow(  # Maria takes Venice's last hotel room
+            BuyTripPackage.run, trip("Maria"), id=f"trip-{uuid.uuid4().hex[:12]}", task_queue=queue
+        )
+        handle = await client.start_workflow(
+            BuyTripPackage.run, lena, id=workflow_id, task_queue=queue
+        )
+        async for state in watch(handle):
+            if state.status is SagaStatus.NEEDS_HUMAN:
+                break
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=shutil.which("chromium") or CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            # The list `temporal-saga list --needs-human` links to (see test_needs_human).
+            query = quote('SagaStatus="NEEDS_HUMAN"', safe="")
+            await page.goto(f"{ui_url}/namespaces/default/workflows?query={query}")
+            for _ in range(10):  # visibility is eventually consistent
+                with contextlib.suppress(PlaywrightError):
+                    await page.locator(f"a[href*='{workflow_id}']").first.wait_for(timeout=3000)
+                    break
+                await page.reload()
+            listed = await page.content()
+            await page.screenshot(path=str(shots / "webui-needs-human.png"))
+            await page.goto(f"{ui_url}/namespaces/default/workflows/{workflow_id}")
+            await page.get_by_role("button", name="More Actions").click()
+            await page.locator("text=Send an Update >> visible=true").click()
+            await page.locator("[data-testid=update-select-button] >> visible=true").click()
+            # The UI offers the saga's Updates by name (from the workflow's metadata).
+            resolve = page.get_by_role("option", name="saga_resolve")
+            await resolve.wait_for()
+            offered = await page.get_by_role("option").all_text_contents()
+            await resolve.click()
+            request = {
+                "step": "book plane ticket",
+                "note": "refunded at the airline's desk",
+                "by": "ops@webui",
+            }
+            dialog = page.locator("[data-testid=update-confirmation-modal]")
+            editor = dialog.get_by_role("textbox", name="Data")
+            await editor.focus()  # (a 0-size wrapper: Playwright deems it hidden)
+            await page.keyboard.insert_text(json.dumps(request))
+            await page.keyboard.press("Tab")  # the UI formats the JSON as the editor blurs
+            await page.wait_for_timeout(500)
+            await page.screenshot(path=str(shots / "webui-update.png"))
+            await dialog.get_by_role("button", name="Submit").click(timeout=10_000)
+            await page.wait_for_timeout(3000)
+            await page.screenshot(path=str(tmp_path / "submitted.png"))
+            with contextlib.suppress(WorkflowFailureError):
+                await asyncio.wait_for(handle.result(), 30)
+            await browser.close()
+    assert workflow_id in listed
+    assert {"saga_resolve", "saga_retry", "saga_give_up"} <= {o.strip() for o in offered}
+    state, _ = await load_state(handle)
+    assert state.status is SagaStatus.COMPENSATED
+    assert state.step("book plane ticket").resolved == "refunded at the airline's desk"
+    [action] = state.actions
+    assert (action.action, action.step, action.by) == ("resolve", "book plane ticket", "ops@webui")

@@ -31,7 +31,7 @@ from .._protocol import FAILED_AGAIN, SAGA_STATUS_ATTRIBUTE
 from .._sdk import install_hint
 from .._state import SagaState, SagaStatus
 from .._trace import render_trace
-from ._connect import connect, web_ui_url
+from ._connect import connect, web_ui_list_url, web_ui_url
 from ._graph import GRAPH_KINDS, render_graph
 from ._operate import give_up, resolve_step, retry_step
 from ._watch import follow_trace, load_state, watch
@@ -173,6 +173,8 @@ async def list_sagas(client: Client, args: argparse.Namespace) -> int:
         )
     if args.output == "json":
         print(json.dumps(found, indent=2))
+    else:  # the same list in the Web UI, where an operator acts on each saga
+        print(f"\nWeb UI: {web_ui_list_url(client.namespace, query)}")
     return OK
 
 

@@ -25,10 +25,20 @@ def web_ui_url(namespace: str, workflow_id: str, run_id: str | None = None) -> s
     The UI's address comes from ``TEMPORAL_UI_URL`` (default ``http://localhost:8233``,
     the dev server's; for Temporal Cloud, ``https://cloud.temporal.io``).
     """
-    base = os.environ.get("TEMPORAL_UI_URL", DEFAULT_UI_URL).rstrip("/")
     # Child sagas' ids hold "/": the UI expects the id as one path segment.
-    url = f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+    url = f"{_workflows_page(namespace)}/{quote(workflow_id, safe='')}"
     return f"{url}/{run_id}" if run_id else url
+
+
+def web_ui_list_url(namespace: str, query: str) -> str:
+    """The Web UI's list of the workflows a visibility ``query`` finds (a link to keep:
+    the list as it is whenever it is opened)."""
+    return f"{_workflows_page(namespace)}?query={quote(query, safe='')}"
+
+
+def _workflows_page(namespace: str) -> str:
+    base = os.environ.get("TEMPORAL_UI_URL", DEFAULT_UI_URL).rstrip("/")
+    return f"{base}/namespaces/{quote(namespace, safe='')}/workflows"
 
 
 async def connect(
