@@ -79,6 +79,13 @@ def test_a_kept_demo_stopped_with_sigterm_stops_its_dev_server_and_workers(
     assert "❗️ waiting for a human: book plane ticket" in shown  # Lena, then resolved
     assert "✔️ cancel plane ticket booking (resolved by hand: refunded at the" in shown
     assert ("✔️ cancel car rental" in shown) is cars  # by the Node.js service
+    # Each trip's picture (temporal-saga show ID --graph svg), in its final state.
+    finals = {"maria": "SUCCEEDED", "kevin": "COMPENSATED", "lena": "COMPENSATED"}
+    for traveller, status in finals.items():
+        picture = (tmp_path / "data" / f"trip-{traveller}.svg").read_text()
+        assert picture.startswith("<svg") and f": {status}" in picture
+        assert "book plane ticket" in picture and "buy travel insurance" in picture
+    assert "resolved by hand: refunded at the" in (tmp_path / "data" / "trip-lena.svg").read_text()
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.2)

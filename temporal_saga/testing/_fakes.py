@@ -19,7 +19,7 @@ import inspect
 import time
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -180,35 +180,80 @@ class FakeActivity:
             return self._behaviour
         try:
             chosen = dict(self._per_call(arg))
-            options = self._behaviour.options()
+            base = self._behaviour
             if _ENDINGS & chosen.keys():  # this call's ending replaces the fake's own
-                options.update(returns=_UNSET, fails=None, times_out=False, hangs=False)
-            return _behaviour(self.name, **{**options, **chosen})
+                base = replace(base, returns=_UNSET, fails=None, times_out=False, hangs=False)
+            return replace(base, **chosen).checked(self.name)
         except (TypeError, ValueError) as err:  # a test's mistake: fail the call for good
             raise ApplicationError(
                 f"{err} (from per_call)", type="FakeMisuse", non_retryable=True
             ) from None
 
 
+# The options that decide how an attempt ends (or what it returns).
+_ENDINGS = frozenset({"returns", "fails", "times_out", "hangs"})
+
+
+class _Unset:
+    """``returns=`` not given: the fake returns None."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+_UNSET: Any = _Unset()
+
+
 @dataclass(frozen=True)
 class _Behaviour:
-    returns: Any
-    fails: str | None
-    fail_times: int
-    times_out: bool | int
-    hangs: bool
-    delay: timedelta | None
+    """What a fake does on an attempt: :func:`fake`'s options."""
 
-    def options(self) -> dict[str, Any]:
-        """The options of :func:`fake` that made this behaviour."""
-        return {
-            "returns": _UNSET if self.returns is None else self.returns,
-            "fails": self.fails,
-            "fail_times": self.fail_times,
-            "times_out": self.times_out,
-            "hangs": self.hangs,
-            "delay": self.delay,
-        }
+    returns: Any = _UNSET  # unset: the attempt returns None
+    fails: str | None = None
+    fail_times: int = 0
+    times_out: bool | int = False
+    hangs: bool = False
+    delay: timedelta | None = None
+
+    def checked(self, name: str) -> _Behaviour:
+        """This behaviour, its options checked.
+
+        Raises:
+            TypeError, ValueError: as :func:`fake` documents.
+        """
+        fails, fail_times, times_out, delay = (
+            self.fails,
+            self.fail_times,
+            self.times_out,
+            self.delay,
+        )
+        if fails is not None and not isinstance(fails, str):
+            raise TypeError(f"fake({name!r}): fails= takes the failure's message, a str")
+        if isinstance(fail_times, bool) or not isinstance(fail_times, int) or fail_times < 0:
+            raise ValueError(
+                f"fake({name!r}): fail_times= must be a count >= 0, not {fail_times!r}"
+            )
+        if not isinstance(times_out, int) or times_out < 0:
+            raise ValueError(f"fake({name!r}): times_out= is True, False or a count >= 0")
+        if delay is not None and (not isinstance(delay, timedelta) or delay < timedelta(0)):
+            raise TypeError(f"fake({name!r}): delay= must be a timedelta >= 0, not {delay!r}")
+        endings = [
+            option
+            for option, given in (("fails", fails is not None), ("hangs", self.hangs))
+            if given
+        ]
+        if times_out is True:
+            endings.append("times_out=True")
+        if len(endings) > 1:
+            raise ValueError(
+                f"fake({name!r}): {' and '.join(endings)} each decide how every attempt "
+                "ends; give one"
+            )
+        if endings and self.returns is not _UNSET:
+            raise ValueError(
+                f"fake({name!r}): returns= would never be returned: {endings[0]} ends every attempt"
+            )
+        return self
 
     def times_out_on(self, attempt: int) -> bool:
         if isinstance(self.times_out, bool):
@@ -231,21 +276,7 @@ class _Behaviour:
         if callable(self.returns):
             result = self.returns(arg)
             return await result if inspect.isawaitable(result) else result
-        return self.returns
-
-
-# The options that decide how an attempt ends (or what it returns).
-_ENDINGS = frozenset({"returns", "fails", "times_out", "hangs"})
-
-
-class _Unset:
-    """``returns=`` not given: the fake returns None."""
-
-    def __repr__(self) -> str:
-        return "None"
-
-
-_UNSET: Any = _Unset()
+        return None if self.returns is _UNSET else self.returns
 
 
 def fake(
@@ -293,53 +324,8 @@ def fake(
     name, arg_types, ret_type = _signature(activity_or_name)
     if per_call is not None and not callable(per_call):
         raise TypeError(f"fake({name!r}): per_call= takes a function of the argument")
-    behaviour = _behaviour(
-        name,
-        returns=returns,
-        fails=fails,
-        fail_times=fail_times,
-        times_out=times_out,
-        hangs=hangs,
-        delay=delay,
-    )
+    behaviour = _Behaviour(returns, fails, fail_times, times_out, hangs, delay).checked(name)
     return FakeActivity(name, arg_types, ret_type, behaviour, per_call)
-
-
-def _behaviour(
-    name: str,
-    *,
-    returns: Any = _UNSET,
-    fails: str | None = None,
-    fail_times: int = 0,
-    times_out: bool | int = False,
-    hangs: bool = False,
-    delay: timedelta | None = None,
-) -> _Behaviour:
-    """The behaviour :func:`fake`'s options describe, checked."""
-    if fails is not None and not isinstance(fails, str):
-        raise TypeError(f"fake({name!r}): fails= takes the failure's message, a str")
-    if isinstance(fail_times, bool) or not isinstance(fail_times, int) or fail_times < 0:
-        raise ValueError(f"fake({name!r}): fail_times= must be a count >= 0, not {fail_times!r}")
-    if not isinstance(times_out, int) or times_out < 0:
-        raise ValueError(f"fake({name!r}): times_out= is True, False or a count >= 0")
-    if delay is not None and (not isinstance(delay, timedelta) or delay < timedelta(0)):
-        raise TypeError(f"fake({name!r}): delay= must be a timedelta >= 0, not {delay!r}")
-    endings = [
-        option for option, given in (("fails", fails is not None), ("hangs", hangs)) if given
-    ]
-    if times_out is True:
-        endings.append("times_out=True")
-    if len(endings) > 1:
-        raise ValueError(
-            f"fake({name!r}): {' and '.join(endings)} each decide how every attempt ends; give one"
-        )
-    if endings and returns is not _UNSET:
-        raise ValueError(
-            f"fake({name!r}): returns= would never be returned: {endings[0]} ends every attempt"
-        )
-    return _Behaviour(
-        None if returns is _UNSET else returns, fails, fail_times, times_out, hangs, delay
-    )
 
 
 def _signature(target: Callable[..., Any] | str) -> tuple[str, list[type] | None, type | None]:
