@@ -8,9 +8,9 @@ first out, so the order is fixed by the moment each callback is queued. What is 
 queues the callbacks that matter (a step of work, the waiting task's wake-up) at the
 same moments as the code it replaces, named in each docstring, with fewer objects
 and calls: a task of its own and a ``workflow.wait`` on it cost about 0.07 million
-instructions (bench/README.md, "Sixth pass"). ``tests/test_turns.py`` replays
-histories recorded with the replaced code, with other tasks issuing commands at each
-moment around the saga's.
+instructions (bench/README.md, "Sixth pass"). ``tests/test_replay.py`` replays the
+``crowded_*`` histories, recorded with the replaced code, in which other tasks issue
+commands (and cancel the saga) at each moment around the saga's.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def as_if_shielded(work: Callable[[], None]) -> bool:
     short; when the work cannot wait, the task and the wait are only moments in the
     loop, kept here: ``work`` runs where the task's step would, and the caller resumes
     where ``workflow.wait`` would return. A cancel of the caller's task meanwhile is
-    absorbed as it was: once the task would be done, the caller goes on at once.
+    absorbed as it was: the task would be done, so the caller goes on at once.
 
     Returns:
         True if the caller's task was cancelled meanwhile (``work`` ran regardless).
@@ -62,15 +62,14 @@ async def as_if_shielded(work: Callable[[], None]) -> bool:
     shield = _Shield(work, loop.create_future())
     loop.call_soon(shield.step)  # where create_task would queue the task's first step
     cancelled = False
-    while True:
-        try:
-            await shield.waiter
-            break
-        except asyncio.CancelledError:
-            cancelled = True
-            if shield.ran:
-                break  # the task would be done: workflow.wait would not be called again
-            shield.waiter = loop.create_future()  # a new workflow.wait([task])
+    try:
+        await shield.waiter
+    except asyncio.CancelledError:
+        # A cancel can only wake this task after ``shield.step``, queued before the
+        # wake-up, has run: the task would be done, and ``workflow.wait`` would not be
+        # called again (the recorded ``crowded_cancels`` history cancels at each moment).
+        assert shield.ran
+        cancelled = True
     if shield.error is not None:
         raise shield.error
     return cancelled

@@ -40,6 +40,7 @@ from .conftest import temporal_binary
 from .scripted import (
     BlockSaga,
     BlockSpec,
+    CrowdedCancelsSaga,
     CrowdedSaga,
     CrowdedSpec,
     HumanBlockSaga,
@@ -58,6 +59,7 @@ HISTORIES = Path(__file__).parent / "histories"
 WORKFLOWS = [
     ScriptedSaga,
     CrowdedSaga,
+    CrowdedCancelsSaga,
     NestedSaga,
     RetryLoopSaga,
     BlockSaga,
@@ -229,6 +231,9 @@ SHAPES: dict[str, Shape] = {
     "crowded_failure": Shape(CrowdedSaga, CrowdedSpec(run="record", fail=True)),
     "crowded_block_success": Shape(CrowdedSaga, CrowdedSpec(run="record", form="block")),
     "crowded_block_failure": Shape(CrowdedSaga, CrowdedSpec(run="record", form="block", fail=True)),
+    # And each saga's task cancelled by another task at each moment of its start and
+    # of its end (the shields' cancel paths).
+    "crowded_cancels": Shape(CrowdedCancelsSaga, "record"),
     "block_success": Shape(BlockSaga, BlockSpec(run="record", fail={"hotel": "full"})),
     "block_failure": Shape(BlockSaga, BlockSpec(run="record", fail={"pay": "declined"})),
     "block_cancelled": Shape(

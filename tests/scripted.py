@@ -601,8 +601,8 @@ class _Crowd:
         self.run = run
         self.tasks: list[asyncio.Task[str]] = []
 
-    def gather(self, label: str) -> None:
-        for turns in range(12):
+    def gather(self, label: str, size: int = 12) -> None:
+        for turns in range(size):
             self.tasks.append(asyncio.create_task(self._neighbour(f"{label} {turns}", turns)))
 
     def note(self, label: str) -> Any:
@@ -672,3 +672,58 @@ class CrowdedSaga:
             start_to_close_timeout=timedelta(seconds=30),
         )
         return [outcome, after, *await asyncio.gather(*crowd.tasks)]
+
+
+@workflow.defn
+class CrowdedCancelsSaga:
+    """One-step sagas among other tasks that issue commands, each saga's task cancelled
+    by another task after 0 to 5 loop callbacks: as it starts, and as its step ends."""
+
+    def __init__(self) -> None:
+        self.cancellers: list[asyncio.Task[None]] = []
+
+    def cancel_after(self, task: asyncio.Task[Any], turns: int) -> None:
+        async def cancel() -> None:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+
+        self.cancellers.append(asyncio.create_task(cancel()))
+
+    @workflow.run
+    async def run(self, run: str) -> list[str]:
+        crowd = _Crowd(run)
+        outcomes = []
+        for when in ("start", "end"):
+            for turns in range(6):
+                label = f"{when} {turns}"
+                saga = Saga(label, start_to_close_timeout=timedelta(seconds=30))
+                running: list[asyncio.Task[SagaResult]] = []
+
+                def as_it_ends(
+                    result: Any, label: str = label, turns: int = turns, running: Any = running
+                ) -> str:
+                    crowd.gather(label, size=30)
+                    self.cancel_after(running[0], turns)
+                    return ""
+
+                saga.step(
+                    "a",
+                    do_step,
+                    Script(run=run, step=label),
+                    compensate=undo_step,
+                    public_note=as_it_ends if when == "end" else None,
+                )
+                running.append(asyncio.create_task(saga.run()))
+                if when == "start":
+                    crowd.gather(label, size=30)  # past the next saga's first command
+                    self.cancel_after(running[0], turns)
+                try:
+                    await running[0]
+                    outcomes.append(f"{label}: succeeded")
+                except asyncio.CancelledError:
+                    outcomes.append(f"{label}: cancelled")
+        after = await workflow.execute_activity(
+            do_step, Script(run=run, step="after"), start_to_close_timeout=timedelta(seconds=30)
+        )
+        return [*outcomes, after, *await asyncio.gather(*crowd.tasks)]
