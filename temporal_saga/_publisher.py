@@ -65,11 +65,11 @@ class Publisher:
     def __init__(self, definition: SagaDefinition, progress: SagaProgress) -> None:
         self._definition = definition
         self._progress = progress
-        # The live trace's lines, kept up to date step by step (see publish), and the
-        # steps whose lines are to be rendered again before the activation ends.
+        # The live trace's lines as last rendered (see trace), and the steps whose
+        # lines changed since (each once: nobody may read the trace for a long while).
         self._step_lines: list[str] = []
         self._compensation_lines: list[str] = []
-        self._changed: list[Step[Any]] = []
+        self._changed: dict[Step[Any], None] = {}
         self._rendered_when_read = False  # see publish
         self._flush_pending = False
         # Made as the saga begins (they read the workflow's context).
@@ -154,7 +154,7 @@ class Publisher:
         """Register the ``saga_state`` query and publish the first trace."""
         steps = list(self._definition.by_name.values())
         self._step_lines = [""] * len(steps)
-        self._changed = steps  # rendered as the activation ends, after they started
+        self._changed = dict.fromkeys(steps)  # rendered when first read
         self.now = workflow_clock()
         self._progress.started_at = self.now()
         self.metrics = SagaMetrics(self._definition.name)
@@ -215,7 +215,7 @@ class Publisher:
         callback that runs before the activation ends) and set as the current details.
         """
         if step is not None:
-            self._changed.append(step)
+            self._changed[step] = None
         if not self._rendered_when_read and not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -245,10 +245,8 @@ class Publisher:
             if compensation is not None:
                 while len(undone) <= compensation.order:
                     undone.append("")
-                undone[compensation.order] = compensation_line(
-                    compensation, step._progress.resolved
-                )
-        self._changed = []
+                undone[compensation.order] = compensation_line(compensation, done.resolved)
+        self._changed = {}
         progress = self._progress
         if progress.reason is None:
             text = trace_without_failure(lines, progress.status)

@@ -543,11 +543,10 @@ class Scheduler:
         self._publisher.publish(step)
 
 
-def _public_note(step: Step[Any]) -> str | None:
-    """The step's opt-in public note on its result (``public_note=``)."""
+def _public_note(step: Step[Any]) -> str:
+    """The step's opt-in public note on its result (``public_note=``, which it has)."""
     public_note = step._definition.public_note
-    if public_note is None:
-        return None
+    assert public_note is not None
     try:
         return str(public_note(step._progress.result))
     except Exception as err:

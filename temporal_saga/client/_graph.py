@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from html import escape
 
 from .._state import SagaState, SagaStatus, StepState, StepStatus
@@ -102,24 +103,18 @@ def _describe(step: StepState, needs_human: set[str], pivot: str | None) -> tupl
 
 
 def _layers(steps: list[StepState]) -> dict[str, int]:
-    """Each step's column: one more than the latest of the steps it waited for (in
-    topological order; a step in a cycle, which no saga runs, stays in the first)."""
+    """Each step's column: one more than the latest of the steps it waited for (a spec
+    with a cycle, which no saga runs, is drawn in one column)."""
     known = {step.name for step in steps}
-    waits = {step.name: [name for name in step.after if name in known] for step in steps}
-    waited_by: dict[str, list[str]] = {name: [] for name in known}
-    for name, deps in waits.items():
-        for dep in deps:
-            waited_by[dep].append(name)
-    left = {name: len(deps) for name, deps in waits.items()}
-    layer = dict.fromkeys(known, 0)
-    ready = [step.name for step in steps if not left[step.name]]
-    while ready:
-        name = ready.pop()
-        for after in waited_by[name]:
-            layer[after] = max(layer[after], layer[name] + 1)
-            left[after] -= 1
-            if not left[after]:
-                ready.append(after)
+    graph = {step.name: [name for name in step.after if name in known] for step in steps}
+    layer = dict.fromkeys(graph, 0)
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError:
+        return layer
+    for name in order:
+        if graph[name]:
+            layer[name] = 1 + max(layer[dep] for dep in graph[name])
     return layer
 
 

@@ -221,28 +221,28 @@ class _Behaviour:
         Raises:
             TypeError, ValueError: as :func:`fake` documents.
         """
-        fails, fail_times, times_out, delay = (
-            self.fails,
-            self.fail_times,
-            self.times_out,
-            self.delay,
-        )
-        if fails is not None and not isinstance(fails, str):
+        if self.fails is not None and not isinstance(self.fails, str):
             raise TypeError(f"fake({name!r}): fails= takes the failure's message, a str")
-        if isinstance(fail_times, bool) or not isinstance(fail_times, int) or fail_times < 0:
+        if (
+            isinstance(self.fail_times, bool)
+            or not isinstance(self.fail_times, int)
+            or self.fail_times < 0
+        ):
             raise ValueError(
-                f"fake({name!r}): fail_times= must be a count >= 0, not {fail_times!r}"
+                f"fake({name!r}): fail_times= must be a count >= 0, not {self.fail_times!r}"
             )
-        if not isinstance(times_out, int) or times_out < 0:
+        if not isinstance(self.times_out, int) or self.times_out < 0:
             raise ValueError(f"fake({name!r}): times_out= is True, False or a count >= 0")
-        if delay is not None and (not isinstance(delay, timedelta) or delay < timedelta(0)):
-            raise TypeError(f"fake({name!r}): delay= must be a timedelta >= 0, not {delay!r}")
+        if self.delay is not None and (
+            not isinstance(self.delay, timedelta) or self.delay < timedelta(0)
+        ):
+            raise TypeError(f"fake({name!r}): delay= must be a timedelta >= 0, not {self.delay!r}")
         endings = [
             option
-            for option, given in (("fails", fails is not None), ("hangs", self.hangs))
+            for option, given in (("fails", self.fails is not None), ("hangs", self.hangs))
             if given
         ]
-        if times_out is True:
+        if self.times_out is True:
             endings.append("times_out=True")
         if len(endings) > 1:
             raise ValueError(
