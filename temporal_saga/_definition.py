@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from graphlib import CycleError, TopologicalSorter
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._calls import is_child_workflow
 from ._errors import SagaDefinitionError, SagaTypeError
@@ -31,6 +31,9 @@ from ._options import (
 )
 from ._step import SAME_ARG, Activity, Step, StepDefinition
 from ._versions import Patch, check_patch
+
+if TYPE_CHECKING:
+    from ._events import EventWait
 
 
 def _reachable(start: Step[Any], direction: str) -> set[Step[Any]]:
@@ -58,15 +61,14 @@ class SagaOptions(ActivityOptions, total=False):
     compensation_options: ActivityOptions | None
 
 
-class StepOptions(ActivityOptions, total=False):
-    """The keyword arguments of ``Saga.step(...)`` (each is described there): the
-    step's own settings, and activity options for it."""
+class EventStepOptions(TypedDict, total=False):
+    """The keyword arguments of ``Saga.event(...)`` (each is described at
+    ``Saga.step``): a step's settings, which an event step shares."""
 
     label: str | None
     compensate: Activity | None
     compensate_arg: Any
     compensation_name: str | None
-    compensate_on_failure: bool
     pivot: bool
     after: Iterable[Step[Any] | str]
     when: Callable[[], object] | None
@@ -74,6 +76,13 @@ class StepOptions(ActivityOptions, total=False):
     until: Patch | None
     compensation_options: ActivityOptions | None
     public_note: Callable[[Any], str] | None
+
+
+class StepOptions(ActivityOptions, EventStepOptions, total=False):
+    """The keyword arguments of ``Saga.step(...)`` (each is described there): the
+    step's own settings, and activity options for it."""
+
+    compensate_on_failure: bool
 
 
 # The settings of Saga(...) and Saga.step(...) that are not activity options, with
@@ -181,6 +190,7 @@ class SagaDefinition:
         self.pivot: Step[Any] | None = None
         self.started = False  # the saga began: frozen, but for the imperative form
         self.linked = False  # some step depends on another
+        self.event_steps: dict[str, Step[Any]] = {}  # each event's step (event steps)
         self._undoable = 0  # steps with a compensation
 
     def declare(
@@ -192,6 +202,7 @@ class SagaDefinition:
         *,
         misplaced: int,
         adding_while_running: bool,
+        event: EventWait | None = None,
     ) -> Step[Any]:
         """Check a step's arguments and options (those of ``Saga.step``) and make the
         step; :meth:`add` adds it once the saga accepts it. ``options`` is the call's own
@@ -221,7 +232,9 @@ class SagaDefinition:
         where = f"saga {self.name!r}, step {name!r}"
         if name in self.by_name:
             raise SagaDefinitionError(f"{where}: a step with this name already exists")
-        if activity is None:
+        if event is not None:
+            self._check_event_step(event, activity_options, compensate_on_failure, where)
+        elif activity is None:
             raise SagaTypeError(f"{where}: step() needs the activity to call")
         if misplaced:
             raise SagaTypeError(
@@ -229,7 +242,7 @@ class SagaDefinition:
                 f"arguments; pass compensate= and the other options by keyword "
                 f"({misplaced} more positional given)"
             )
-        is_child = is_child_workflow(activity, where)
+        is_child = activity is not None and is_child_workflow(activity, where)
         compensate_is_child = False
         if compensate is not None:
             compensate_is_child = is_child_workflow(compensate, f"{where}, compensate")
@@ -307,11 +320,32 @@ class SagaDefinition:
                 when=when,
                 since=since,
                 until=until,
+                event=event,
             )
         )
 
+    def _check_event_step(
+        self, event: EventWait, activity_options: dict[str, Any], on_failure: bool, where: str
+    ) -> None:
+        """What an event step cannot have: activity options, ``compensate_on_failure``
+        (its failure is the event's absence), an event another step waits for."""
+        if activity_options:
+            names = ", ".join(sorted(activity_options))
+            raise SagaTypeError(f"{where}: an event step calls no activity: {names} do not apply")
+        if on_failure:
+            raise SagaDefinitionError(
+                f"{where}: an event step fails when its event does not come: nothing to undo"
+            )
+        other = self.event_steps.get(event.event)
+        if other is not None:
+            raise SagaDefinitionError(
+                f"{where}: step {other.name!r} already waits for event {event.event!r}"
+            )
+
     def add(self, step: Step[Any]) -> None:
         """Add a declared step (the saga accepted it)."""
+        if step._definition.event is not None:
+            self.event_steps[step._definition.event.event] = step
         if step._definition.pivot:
             self.pivot = step
         self._undoable += step._definition.compensate is not None

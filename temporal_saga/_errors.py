@@ -17,8 +17,8 @@ The hierarchy::
         ├── NotASaga                (also a ValueError) a workflow whose history holds no
         │                           saga (client side)
         └── ActionRejected          (also a ValueError) a saga rejected an operator's
-                                    retry, resolve or give-up (client side): wrong step,
-                                    not waiting...
+                                    retry, resolve or give-up, or an event (client
+                                    side): wrong step, not waiting, unknown event...
 
 Every one is a non-retryable ``ApplicationError``: raised inside a workflow it fails
 the workflow (or, raised by a saga's own callable, the step) at once, with a one-line
@@ -99,9 +99,11 @@ class NotASaga(_ClientSideError, ValueError):
 
 
 class ActionRejected(_ClientSideError, ValueError):
-    """A saga rejected an operator's action (its Workflow Update's validator did):
-    the step does not need a human, the saga does not wait for one, a retry of the
-    step runs already... Nothing was recorded in the saga's history."""
+    """A saga rejected an operator's action or an event (its Workflow Update's
+    validator did): the step does not need a human, the saga does not wait for one, a
+    retry of the step runs already; no step waits for that event, its payload is
+    invalid, its workflow is not running... Nothing was recorded in the saga's
+    history."""
 
 
 _NEEDS_HUMAN = "; manual intervention needed for: "

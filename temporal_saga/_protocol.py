@@ -4,7 +4,8 @@ What a worker, a client, the CLI, the testing kit, the codec or another SDK must
 on lives here and nowhere else:
 
 * the ``saga_state`` query, the ``SagaStatus`` search attribute, the operators'
-  Workflow Updates and their request models;
+  Workflow Updates and their request models, the ``saga_event`` Update and Signal
+  that bring an event to an event step;
 * the patch ids the engine's own changes are recorded under (renaming one breaks
   every saga in flight that recorded it);
 * a step's activity id, built and parsed, and the idempotency key made of it:
@@ -106,6 +107,50 @@ ACTIONS: dict[str, tuple[str, type[RetryStep | ResolveStep | GiveUp]]] = {
     SAGA_RESOLVE_UPDATE: ("resolve", ResolveStep),
     SAGA_GIVE_UP_UPDATE: ("give up", GiveUp),
 }
+
+# --- Events: the ``saga_event`` Update (answered) and Signal (fire and forget) --------
+
+#: The name of both the Workflow Update and the Signal that bring an event to a saga.
+SAGA_EVENT = "saga_event"
+
+
+class SendEvent(Request):
+    """Input of ``saga_event``: the event ``event`` happened, with ``data``.
+
+    ``id`` is the sender's own id for this occurrence: the same id delivered twice
+    counts once (a sender that retries gets the first answer again). From the
+    ``temporal`` CLI: ``--input '{"event": "payment", "id": "pay-7", "data": {...}}'``.
+    """
+
+    event: str = Field(min_length=1, max_length=200)
+    id: str | None = Field(default=None, max_length=200)
+    data: Any = None
+
+
+#: How ``saga_event`` answers an event its step took, and one it keeps for its step
+#: until that step is due, and one it had received already (the same ``id``).
+EVENT_TAKEN = "taken by step"
+EVENT_KEPT = "kept for step"
+EVENT_DUPLICATE = "already received"
+
+
+def event_timer_summary(saga_run: str, step: str, event: str) -> str:
+    """What the Web UI shows for an event step's wait (its timer's summary); the
+    history rebuild reads the step back from it (:func:`parse_event_timer_summary`)."""
+    return f"{step_activity_id(saga_run, step)}{_WAITS_FOR}{event}"
+
+
+_WAITS_FOR = " waits for event: "
+
+
+def parse_event_timer_summary(summary: str) -> tuple[StepId, str] | None:
+    """The step and the event of an event step's timer summary; None if it is not one."""
+    ident, found, event = summary.rpartition(_WAITS_FOR)
+    step = parse_step_id(ident) if found else None
+    if step is None or step.compensation or not event:
+        return None
+    return step, event
+
 
 # --- Activity ids -------------------------------------------------------------------------
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, overload
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from ._definition import SagaDefinition, SagaOptions, StepOptions
+from ._definition import EventStepOptions, SagaDefinition, SagaOptions, StepOptions
 from ._desk import OperatorDesk
-from ._errors import SagaDefinitionError, SagaFailed, StepFailed
+from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
+from ._events import EventWait, Inbox
 from ._progress import SagaProgress
 from ._protocol import saga_run_id
 from ._publisher import Publisher
@@ -101,7 +103,8 @@ class Saga:
         self._definition = SagaDefinition(name, options, misplaced=len(misplaced))
         self._progress = SagaProgress()
         self._publisher = Publisher(self._definition, self._progress)
-        self._scheduler = Scheduler(self._definition, self._progress, self._publisher)
+        self._inbox = Inbox(self._definition, self._progress, self._publisher)
+        self._scheduler = Scheduler(self._definition, self._progress, self._publisher, self._inbox)
         self._desk = OperatorDesk(
             self._definition, self._progress, self._publisher, self._scheduler
         )
@@ -224,18 +227,120 @@ class Saga:
                 option (a ``ValueError``).
             TypeError: Something that is not an activity where one belongs.
         """
+        return self._add(name, activity, arg, options, misplaced)
+
+    def _add(
+        self,
+        name: str,
+        activity: Activity | None,
+        arg: Any,
+        options: StepOptions | EventStepOptions,
+        misplaced: tuple[Any, ...],
+        *,
+        event: EventWait | None = None,
+    ) -> Step[Any]:
+        """Declare a step (or an event step), start it in the imperative form, add it."""
         step = self._definition.declare(
             name,
             activity,
             arg,
-            options,
+            options,  # type: ignore[arg-type]  # an event step's are checked as such
             misplaced=len(misplaced),  # refused as a SagaTypeError (see __init__)
             adding_while_running=self._in_block,
+            event=event,
         )
         if self._in_block:
             self._scheduler.start_in_block(step)  # may refuse it: before it counts
         self._definition.add(step)
         return step
+
+    @overload
+    def event(
+        self,
+        name: str,
+        event: str,
+        *,
+        timeout: timedelta,
+        result_type: type[R],
+        **options: Unpack[EventStepOptions],
+    ) -> Step[R]: ...
+
+    @overload
+    def event(
+        self,
+        name: str,
+        event: str,
+        *,
+        timeout: timedelta,
+        result_type: None = None,
+        **options: Unpack[EventStepOptions],
+    ) -> Step[Any]: ...
+
+    def event(
+        self,
+        name: str,
+        event: str | None = None,
+        *misplaced: Any,
+        timeout: timedelta | None = None,
+        result_type: type[Any] | None = None,
+        **options: Unpack[EventStepOptions],
+    ) -> Step[Any]:
+        """Add an event step: it succeeds when the event ``event`` reaches the saga.
+
+        A step like the others (``after=``, ``when=``, ``since=``/``until=``, a
+        compensation, the pivot; see :meth:`step`), which instead of calling an
+        activity waits, from when it is due, for a sender to bring ``event``: the
+        ``saga_event`` Workflow Update (the sender gets an answer) or Signal (fire
+        and forget), e.g. ``temporal_saga.client.send_event`` or ``temporal-saga
+        event``. Its result is the event's payload, validated as ``result_type``.
+
+        * An event that comes before its step is due is kept for it; the same event
+          ``id`` delivered twice counts once.
+        * No event within ``timeout``: the step fails (``no 'payment' event within
+          1 hour``) and the saga undoes what took effect; past the pivot, the saga
+          waits for a human, and an operator's ``retry`` waits again.
+        * The saga fails or is cancelled while the step waits: the wait stops, and
+          the step, whose outcome the world may still be completing, is uncertain:
+          its compensation runs.
+        * An event no step will take (unknown, already received, its step ended, the
+          saga failed or closed), or with an invalid payload, is refused: the
+          Update's sender gets the reason; a Signal's refusal is logged and recorded
+          in the saga's state (``actions``).
+
+        Args:
+            name: The step's identity, as for :meth:`step`.
+            event: The event's name, as senders give it; one step per event in a saga.
+            timeout: How long the step waits once it is due (one timer).
+            result_type: The payload's type (a pydantic model, a dataclass, ``int``…);
+                an invalid payload is refused. None: the payload as sent.
+            compensate: The activity that undoes what the event stood for (a refund for
+                a confirmed payment). It runs if the saga fails after the event came,
+                or while the step waited.
+            compensate_arg: Its argument: a value, or a zero-argument callable called
+                when the compensation starts (the step's own result, if it succeeded:
+                ``lambda: payment.result.id``). By default it gets none.
+            **options: The other settings of :meth:`step`: ``label``, ``after``,
+                ``when``, ``since``, ``until``, ``pivot``, ``compensation_name``,
+                ``compensation_options``, ``public_note``.
+
+        Returns:
+            The step, whose :attr:`Step.result` is the payload once it succeeded.
+
+        Raises:
+            SagaDefinitionError: As for :meth:`step`, or another step waits for the
+                same event.
+            SagaTypeError: A bad event name, ``timeout`` or ``result_type``, or activity
+                options (an event step calls no activity).
+        """
+        where = f"saga {self.name!r}, step {name!r}"
+        if misplaced:
+            raise SagaTypeError(
+                f"{where}: event() takes the name and the event as positional arguments; "
+                f"pass timeout= and the other options by keyword ({len(misplaced)} more "
+                "positional given)"
+            )
+        wait = EventWait.checked(event, timeout, result_type, where)
+        return self._add(name, None, None, options, (), event=wait)
 
     async def run(self) -> SagaResult:
         """Run the saga: execute the steps, and compensate if one fails.
@@ -297,6 +402,9 @@ class Saga:
             raise RuntimeError(f"saga {self.name!r} has already run")
         self._definition.started = True
         self._scheduler.begin(saga_run_id(self.name, _next_run_number(self.name)))
+        # Events are taken from the start: an Update sent with the workflow's start
+        # is handled once the workflow's code first waits, which the check below does.
+        self._inbox.open(block=self._body is not None)
         checks = self._definition.search_attributes
         check = self._publisher.check_status_attribute() if checks else _nothing
         cancelled = await self._shielded(check)
@@ -410,6 +518,7 @@ class Saga:
                 compensated first.
         """
         self._in_block = False
+        self._inbox.close_block()
         deadline_passed = self._scheduler.stop_deadline()
         if isinstance(error, workflow.NondeterminismError):
             return  # a bug in workflow code: fail the workflow task, undo nothing

@@ -31,6 +31,7 @@ from temporalio import workflow
 from ._calls import build_args, call_user_code, describe, invoke
 from ._definition import SagaDefinition, forward_options
 from ._errors import SagaDefinitionError
+from ._events import Inbox
 from ._limits import (
     EVENTS_PER_STEP_FLOOR,
     EVENTS_PER_STEP_WORST_CASE,
@@ -166,11 +167,16 @@ class Scheduler:
     """Runs a saga's steps and compensations, and writes what happened to them."""
 
     def __init__(
-        self, definition: SagaDefinition, progress: SagaProgress, publisher: Publisher
+        self,
+        definition: SagaDefinition,
+        progress: SagaProgress,
+        publisher: Publisher,
+        inbox: Inbox,
     ) -> None:
         self._definition = definition
         self._progress = progress
         self._publisher = publisher
+        self._inbox = inbox
         self.running: dict[asyncio.Task[None], Step[Any]] = {}  # steps in flight
         self._compensations = 0  # compensations started: the next one's order
         self._deadline: asyncio.Task[None] | None = None
@@ -242,6 +248,8 @@ class Scheduler:
                         progress.fail(step, step._progress.error or "failed")
                         if self._definition.cancel_in_flight:
                             self.cancel_in_flight()
+                        else:
+                            self.stop_waiting_for_events()
         finally:
             self._waiter = None
             self.stop_deadline()
@@ -343,6 +351,8 @@ class Scheduler:
 
     async def settle_block(self) -> None:
         """Wait for the steps still running; a failure nobody awaited fails the saga."""
+        if self._progress.reason is not None:
+            self.stop_waiting_for_events()
         while self.running:
             await workflow.wait(list(self.running))
         self.note_failures()
@@ -361,6 +371,13 @@ class Scheduler:
         """Request the cancellation of every step in flight (or waiting for a slot)."""
         for task in self.running:
             task.cancel()
+
+    def stop_waiting_for_events(self) -> None:
+        """The saga failed: its event steps stop waiting (nobody needs their event now);
+        cancelled, they are uncertain, so their compensations run."""
+        for task, step in self.running.items():
+            if step._definition.event is not None:
+                task.cancel()
 
     async def drain(self) -> None:
         """Cancel the steps in flight, wait until each one's outcome is known, and mark
@@ -394,10 +411,18 @@ class Scheduler:
                 definition.when, "evaluate its condition"
             ):
                 progress.outcome, progress.note = StepStatus.SKIPPED, CONDITION_NOT_MET
+            elif definition.event is not None:
+                progress.note = f"waiting for event {definition.event.event!r}"
+                publisher.publish(step)
+                progress.result = await self._inbox.wait(step, self._run_id)
+                progress.outcome, progress.note = StepStatus.SUCCEEDED, None
+                if definition.public_note is not None:
+                    progress.note = _public_note(step)
             else:
                 publisher.publish(step)
                 arg = definition.arg if progress.new_arg is None else progress.new_arg[0]
                 progress.args = build_args(arg)
+                assert definition.activity is not None  # not an event step
                 progress.result = await invoke(
                     definition.activity,
                     definition.is_child,
@@ -414,7 +439,7 @@ class Scheduler:
         except (Exception, asyncio.CancelledError) as err:
             outcome = describe(err)
             progress.outcome, progress.uncertain = outcome.status, outcome.uncertain
-            progress.error = outcome.message
+            progress.error, progress.note = outcome.message, None
             progress.nested_needs_human = outcome.nested_needs_human
         progress.ended_at = publisher.now()
         progress.finished = self._limiter.finished
@@ -529,6 +554,7 @@ class Scheduler:
         if new_arg is not None:
             progress.new_arg = new_arg
         progress.uncertain, progress.error, progress.note = False, None, None
+        self._inbox.forget_failed(step)
         await self.execute(step)
 
     async def retry_compensation(self, step: Step[Any], new_arg: tuple[Any] | None) -> None:

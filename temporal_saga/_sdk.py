@@ -97,7 +97,7 @@ _ATTRIBUTE = "_temporal_saga_run"
 
 class RunState:
     """The engine's state for one workflow run: how many sagas of each name ran, and
-    the sagas' operator desks, which take operator Updates.
+    the sagas' operator desks and inboxes, which take operator Updates and events.
 
     A replay makes a new workflow instance, so all of it starts afresh with the replay
     (deterministic). It is kept on the instance, never in a module-level table keyed
@@ -107,11 +107,12 @@ class RunState:
     come more often (see "Third pass" in bench/README.md).
     """
 
-    __slots__ = ("desks", "runs")
+    __slots__ = ("desks", "inboxes", "runs")
 
     def __init__(self) -> None:
         self.runs: Counter[str] = Counter()  # sagas run so far, by name
         self.desks: list[Any] = []  # the sagas' OperatorDesks
+        self.inboxes: list[Any] = []  # the sagas' Inboxes that may take events
 
 
 def run_state() -> RunState:

@@ -120,7 +120,8 @@ class StepState(BaseModel):
         error: The failure's message, for a step that did not succeed.
         note: The step's public note on its result (``public_note=``), or, for a step
             ``SKIPPED`` because its ``when=`` condition was false, ``condition not
-            met``; shown in the trace. Only the live saga knows it: a state rebuilt
+            met``, or, while an event step waits, ``waiting for event 'NAME'``; shown
+            in the trace. Only the live saga knows it: a state rebuilt
             from history has none.
         attempts: How many attempts the activity took. Only history records it, so
             it is known in a state rebuilt from history and None in the live query
@@ -137,6 +138,7 @@ class StepState(BaseModel):
             the steps whose ``await`` returned before it was added (what
             ``temporal-saga show --graph`` draws as arrows). Empty in a state rebuilt
             from the history of a saga that succeeded (history does not record it).
+        event: For an event step (``Saga.event``), the event it waits for.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -155,6 +157,7 @@ class StepState(BaseModel):
     resolved: str | None = None
     compensation: CompensationState | None = None
     after: list[str] = []
+    event: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

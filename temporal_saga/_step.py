@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from temporalio import workflow
 
@@ -19,6 +19,9 @@ from ._options import ActivityOptions
 from ._progress import StepProgress
 from ._state import CompensationState, StepState, StepStatus
 from ._versions import Patch, in_this_version
+
+if TYPE_CHECKING:
+    from ._events import EventWait
 
 R = TypeVar("R")
 
@@ -47,7 +50,7 @@ class StepDefinition:
     index: int  # its place in definition order (its line in the trace)
     name: str
     label: str | None
-    activity: Activity
+    activity: Activity | None  # None: an event step (``event``)
     is_child: bool  # the activity is a workflow: the step is a nested saga
     arg: Any
     compensate: Activity | None
@@ -64,6 +67,7 @@ class StepDefinition:
     when: Callable[[], object] | None = None
     since: Patch | None = None
     until: Patch | None = None
+    event: EventWait | None = None  # an event step waits for this instead of calling
 
     @property
     def shown(self) -> str:
@@ -205,6 +209,7 @@ class Step(Generic[R]):
             "resolved": progress.resolved,
             "compensation": progress.compensation,
             "after": [dep.name for dep in self._deps],
+            "event": self._definition.event.event if self._definition.event else None,
         }
 
     @property

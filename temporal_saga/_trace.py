@@ -119,6 +119,8 @@ def line_of(
         return f"✔️ {shown} ({note})" if note else f"✔️ {shown}"
     if outcome is StepStatus.SKIPPED:
         return _line(_ICONS[outcome], shown, note or "skipped")
+    if outcome is StepStatus.RUNNING:
+        return _line(_ICONS[outcome], shown, note)  # what an event step waits for
     return _line(_ICONS[outcome], shown, error)
 
 

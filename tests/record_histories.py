@@ -31,12 +31,14 @@ from temporalio.worker import Worker
 from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
 from temporal_saga import SagaState, SagaStatus
-from temporal_saga._protocol import SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
+from temporal_saga._protocol import SAGA_EVENT, SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import SagaPlugin, data_converter
+from temporal_saga.testing import fake
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_binary
+from .event_sagas import ShopBlockSaga, ShopInput, ShopSaga, refund, release, reserve, ship
 from .scripted import (
     BlockSaga,
     BlockSpec,
@@ -67,6 +69,16 @@ WORKFLOWS = [
     HumanBlockSaga,
     BuyTripPackage,
     BookGroupTrip,
+    ShopSaga,
+    ShopBlockSaga,
+]
+
+# The event sagas' activities, faked (tests/event_sagas.py).
+SHOP_ACTIVITIES = [
+    fake(reserve, returns="reserved"),
+    fake(release),
+    fake(refund),
+    fake(ship, returns=lambda amount: f"shipped for {amount}"),
 ]
 
 
@@ -79,6 +91,8 @@ class Shape:
     terminate_child: str | None = None  # the id suffix of a child to terminate then
     # Operators' updates (name, input), sent in turn once the saga waits for a human.
     operate: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # Events (saga_event Updates), sent in turn as soon as the saga started.
+    events: tuple[dict[str, Any], ...] = ()
 
 
 def _scripted(*steps: ScriptedStep, **options: Any) -> ScriptedSpec:
@@ -105,6 +119,8 @@ _SLOW_UNDO = (
     ScriptedStep(name="b", sleep=0.3, fail="boom"),
 )
 
+
+_PAYMENT = {"event": "payment", "id": "pay-7", "data": {"amount": 120, "reference": "pay-7"}}
 
 SLOW = ScriptedStep(name="slow", sleep=30, heartbeat_timeout=1)
 
@@ -279,6 +295,18 @@ SHAPES: dict[str, Shape] = {
         BookGroupTrip,
         GroupTripRequest(trips=[_trip("Ann", date(2027, 7, 1)), _trip("Bob", date(2027, 7, 1))]),
     ),
+    # Event steps: a payment kept until the approval came, then taken.
+    "event_kept_then_taken": Shape(
+        ShopSaga,
+        ShopInput(approval=True),
+        events=(_PAYMENT, {"event": "approval", "id": "manager-1"}),
+    ),
+    # No payment within a second: the reservation is released.
+    "event_timed_out": Shape(ShopSaga, ShopInput(wait_seconds=1)),
+    # Cancelled while the payment step waits: refunded (uncertain) and released.
+    "event_cancelled_while_waiting": Shape(ShopSaga, ShopInput(), cancel_after=1.5),
+    # The imperative form, its payment sent before its step was added.
+    "event_block": Shape(ShopBlockSaga, ShopInput(), events=(_PAYMENT,)),
 }
 
 
@@ -289,6 +317,8 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
         id=f"history-{name}",  # the id test_replay.py replays it under
         task_queue=queue,
     )
+    for sent in shape.events:
+        await handle.execute_update(SAGA_EVENT, sent, result_type=str)
     if shape.cancel_after is not None:
         await asyncio.sleep(shape.cancel_after)
         if shape.terminate_child is not None:
@@ -342,7 +372,7 @@ async def main() -> None:
                 env.client,
                 task_queue=queue,
                 workflows=WORKFLOWS,
-                activities=[do_step, undo_step, *TRIP_ACTIVITIES],
+                activities=[do_step, undo_step, *TRIP_ACTIVITIES, *SHOP_ACTIVITIES],
                 activity_executor=executor,
             ):
                 for name, shape in SHAPES.items():

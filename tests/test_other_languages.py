@@ -29,9 +29,11 @@ from temporal_saga import SagaFailed, SagaResult, SagaStatus
 from temporal_saga.client import SagaPlugin, data_converter, render_trace, retry_step
 from temporal_saga.encryption import EncryptionCodec, new_key
 from temporal_saga.encryption._codec import parse_keys
+from temporal_saga.testing import fake
 from workflows.trip import BuyTripPackage
 
-from .conftest import ROOT, running_worker_py, server_address
+from .conftest import ROOT, WorkerFactory, running_worker_py, server_address
+from .event_sagas import ShopInput, ShopSaga, refund, release, reserve, ship
 from .helpers import active, buy, start_from_the_cli, trip, wait_for
 
 CAR_RENTAL = ROOT / "services" / "car-rental"
@@ -233,3 +235,39 @@ async def test_an_encrypted_saga_shares_its_codec_with_the_node_service(
     # What Temporal stored: the car step's input and result, encrypted.
     stored = b"".join(e.SerializeToString() for e in (await fay.fetch_history()).events)
     assert b"bookCar" in stored and b"renter" not in stored and b"Fay" not in stored
+
+
+async def test_a_node_service_sends_an_event_and_reads_the_answer(
+    env: WorkflowEnvironment, worker: WorkerFactory, task_queue: str
+) -> None:
+    assert _MISSING is None, _MISSING
+    shop = [
+        fake(reserve, returns="reserved"),
+        fake(release),
+        fake(refund),
+        fake(ship, returns=lambda amount: f"shipped for {amount}"),
+    ]
+
+    def node_sends(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(NODE), "send_event.js", *args],
+            cwd=CAR_RENTAL,
+            env={**os.environ, "TEMPORAL_ADDRESS": server_address(env)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    async with worker(workflows=[ShopSaga], activities=shop):
+        handle = await env.client.start_workflow(
+            ShopSaga.run, ShopInput(), id=f"shop-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await wait_for(handle, lambda s: s.step("payment confirmed").note is not None)
+        refused = await asyncio.to_thread(node_sends, handle.id, "parcel")
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("refused: saga 'shop' waits for no 'parcel' event")
+        payment = json.dumps({"amount": 120, "reference": "pay-7"})
+        sent = await asyncio.to_thread(node_sends, handle.id, "payment", payment, "--id", "p-7")
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout == "taken by step 'payment confirmed': 'payment'\n"
+        assert (await handle.result())["shipped"] == "shipped for 120"

@@ -9,7 +9,8 @@
   (:func:`state_from_history`).
 * :func:`render_trace`: the trace as text; :func:`web_ui_url`: a saga's page in the Web UI.
 * :func:`retry_step`, :func:`resolve_step`, :func:`give_up`: act on a saga that waits
-  for a human (``NEEDS_HUMAN``); a refusal raises :class:`ActionRejected`.
+  for a human (``NEEDS_HUMAN``); :func:`send_event`: bring an event to a saga's
+  event step; a refusal raises :class:`ActionRejected`.
 * The ``temporal-saga`` command (also ``python -m temporal_saga``).
 """
 
@@ -18,7 +19,7 @@ from .._trace import render_trace
 from ._connect import connect, web_ui_url
 from ._converter import data_converter
 from ._history import state_from_history
-from ._operate import give_up, resolve_step, retry_step
+from ._operate import give_up, resolve_step, retry_step, send_event
 from ._plugin import SagaPlugin
 from ._watch import follow_trace, load_state, watch
 
@@ -34,6 +35,7 @@ __all__ = [
     "render_trace",
     "resolve_step",
     "retry_step",
+    "send_event",
     "state_from_history",
     "watch",
     "web_ui_url",

@@ -33,7 +33,7 @@ from .._state import SagaState, SagaStatus
 from .._trace import render_trace
 from ._connect import connect, web_ui_list_url, web_ui_url
 from ._graph import GRAPH_KINDS, render_graph
-from ._operate import give_up, resolve_step, retry_step
+from ._operate import give_up, resolve_step, retry_step, send_event
 from ._watch import follow_trace, load_state, watch
 
 OK, ERROR, USAGE, COMPENSATED, NEEDS_HUMAN, IN_CLEAR = 0, 1, 2, 3, 4, 5
@@ -188,15 +188,16 @@ async def _chain(first: Any, rest: Any) -> Any:
 
 
 async def act(client: Client, args: argparse.Namespace) -> int:
-    """retry, resolve, give-up: one Workflow Update, one line of answer."""
+    """retry, resolve, give-up, event: one Workflow Update (or, for an event sent with
+    --signal, a Signal), one line of answer."""
     handle = client.get_workflow_handle(args.workflow_id, run_id=args.run_id)
     common: dict[str, Any] = {"by": args.by, "saga": args.saga}
     if args.command == "retry" and args.arg is not None:
-        try:
-            common["arg"] = json.loads(args.arg)
-        except json.JSONDecodeError as err:
-            raise CliError(f"--arg is not JSON: {err}") from None
-    if args.command == "retry":
+        common["arg"] = _json_option("--arg", args.arg)
+    if args.command == "event":
+        data = None if args.data is None else _json_option("--data", args.data)
+        sending = send_event(handle, args.event, data, id=args.id, answer=not args.signal, **common)
+    elif args.command == "retry":
         sending = retry_step(handle, args.step, **common)
     elif args.command == "resolve":
         sending = resolve_step(handle, args.step, note=args.note, **common)
@@ -212,8 +213,18 @@ async def act(client: Client, args: argparse.Namespace) -> int:
             "saga's task queue?); the action is not withdrawn: the server delivers it when "
             "a worker runs the saga again"
         ) from None
+    if answer is None:  # a Signal: sent, no answer to wait for
+        print(f"{args.workflow_id}: {args.event!r} signalled")
+        return OK
     print(f"{args.workflow_id}: {answer}")
     return ERROR if f": {FAILED_AGAIN}: " in answer else OK
+
+
+def _json_option(option: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"{option} is not JSON: {err}") from None
 
 
 async def audit(client: Client, args: argparse.Namespace) -> int:
@@ -353,6 +364,19 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=50, help="at most this many (default 50)"
     )
     output(list_cmd)
+
+    def acting(command: argparse.ArgumentParser) -> None:
+        """The options of a command that sends a saga an Update."""
+        command.add_argument("--by", help="who acts (default: user@host)")
+        command.add_argument("--saga", help="the saga's name, if several in the workflow wait")
+        command.add_argument("--run-id", help="a particular run (default: the latest)")
+        command.add_argument(
+            "--wait",
+            type=_positive,
+            default=30,
+            help="seconds to wait for a worker to answer (default 30)",
+        )
+
     for command, summary in (
         ("retry", "run a failed compensation (or step after the pivot) again"),
         ("resolve", "mark a step as finished by hand"),
@@ -378,15 +402,22 @@ def _parser() -> argparse.ArgumentParser:
             act_cmd.add_argument(
                 "--note", required=True, help="what was done, or why (public text)"
             )
-        act_cmd.add_argument("--by", help="who acts (default: user@host)")
-        act_cmd.add_argument("--saga", help="the saga's name, if several in the workflow wait")
-        act_cmd.add_argument("--run-id", help="a particular run (default: the latest)")
-        act_cmd.add_argument(
-            "--wait",
-            type=_positive,
-            default=30,
-            help="seconds to wait for a worker to answer (default 30)",
-        )
+        acting(act_cmd)
+    event_cmd = commands.add_parser(
+        "event",
+        help="bring an event to the saga's event step that waits for it",
+        description="Send EVENT to the saga in WORKFLOW_ID as a Workflow Update, which the "
+        "saga validates before anything is recorded (an event no step takes, or with an "
+        "invalid payload, is refused, with the reason); prints its answer. With --signal, "
+        "send it as a Signal instead: no answer, a refusal is only logged and recorded "
+        "in the saga's state.",
+    )
+    event_cmd.add_argument("workflow_id", help="the saga's workflow id")
+    event_cmd.add_argument("event", help="the event's name, as the saga's event step has it")
+    event_cmd.add_argument("--data", help="the event's payload, as JSON")
+    event_cmd.add_argument("--id", help="this event's id: the same id sent twice counts once")
+    event_cmd.add_argument("--signal", action="store_true", help="send it as a Signal")
+    acting(event_cmd)
     audit_cmd = commands.add_parser(
         "audit",
         help="what a saga's history holds in clear (exit 5: payload content in clear)",
@@ -512,6 +543,7 @@ async def _run(args: argparse.Namespace) -> int:
         "retry": act,
         "resolve": act,
         "give-up": act,
+        "event": act,
     }[args.command]
     try:
         return await command(client, args)

@@ -6,9 +6,13 @@ workflows: the saga schedules each step with activity id ``<saga run>/<step>`` a
 summary ``<step>``, and each compensation with id ``<saga run>/<step>/compensate``
 and summary the compensation's name (ids as built in ``_activity``); a step (or
 compensation) that is a child workflow has the workflow id ``<saga workflow
-id>/<saga run>/<step>`` (``/compensate``). Steps that never started leave no trace in
-history, so a rebuilt state lists only steps that ran (and, after a failure past the
-pivot, the steps the failure's message names as needing a human).
+id>/<saga run>/<step>`` (``/compensate``). An event step that waited is a timer
+whose summary names the step and its event (``_protocol.event_timer_summary``): fired,
+the step timed out; cancelled, it took its event (one came, by Update or Signal) or
+was cancelled. Steps that never started leave no trace in history, nor does an event
+step that found its event already kept, so a rebuilt state lists only steps that ran
+or waited (and, after a failure past the pivot, the steps the failure's message
+names as needing a human).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
@@ -29,10 +33,13 @@ from .._errors import NotASaga, SagaFailed
 from .._protocol import (
     ACTIONS,
     NEEDS_HUMAN_PATCH,
+    SAGA_EVENT,
     GiveUp,
     ResolveStep,
     RetryStep,
+    SendEvent,
     is_public,
+    parse_event_timer_summary,
     parse_step_id,
 )
 from .._state import (
@@ -43,6 +50,7 @@ from .._state import (
     StepState,
     StepStatus,
 )
+from .._trace import duration
 
 
 @dataclass
@@ -58,6 +66,8 @@ class _Activity:
     outcome: StepStatus = StepStatus.RUNNING
     uncertain: bool = False
     error: str | None = None
+    event: str | None = None  # an event step's wait (a timer): the event
+    timeout: timedelta | None = None  # and how long it waited at most
 
 
 @dataclass
@@ -76,6 +86,7 @@ class _Rebuild:
     activities: dict[int, _Activity] = field(default_factory=dict)
     updates: dict[int, _Update] = field(default_factory=dict)  # by accepted event id
     waited_for_a_human: bool = False  # the NEEDS_HUMAN patch marker is in history
+    events: set[str | None] = field(default_factory=set)  # received (None: unreadable)
     closed: EventType.ValueType | None = None
     failure: Failure | None = None
     started_at: datetime | None = None
@@ -159,6 +170,15 @@ async def _summary(event: HistoryEvent, converter: DataConverter) -> tuple[str, 
     return await _decode(converter, [payload], str), is_public(payload)
 
 
+async def _event_name(payloads: Sequence[Payload], converter: DataConverter) -> str | None:
+    """The event a ``saga_event`` Update or Signal brought (None: encrypted, no key)."""
+    try:
+        sent: SendEvent = await _decode(converter, payloads, SendEvent)
+    except (KeyError, ValueError):
+        return None
+    return sent.event
+
+
 async def _read(
     events: Sequence[HistoryEvent], converter: DataConverter, workflow_id: str | None
 ) -> _Rebuild:
@@ -216,8 +236,42 @@ async def _read(
             if outcome is StepStatus.FAILED and error is None:
                 error = _failure_message(attrs.failure)
             child.error = error
+        elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
+            summary, public = await _summary(event, converter)
+            waits = parse_event_timer_summary(summary) if public else None
+            if waits is not None:
+                step, name = waits
+                timeout = event.timer_started_event_attributes.start_to_fire_timeout
+                found.activities[event.event_id] = _Activity(
+                    step.step_id,
+                    step.step,
+                    _time(event),
+                    public,
+                    event=name,
+                    timeout=timeout.ToTimedelta(),
+                )
+        elif kind == EventType.EVENT_TYPE_TIMER_FIRED:
+            waited = found.activities.get(event.timer_fired_event_attributes.started_event_id)
+            if waited is not None and waited.timeout is not None:
+                waited.outcome, waited.ended_at = StepStatus.FAILED, _time(event)
+                waited.error = f"no {waited.event!r} event within {duration(waited.timeout)}"
+        elif kind == EventType.EVENT_TYPE_TIMER_CANCELED:
+            waited = found.activities.get(event.timer_canceled_event_attributes.started_event_id)
+            if waited is not None:
+                waited.ended_at = _time(event)
+                if waited.event in found.events or None in found.events:
+                    waited.outcome = StepStatus.SUCCEEDED  # its event came
+                else:  # the saga stopped the wait
+                    waited.outcome, waited.uncertain = StepStatus.CANCELLED, True
+                    waited.error = "cancelled"
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            signal = event.workflow_execution_signaled_event_attributes
+            if signal.signal_name == SAGA_EVENT:
+                found.events.add(await _event_name(signal.input.payloads, converter))
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name == SAGA_EVENT:
+                found.events.add(await _event_name(request.input.args.payloads, converter))
             if request.input.name in ACTIONS:
                 action, model = ACTIONS[request.input.name]
                 try:
@@ -456,6 +510,7 @@ def _step_state(step: _Activity, undo: dict[str, _Activity]) -> StepState:
         attempts=step.attempts,
         error=step.error,
         compensation=compensation,
+        event=step.event,
     )
 
 

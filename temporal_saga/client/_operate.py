@@ -1,8 +1,10 @@
-"""Operator actions on a saga that waits for a human, from Python (and the CLI).
+"""Acting on a saga from outside, from Python (and the CLI): operators' actions on a
+saga that waits for a human, and events for its event steps.
 
-Each is a Workflow Update (see ``temporal_saga._desk``): validated by the saga
-before anything is written to its history, recorded there once accepted, and answered
-with one line of text.
+Each is a Workflow Update (see ``temporal_saga._desk`` and ``temporal_saga._events``):
+validated by the saga before anything is written to its history, recorded there once
+accepted, and answered with one line of text. An event can also go as a Signal (no
+answer).
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ import socket
 from typing import Any
 
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from .._errors import ActionRejected
 from .._protocol import (
+    SAGA_EVENT,
     SAGA_GIVE_UP_UPDATE,
     SAGA_RESOLVE_UPDATE,
     SAGA_RETRY_UPDATE,
     GiveUp,
     ResolveStep,
     RetryStep,
+    SendEvent,
 )
 
 
@@ -43,6 +48,53 @@ async def _act(handle: WorkflowHandle[Any, Any], update: str, request: Any) -> s
         cause = err.cause
         raise ActionRejected(getattr(cause, "message", None) or str(cause)) from err
     return answer
+
+
+async def send_event(
+    handle: WorkflowHandle[Any, Any],
+    event: str,
+    data: Any = None,
+    *,
+    id: str | None = None,
+    saga: str | None = None,
+    by: str | None = None,
+    answer: bool = True,
+) -> str | None:
+    """Bring the event ``event`` to the saga's event step that waits for it.
+
+    Args:
+        handle: The saga's workflow.
+        event: The event's name (``Saga.event``'s ``event``).
+        data: Its payload (JSON-serialisable; the step validates it as its
+            ``result_type``).
+        id: This occurrence's id, e.g. the webhook's delivery id: the same id sent
+            twice counts once, so a sender can retry safely.
+        saga: The saga's name, if several in the workflow wait for the event.
+        by: Who sends it, for the history (default: ``user@host``).
+        answer: True (default): a Workflow Update, answered once the saga took or
+            kept the event, or refused it; a worker must run the saga to answer, so
+            bound the wait with ``asyncio.timeout(...)``. False: a Signal, fire and
+            forget (the saga logs a refusal and records it in its state).
+
+    Returns:
+        The saga's answer (``taken by step 'NAME': 'EVENT'``, ``kept for step ...``,
+        ``already received: ...``), or None for a Signal.
+
+    Raises:
+        ActionRejected: The saga refused the event (the reason says why: unknown
+            event, already received, its step ended, the saga failed or closed, an
+            invalid payload); nothing was recorded.
+    """
+    request = SendEvent(event=event, id=id, data=data, saga=saga, by=by or operator_name())
+    try:
+        if answer:
+            return await _act(handle, SAGA_EVENT, request)
+        await handle.signal(SAGA_EVENT, request)
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:  # closed, or no such workflow
+            raise ActionRejected(f"workflow {handle.id!r} is not running: {err.message}") from err
+        raise
+    return None
 
 
 async def retry_step(
