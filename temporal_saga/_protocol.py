@@ -127,6 +127,18 @@ class SendEvent(Request):
     data: Any = None
 
 
+#: The Workflow Update that answers once a named step succeeded (its result), or
+#: fails with ``SagaFailed`` once the saga failed before it: the early answer that a
+#: caller sends with the saga's start (Update-with-Start).
+SAGA_ANSWER_UPDATE = "saga_answer"
+
+
+class AnswerWhen(Request):
+    """Input of ``saga_answer``: answer once ``step`` has succeeded."""
+
+    step: str = Field(min_length=1)
+
+
 #: How ``saga_event`` answers an event its step took, and one it keeps for its step
 #: until that step is due, and one it had received already (the same ``id``).
 EVENT_TAKEN = "taken by step"

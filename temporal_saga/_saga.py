@@ -19,6 +19,7 @@ from typing import Any, TypeVar, Unpack, overload
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from ._answer import Answerer
 from ._definition import EventStepOptions, SagaDefinition, SagaOptions, StepOptions
 from ._desk import OperatorDesk
 from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
@@ -104,6 +105,7 @@ class Saga:
         self._progress = SagaProgress()
         self._publisher = Publisher(self._definition, self._progress)
         self._inbox = Inbox(self._definition, self._progress, self._publisher)
+        self._answerer = Answerer(self._definition, self._progress, self._publisher)
         self._scheduler = Scheduler(self._definition, self._progress, self._publisher, self._inbox)
         self._desk = OperatorDesk(
             self._definition, self._progress, self._publisher, self._scheduler
@@ -402,9 +404,12 @@ class Saga:
             raise RuntimeError(f"saga {self.name!r} has already run")
         self._definition.started = True
         self._scheduler.begin(saga_run_id(self.name, _next_run_number(self.name)))
-        # Events are taken from the start: an Update sent with the workflow's start
-        # is handled once the workflow's code first waits, which the check below does.
-        self._inbox.open(block=self._body is not None)
+        # Events and early-answer Updates are taken from the start: an Update sent
+        # with the workflow's start is handled once the workflow's code first waits,
+        # which the check below does.
+        block = self._body is not None
+        self._inbox.open(block=block)
+        self._answerer.open(block=block)
         checks = self._definition.search_attributes
         check = self._publisher.check_status_attribute() if checks else _nothing
         cancelled = await self._shielded(check)
@@ -519,6 +524,7 @@ class Saga:
         """
         self._in_block = False
         self._inbox.close_block()
+        self._answerer.close_block()
         deadline_passed = self._scheduler.stop_deadline()
         if isinstance(error, workflow.NondeterminismError):
             return  # a bug in workflow code: fail the workflow task, undo nothing

@@ -97,7 +97,8 @@ _ATTRIBUTE = "_temporal_saga_run"
 
 class RunState:
     """The engine's state for one workflow run: how many sagas of each name ran, and
-    the sagas' operator desks and inboxes, which take operator Updates and events.
+    the sagas' operator desks, inboxes and answerers, which take operator Updates,
+    events and early-answer Updates.
 
     A replay makes a new workflow instance, so all of it starts afresh with the replay
     (deterministic). It is kept on the instance, never in a module-level table keyed
@@ -107,12 +108,13 @@ class RunState:
     come more often (see "Third pass" in bench/README.md).
     """
 
-    __slots__ = ("desks", "inboxes", "runs")
+    __slots__ = ("answerers", "desks", "inboxes", "runs")
 
     def __init__(self) -> None:
         self.runs: Counter[str] = Counter()  # sagas run so far, by name
         self.desks: list[Any] = []  # the sagas' OperatorDesks
         self.inboxes: list[Any] = []  # the sagas' Inboxes that may take events
+        self.answerers: list[Any] = []  # the sagas' Answerers (early answers)
 
 
 def run_state() -> RunState:

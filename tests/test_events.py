@@ -35,6 +35,7 @@ from temporal_saga.client import (
     render_trace,
     retry_step,
     send_event,
+    start_until_step,
     state_from_history,
 )
 from temporal_saga.testing import FakeActivity, fake
@@ -352,3 +353,74 @@ async def test_event_steps_are_rebuilt_from_history() -> None:
     timed_out = await rebuilt("event_timed_out")
     assert timed_out.step("payment confirmed").error == "no 'payment' event within 1 second"
     assert timed_out.status is SagaStatus.COMPENSATED
+
+
+# --- The early answer (Update-with-Start) ------------------------------------------------
+
+
+async def test_the_early_answer_comes_once_its_step_succeeded_and_the_saga_goes_on(
+    client: Client, worker: WorkerFactory, task_queue: str
+) -> None:
+    f = fakes()
+    async with worker(workflows=[ShopSaga, ShopBlockSaga], activities=list(f.values())):
+        workflow_id = f"shop-{uuid.uuid4()}"
+        reserved = await start_until_step(
+            client,
+            ShopSaga.run,
+            ShopInput(),
+            step="reserve goods",
+            id=workflow_id,
+            task_queue=task_queue,
+        )
+        assert reserved == "reserved"
+        handle = client.get_workflow_handle(workflow_id)
+        await wait_for(handle, waits_for_payment)  # the saga goes on after the answer
+        await send_event(handle, "payment", PAYMENT)
+        assert (await handle.result())["shipped"] == "shipped for 120"
+        # The answer can be the payload of an event step, in the imperative form too.
+        block_id = f"shop-{uuid.uuid4()}"
+        answering = asyncio.create_task(
+            start_until_step(
+                client,
+                ShopBlockSaga.run,
+                ShopInput(),
+                step="payment confirmed",
+                id=block_id,
+                task_queue=task_queue,
+            )
+        )
+        block = client.get_workflow_handle(block_id)
+        await wait_for(block, waits_for_payment)
+        assert not answering.done()
+        await send_event(block, "payment", PAYMENT)
+        assert await answering == PAYMENT
+
+
+async def test_the_early_answer_is_the_failure_when_the_saga_fails_first(
+    client: Client, worker: WorkerFactory, task_queue: str
+) -> None:
+    f = fakes()
+    async with worker(workflows=[ShopSaga], activities=list(f.values())):
+        with pytest.raises(SagaFailed) as caught:
+            await start_until_step(
+                client,
+                ShopSaga.run,
+                ShopInput(wait_seconds=1),
+                step="ship",
+                id=f"shop-{uuid.uuid4()}",
+                task_queue=task_queue,
+            )
+        assert caught.value.reason == "no 'payment' event within 1 second"
+        assert caught.value.state.failed_step == "payment confirmed"
+        # A step the saga does not have is refused; the saga runs on regardless.
+        workflow_id = f"shop-{uuid.uuid4()}"
+        with pytest.raises(ActionRejected, match="no saga here has step 'nope'"):
+            await start_until_step(
+                client,
+                ShopSaga.run,
+                ShopInput(),
+                step="nope",
+                id=workflow_id,
+                task_queue=task_queue,
+            )
+        await client.get_workflow_handle(workflow_id).terminate("test over")

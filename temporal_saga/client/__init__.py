@@ -11,6 +11,8 @@
 * :func:`retry_step`, :func:`resolve_step`, :func:`give_up`: act on a saga that waits
   for a human (``NEEDS_HUMAN``); :func:`send_event`: bring an event to a saga's
   event step; a refusal raises :class:`ActionRejected`.
+* :func:`start_until_step`: start a saga and return once a named step succeeded (an
+  early answer for the caller), while the rest runs.
 * The ``temporal-saga`` command (also ``python -m temporal_saga``).
 """
 
@@ -21,6 +23,7 @@ from ._converter import data_converter
 from ._history import state_from_history
 from ._operate import give_up, resolve_step, retry_step, send_event
 from ._plugin import SagaPlugin
+from ._start import start_until_step
 from ._watch import follow_trace, load_state, watch
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "resolve_step",
     "retry_step",
     "send_event",
+    "start_until_step",
     "state_from_history",
     "watch",
     "web_ui_url",

@@ -14,10 +14,14 @@ from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
     WorkflowRunner,
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from .._answer import take_early_answers
 from .._protocol import CHECK_ATTRIBUTE_ACTIVITY, parse_step_id
 from ._converter import data_converter
 
@@ -106,6 +110,23 @@ class _AttemptCounter(ActivityInboundInterceptor):
             counter.add(1, {"saga": ident.saga, "kind": kind, "outcome": outcome})
 
 
+class _TakeEarlyAnswers(Interceptor):
+    """Registers the ``saga_answer`` Update as each workflow run is created, before its
+    first activation: an Update sent with the start (``start_until_step``) is handled
+    before the workflow's code runs (see ``temporal_saga._answer``)."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _EarlyAnswers
+
+
+class _EarlyAnswers(WorkflowInboundInterceptor):
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        take_early_answers()
+        super().init(outbound)
+
+
 class SagaPlugin(SimplePlugin):
     """A Temporal plugin for clients and workers that run sagas.
 
@@ -113,7 +134,8 @@ class SagaPlugin(SimplePlugin):
     given a converter of its own); and on every worker made from the client, it
     registers the activity with which ``Saga(..., search_attributes=True)`` checks
     that the ``SagaStatus`` attribute exists before it first sets it, counts the
-    attempts of saga activities (``temporal_saga_attempts``), and lets the
+    attempts of saga activities (``temporal_saga_attempts``), takes the early-answer
+    Update that ``start_until_step`` sends with a saga's start, and lets the
     workflow sandbox pass ``temporal_saga`` through instead of re-importing it for
     every workflow run. :func:`connect` adds it; with a client of your own::
 
@@ -125,6 +147,6 @@ class SagaPlugin(SimplePlugin):
             "temporal-saga",
             data_converter=_saga_converter,
             activities=[check_search_attribute],
-            interceptors=[_CountAttempts()],
+            interceptors=[_CountAttempts(), _TakeEarlyAnswers()],
             workflow_runner=_share_the_engine,
         )
