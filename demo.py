@@ -3,8 +3,10 @@
 Uses the server at ``$TEMPORAL_ADDRESS`` (default ``localhost:7233``) if one answers,
 else starts a dev server there (SQLite history in ``data/temporal.db``, Web UI on
 ``$TEMPORAL_UI_PORT``, default 8233). Starts the worker, runs Maria's trip (it
-succeeds, insured: the flight to Venice is expensive) and Kevin's (Maria took the
-last hotel room in Venice, so it is compensated) and Lena's (the hotel is full for her
+succeeds, insured: the flight to Venice is expensive, and paid: the payment provider
+confirms her charge by calling the saga back), Kevin's (Maria took the last hotel room
+in Venice, so it is compensated), Omar's (the provider never confirms his payment: the
+wait times out, and his trip is undone) and Lena's (the hotel is full for her
 too, and the airline refuses her refund: the saga waits for a human until an operator,
 after refunding her at the airline's desk, resolves it with ``temporal-saga
 resolve``), prints the traces, writes each trip's picture (``temporal-saga show ID
@@ -35,6 +37,7 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToJson
@@ -47,7 +50,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, WorkflowHandle
 
 from activities.models import TripRequest
-from activities.trip import airline, attractions, hotel, insurer
+from activities.trip import airline, attractions, hotel, insurer, payments
 from starter import buy_trip, start_trip, trip_outcome
 from temporal_saga import SagaState, SagaStatus
 from temporal_saga._sdk import local_temporal_cli
@@ -298,14 +301,20 @@ async def demo(keep: bool) -> bool:
         cars = car_rental is not None
 
         check_in = date.today() + timedelta(days=30)
-        trips = [
-            ("Maria buys a trip package to Venice", "Maria", "YA1234567"),
-            ("Kevin buys the same trip: Maria took the last hotel room", "Kevin", "KB7654321"),
+        trips: list[tuple[str, str, str, dict[str, Any]]] = [
+            ("Maria buys a trip package to Venice", "Maria", "YA1234567", {}),
+            ("Kevin buys the same trip: Maria took the last hotel room", "Kevin", "KB7654321", {}),
+            (
+                "Omar buys a trip to Paris: his payment is never confirmed",
+                "Omar",
+                "OM1357924",
+                {"destination": "Paris", "confirmation": "never", "car": False},
+            ),
         ]
         outcomes = {}
         handles = {}
         requests = {}
-        for title, traveller, passport in trips:
+        for title, traveller, passport, changes in trips:
             print(f"\n── {title} ──\n")
             trip = TripRequest(
                 traveller=traveller,
@@ -316,7 +325,7 @@ async def demo(keep: bool) -> bool:
                 nights=3,
                 tickets=2,
                 car=cars,
-            )
+            ).model_copy(update=changes)
             handle, outcome = await buy_trip(client, trip)
             outcomes[traveller], handles[traveller], requests[traveller] = outcome, handle, trip
             print(render_trace(outcome.state))
@@ -334,24 +343,30 @@ async def demo(keep: bool) -> bool:
         resolved = await needs_a_human(client, lena)
 
         print(f"\n── The services' databases ({SERVICES}) ──\n")
-        ledgers = [airline(), hotel(), attractions(), insurer()]
+        ledgers = [airline(), hotel(), attractions(), insurer(), payments()]
         maria = [b for ledger in ledgers for b in ledger.active(holder="Maria")]
         kevin = [b for ledger in ledgers for b in ledger.active(holder="Kevin")]
         kevin_rows = [b for ledger in ledgers for b in ledger.bookings(holder="Kevin")]
+        omar = [b for ledger in ledgers for b in ledger.active(holder="Omar")]
+        omar_rows = [b for ledger in ledgers for b in ledger.bookings(holder="Omar")]
         lena_held = [b for ledger in ledgers for b in ledger.active(holder="Lena")]
         ok = (
             outcomes["Maria"].booking is not None
             and outcomes["Kevin"].booking is None
-            and len(maria) == 4  # Venice's fare is high: her trip is insured
+            and outcomes["Omar"].booking is None
+            and len(maria) == 5  # Venice's fare is high: her trip is insured; and paid
             and not kevin
+            and not omar
             and resolved
             and not lena_held
         )
-        mark = "✔️" if len(maria) == 4 else "❌"
+        mark = "✔️" if len(maria) == 5 else "❌"
         ids = ", ".join(str(b.booking_id) for b in maria)
         print(f"{mark} Maria holds {len(maria)} active bookings: {ids}")
         mark = "✔️" if not kevin else "❌"
         print(f"{mark} Kevin holds {len(kevin)} active bookings ({len(kevin_rows)} cancelled)")
+        mark = "✔️" if not omar else "❌"
+        print(f"{mark} Omar holds {len(omar)} active bookings ({len(omar_rows)} cancelled)")
         if cars:
             maria_car, kevin_car = car_rentals("Maria"), car_rentals("Kevin")
             cars_ok = list(maria_car.values()) == ["BOOKED"]

@@ -17,6 +17,12 @@ City = Literal["Lisbon", "Paris", "Rome", "Venice"]
 #: the saga then waits for a human.
 Fault = Literal["down", "flaky", "slow", "no_refund"]
 
+#: When the payment provider confirms a charge (a webhook, sent to the saga as its
+#: ``payment`` event): "prompt" a moment after the charge, "early" before the charge's
+#: activity even ends (kept until its step is due), "twice" (counted once), "late"
+#: (after the saga stopped waiting: refused, the trip undone), "never" (likewise).
+Confirmation = Literal["prompt", "early", "twice", "late", "never"]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -37,6 +43,17 @@ class TripRequest(_Model):
     faults: dict[Literal["airline", "hotel", "attractions", "car-rental"], Fault] = Field(
         default_factory=dict
     )
+    confirmation: Confirmation = "prompt"
+
+    def payment(self, flight: FlightBooking) -> PaymentRequest:
+        """The card payment for the trip: its flight, and a toy 100 euros a night."""
+        return PaymentRequest(
+            payer=self.traveller,
+            city=self.destination,
+            date=self.check_in,
+            amount=flight.price + 100 * self.nights,
+            confirmation=self.confirmation,
+        )
 
     def flight(self) -> FlightRequest:
         return FlightRequest(
@@ -121,6 +138,21 @@ class CarRequest(_Model):
     fault: Fault | None = None
 
 
+class PaymentRequest(_Model):
+    payer: str
+    city: City
+    date: date
+    amount: int  # euros
+    confirmation: Confirmation = "prompt"
+
+
+class PaymentConfirmation(_Model):
+    """What the payment provider confirms (the trip saga's ``payment`` event)."""
+
+    charge_id: str
+    amount: int  # euros
+
+
 class InsuranceRequest(_Model):
     holder: str
     city: City
@@ -172,10 +204,11 @@ class InsuranceBooking(_Model):
 
 class TripBooking(_Model):
     """A bought trip package: the three bookings, travel insurance if the flight was
-    expensive, and the car if one was asked for."""
+    expensive, the car if one was asked for, and the confirmed payment."""
 
     flight: FlightBooking
     hotel: HotelBooking
     tickets: TicketBooking
     insurance: InsuranceBooking | None = None
     car: CarBooking | None = None
+    payment: PaymentConfirmation | None = None  # trips bought before payments: none

@@ -1,7 +1,9 @@
 """The trip package's activities: book and cancel at the airline, hotel, attractions
-and insurer.
+and insurer; charge and refund the card at the payment provider, which confirms each
+charge a moment later by calling the saga back (its ``payment`` event).
 
-They are plain (synchronous) functions: the worker runs them in its thread pool.
+They are plain (synchronous) functions, which the worker runs in its thread pool,
+but for ``charge_card``, which needs the worker's client to call the saga back.
 Each is declared ``no_thread_cancel_exception=True``: by default the SDK raises a
 cancellation into a thread at any bytecode, which could interrupt a ledger
 transaction half-way and leave its SQLite lock held; instead a slow call checks
@@ -12,11 +14,15 @@ so retries never book twice and the cancel finds what its booking did.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from datetime import date, timedelta
+from typing import Any
 
 from temporalio import activity
+from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, CancelledError
 
 from temporal_saga import idempotency_key
@@ -31,6 +37,8 @@ from .models import (
     HotelRequest,
     InsuranceBooking,
     InsuranceRequest,
+    PaymentConfirmation,
+    PaymentRequest,
     TicketBooking,
     TicketRequest,
     TripRequest,
@@ -43,6 +51,17 @@ FARES: dict[City, int] = {"Lisbon": 90, "Paris": 180, "Rome": 260, "Venice": 540
 #: A trip whose flight costs more than this gets travel insurance (the trip saga's
 #: conditional step); the premium is a tenth of the fare.
 INSURE_FLIGHTS_ABOVE = 500
+#: How long the trip saga waits for the payment provider's confirmation of a charge.
+PAYMENT_CONFIRMATION_TIMEOUT = timedelta(seconds=5)
+#: When the provider confirms, in seconds after the charge, for each kind of
+#: confirmation a request asks for (0: before the charge's activity even ends).
+_CONFIRMS_AFTER: dict[str, tuple[float, ...]] = {
+    "prompt": (0.5,),
+    "early": (0,),
+    "twice": (0.5, 1),
+    "late": (PAYMENT_CONFIRMATION_TIMEOUT.total_seconds() + 2,),
+    "never": (),
+}
 
 
 def airline() -> Ledger:
@@ -59,6 +78,10 @@ def attractions() -> Ledger:
 
 def insurer() -> Ledger:
     return Ledger("insurer", "IN")
+
+
+def payments() -> Ledger:
+    return Ledger("payments", "PM")
 
 
 def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
@@ -237,6 +260,81 @@ def cancel_insurance(request: InsuranceRequest) -> None:
     _cancel(insurer(), None, request.holder)
 
 
+@activity.defn
+async def charge_card(request: PaymentRequest) -> str:
+    """Charge the card (once per idempotency key); the provider confirms the charge
+    later, as its webhook would: it sends the saga the ``payment`` event."""
+    charge_id = await asyncio.to_thread(  # the ledger is SQLite: off the event loop
+        _book,
+        payments(),
+        None,
+        holder=request.payer,
+        city=request.city,
+        first_day=request.date,
+        last_day=request.date,
+    )
+    info = activity.info()
+    assert info.workflow_id is not None  # a saga's step: a workflow's activity
+    confirm = _Confirm(
+        activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id),
+        PaymentConfirmation(charge_id=charge_id, amount=request.amount),
+    )
+    for delay in _CONFIRMS_AFTER[request.confirmation]:
+        if delay == 0:
+            await confirm()  # early: the saga keeps it until its step is due
+        else:
+            _later(delay, confirm)
+    return charge_id
+
+
+@activity.defn(no_thread_cancel_exception=True)
+def refund_card(request: PaymentRequest) -> None:
+    """Refund this step's charge (nothing to refund is fine)."""
+    _cancel(payments(), None, request.payer)
+
+
+class _Confirm:
+    """The payment provider's call back to a trip saga: the ``payment`` event, sent
+    under the charge's id, so a confirmation sent twice counts once."""
+
+    def __init__(self, handle: WorkflowHandle[Any, Any], confirmation: PaymentConfirmation):
+        self.handle, self.confirmation = handle, confirmation
+
+    async def __call__(self) -> None:
+        # Imported here: the workflows import this module, and need no client tooling.
+        from temporal_saga.client import ActionRejected, send_event
+
+        charge = self.confirmation.charge_id
+        try:
+            answer = await send_event(
+                self.handle,
+                "payment",
+                self.confirmation.model_dump(mode="json"),
+                id=charge,
+                by="payment provider",
+            )
+        except ActionRejected as err:  # the saga stopped waiting: it refunds the charge
+            activity.logger.warning("payments: %s not confirmed: %s", charge, err)
+            return
+        activity.logger.info("payments: %s confirmed: %s", charge, answer)
+
+
+_PENDING: set[asyncio.Task[None]] = set()  # confirmations on their way (kept referenced)
+
+
+def _later(delay: float, confirm: _Confirm) -> None:
+    async def send() -> None:
+        await asyncio.sleep(delay)
+        try:
+            await confirm()
+        except Exception as err:  # the provider retries nothing: the saga times out
+            logging.getLogger(__name__).warning("payments: confirmation lost: %r", err)
+
+    task = asyncio.create_task(send())
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+
+
 @activity.defn(no_thread_cancel_exception=True)
 def cancel_trip_package(trip: TripRequest) -> None:
     """Undo a whole trip package that ran as a nested saga (a step of a group trip).
@@ -248,7 +346,7 @@ def cancel_trip_package(trip: TripRequest) -> None:
     """
     info = activity.info()
     child = f"{info.workflow_id}/{info.activity_id.removesuffix('/compensate')}/"
-    for ledger in (airline(), hotel(), attractions(), insurer()):
+    for ledger in (airline(), hotel(), attractions(), insurer(), payments()):
         ledger.cancel_all(child)
     activity.logger.info("cancelled the trip package of %s", trip.traveller)
 
@@ -262,5 +360,7 @@ ALL = [
     cancel_tickets,
     buy_insurance,
     cancel_insurance,
+    charge_card,
+    refund_card,
     cancel_trip_package,
 ]

@@ -13,7 +13,10 @@ packages as nested sagas) of which half get a child workflow terminated mid-flig
 and about 5 % need a human: their hotel is down and the airline refuses the refund,
 so the saga waits (NEEDS_HUMAN) until an operator, at a random moment (workers are
 being killed meanwhile), either refunds the flight by hand and resolves it, or
-retries the cancel with a new argument (without the fault).
+retries the cancel with a new argument (without the fault). Every trip pays by card,
+and the payment provider's confirmation (an event step) comes early (before its step
+is due) for about 10 %, twice for 10 %, too late for 5 %, never for 5 %: the last
+two time out and undo the trip.
 At the end it checks, from the services' databases and the workflows' outcomes:
 
 - every saga is fully booked (it succeeded) or fully released (it did not);
@@ -57,7 +60,12 @@ from workflows.trip import BuyTripPackage
 
 from ._processes import ROOT, connect, free_port, server_command
 
-SERVICES = ("airline", "hotel", "attractions")
+SERVICES = ("airline", "hotel", "attractions")  # those whose faults are injected
+# The services whose bookings must be all there or all gone: with the card's charge,
+# which the payment provider confirms (an event step) promptly, early, twice, late or
+# never (the last two: the saga times out and refunds it).
+CHECKED = (*SERVICES, "payments")
+CONFIRMATIONS = {"prompt": 70, "early": 10, "twice": 10, "late": 5, "never": 5}
 RPCS = 100  # the dev server caps concurrent long polls per namespace
 
 
@@ -145,9 +153,13 @@ def make_trip(
     elif roll < 0.5:
         faults[rng.choice(SERVICES)] = "flaky"
         chaos.count("flaky service (retries absorb)")
+    [confirmation] = rng.choices(list(CONFIRMATIONS), weights=list(CONFIRMATIONS.values()))
+    if confirmation != "prompt":
+        chaos.count(f"payment confirmed {confirmation}")
     return TripRequest(
         traveller=traveller,
         passport="P1234567",
+        confirmation=confirmation,  # type: ignore[arg-type]
         origin="Lisbon",
         destination=rng.choice(["Lisbon", "Paris", "Rome"]),
         check_in=date(2027, 1, 1) + timedelta(days=index % 300),
@@ -353,8 +365,8 @@ async def run(args: argparse.Namespace) -> int:
         chaos.stop_all()
 
     # Check the world.
-    ledgers = {name: Ledger(name, "", workdir / "services") for name in SERVICES}
-    active = {name: {} for name in SERVICES}  # type: dict[str, dict[str, int]]
+    ledgers = {name: Ledger(name, "", workdir / "services") for name in CHECKED}
+    active = {name: {} for name in CHECKED}  # type: dict[str, dict[str, int]]
     for name, ledger in ledgers.items():
         for booking in ledger.active():
             active[name][str(booking.holder)] = active[name].get(str(booking.holder), 0) + 1
@@ -368,8 +380,8 @@ async def run(args: argparse.Namespace) -> int:
             not_once.append(f"{handle.id}: answered {answered}, recorded {kept}")
         traveller = ", ".join(names)
         status = statuses.get(handle.id, "?")
-        held = [sum(active[name].get(t, 0) for t in names) for name in SERVICES]
-        if any(active[name].get(t, 0) > 1 for name in SERVICES for t in names):
+        held = [sum(active[name].get(t, 0) for t in names) for name in CHECKED]
+        if any(active[name].get(t, 0) > 1 for name in CHECKED for t in names):
             duplicates.append(traveller)
         if status == WorkflowExecutionStatus.RUNNING.name or sagas.get(handle.id) not in (
             "SUCCEEDED",
@@ -378,11 +390,11 @@ async def run(args: argparse.Namespace) -> int:
             stuck.append(f"{traveller} ({status}, {sagas.get(handle.id)})")
         if status == "COMPLETED":
             succeeded += 1
-            ok = held == [len(names)] * 3
+            ok = held == [len(names)] * len(CHECKED)
         else:
             compensated += status == "FAILED"
             cancelled += status == "CANCELED"
-            ok = held == [0, 0, 0]
+            ok = held == [0] * len(CHECKED)
         if not ok:
             incoherent.append(f"{traveller} ({status}: {held})")
 

@@ -6,8 +6,10 @@ any language, or the ``temporal`` CLI starts a saga by sending a ``SagaSpec`` as
     temporal workflow start --type DeclarativeSaga --task-queue trip-saga \\
         --input-file spec.json
 
-A spec that fails validation fails the workflow at once with pydantic's message,
-which names the field (``steps.1.activity``); dependency errors fail it with a
+A step is an activity (``StepSpec``: ``"activity"``) or an event step
+(``EventSpec``: ``"event"`` and ``"timeout_seconds"``). A spec that fails validation
+fails the workflow at once with pydantic's message,
+which names the field (``steps.1.step.activity``); dependency errors fail it with a
 ``SagaDefinitionError``. Nothing is scheduled in either case.
 """
 
@@ -20,11 +22,13 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     JsonValue,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -150,36 +154,64 @@ def _patch(spec: str | DeprecatedPatchSpec | None) -> Patch | None:
     return deprecated_patch(spec.deprecated) if isinstance(spec, DeprecatedPatchSpec) else spec
 
 
-class StepSpec(_Spec):
-    """One step: an activity by its registered name, with a JSON argument.
+class _StepBase(_Spec):
+    """What every kind of step has (see :meth:`temporal_saga.Saga.step`).
 
     ``compensate_arg``, when present (even ``null``), replaces the step's argument
-    for the compensation; when absent, the compensation gets the step's argument.
-    ``label``, ``since`` and ``until`` are as in :meth:`temporal_saga.Saga.step`; a
-    deprecated patch is ``{"deprecated": "PATCH_ID"}``.
+    for the compensation; when absent, the compensation gets the step's argument (an
+    event step's: none). ``label``, ``since`` and ``until`` are as in
+    :meth:`temporal_saga.Saga.step`; a deprecated patch is ``{"deprecated": "PATCH_ID"}``.
     """
 
     name: str = Field(min_length=1)
     label: str | None = Field(default=None, min_length=1)
-    activity: str = Field(min_length=1)
-    arg: JsonValue = None
     compensate: str | None = Field(default=None, min_length=1)
     compensate_arg: JsonValue = None
     compensation_name: str | None = None
-    compensate_on_failure: bool = False
     after: list[str] = Field(default_factory=list)
     when: ConditionSpec | None = None
     since: _PatchId | DeprecatedPatchSpec | None = None
     until: _PatchId | DeprecatedPatchSpec | None = None
-    options: OptionsSpec = OptionsSpec()
     compensation_options: OptionsSpec = OptionsSpec()
+
+
+class StepSpec(_StepBase):
+    """One step: an activity by its registered name, with a JSON argument."""
+
+    activity: str = Field(min_length=1)
+    arg: JsonValue = None
+    compensate_on_failure: bool = False
+    options: OptionsSpec = OptionsSpec()
+
+
+class EventSpec(_StepBase):
+    """An event step (:meth:`temporal_saga.Saga.event`): it succeeds when the event
+    ``event`` reaches the saga within ``timeout_seconds``; its result is the event's
+    JSON payload. ``{"name": "payment confirmed", "event": "payment",
+    "timeout_seconds": 3600, "after": ["charge card"]}``."""
+
+    event: str = Field(min_length=1, max_length=200)
+    timeout_seconds: PositiveFloat
+
+
+def _kind(step: Any) -> str:
+    """An event step has ``"event"``; every other step is an activity's."""
+    is_event = isinstance(step, EventSpec) or (isinstance(step, dict) and "event" in step)
+    return "event" if is_event else "step"
+
+
+# Errors name the kind: ``steps.1.step.activity``, ``steps.2.event.timeout_seconds``.
+_AnyStep = Annotated[
+    Annotated[StepSpec, Tag("step")] | Annotated[EventSpec, Tag("event")],
+    Discriminator(_kind),
+]
 
 
 class SagaSpec(_Spec):
     """A whole saga as data (see :class:`temporal_saga.Saga` for the semantics)."""
 
     name: str = Field(min_length=1)
-    steps: list[StepSpec] = Field(min_length=1)
+    steps: list[_AnyStep] = Field(min_length=1)
     parallel_compensation: bool = True
     cancel_in_flight: bool = False
     timeout_seconds: PositiveFloat | None = None
@@ -215,7 +247,6 @@ class SagaSpec(_Spec):
                 compensation = {
                     "compensate": step.compensate,
                     "compensation_name": step.compensation_name,
-                    "compensate_on_failure": step.compensate_on_failure,
                     "compensation_options": step.compensation_options.to_options(
                         {**COMPENSATION_DEFAULTS, **compensation_defaults}
                     ),
@@ -231,16 +262,25 @@ class SagaSpec(_Spec):
                     )
                 read, test = step.when.step, step.when
                 condition = lambda read=read, test=test: test.holds(made[read].result)  # noqa: E731
+            common: dict[str, Any] = {
+                "label": step.label,
+                "after": step.after,
+                "when": condition,
+                "since": _patch(step.since),
+                "until": _patch(step.until),
+                **compensation,
+            }
+            if isinstance(step, EventSpec):
+                timeout = timedelta(seconds=step.timeout_seconds)
+                made[step.name] = saga.event(step.name, step.event, timeout=timeout, **common)
+                continue
+            if step.compensate is not None:
+                common["compensate_on_failure"] = step.compensate_on_failure
             made[step.name] = saga.step(
                 step.name,
                 step.activity,
                 step.arg,
-                label=step.label,
-                after=step.after,
-                when=condition,
-                since=_patch(step.since),
-                until=_patch(step.until),
-                **compensation,
+                **common,
                 **step.options.to_options({**STEP_DEFAULTS, **step_defaults}),
             )
         return saga

@@ -198,7 +198,7 @@ def active(services: Path, traveller: str) -> dict[str, int]:
     """How many bookings in force the traveller holds at each service."""
     return {
         name: len(Ledger(name, "", services).active(holder=traveller))
-        for name in ("airline", "hotel", "attractions", "insurer")
+        for name in ("airline", "hotel", "attractions", "insurer", "payments")
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporal_saga import SagaFailed, SagaResult, SagaStatus
 from temporal_saga.declarative import DeclarativeSaga
 
-from .conftest import WorkerFactory
-from .helpers import active, start_from_the_cli
+from .conftest import WorkerFactory, temporal_cli
+from .helpers import active, start_from_the_cli, wait_for
 from .scripted import JOURNAL, do_step, undo_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,15 +99,18 @@ async def test_spec_success_returns_every_result(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"name": "s", "steps": [{"name": "a"}]}, "steps.0.activity"),
+        ({"name": "s", "steps": [{"name": "a"}]}, "steps.0.step.activity"),
         ({"name": "s", "steps": []}, "steps"),
-        ({"name": "s", "steps": [{"name": "a", "activity": "x", "retries": 3}]}, "steps.0.retries"),
+        (
+            {"name": "s", "steps": [{"name": "a", "activity": "x", "retries": 3}]},
+            "steps.0.step.retries",
+        ),
         (
             {
                 "name": "s",
                 "steps": [{"name": "a", "activity": "x", "options": {"maximum_attempts": -1}}],
             },
-            "steps.0.options.maximum_attempts",
+            "steps.0.step.options.maximum_attempts",
         ),
         (
             {
@@ -153,7 +157,13 @@ async def test_trip_spec_started_from_the_temporal_cli(
     workflow_id = start_from_the_cli(env, trip_worker, spec_file)
     result = await client.get_workflow_handle(workflow_id, result_type=SagaResult).result()
     assert result.results["book hotel room"]["city"] == "Rome"
-    assert active(services, "Ana") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+    assert active(services, "Ana") == {
+        "airline": 1,
+        "hotel": 1,
+        "attractions": 1,
+        "insurer": 0,
+        "payments": 0,
+    }
 
 
 async def test_a_spec_conditions_steps_on_earlier_results(
@@ -198,3 +208,61 @@ async def test_a_spec_conditions_steps_on_earlier_results(
     assert failure.reason == "could not evaluate its condition: TypeError"
     assert "its condition reads 'a', which must be in its after=" in str(not_after.value.cause)
     assert "exactly one of equals, not_equals, above, below" in str(invalid.value.cause)
+
+
+async def test_an_event_step_in_a_spec_waits_for_its_event_from_the_temporal_cli(
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path, tmp_path: Path
+) -> None:
+    flight = {
+        "passenger": "Ida",
+        "passport": "ID1234567",
+        "origin": "Lisbon",
+        "destination": "Rome",
+        "date": "2027-05-01",
+    }
+    steps: list[dict[str, Any]] = [
+        {
+            "name": "book plane ticket",
+            "activity": "book_flight",
+            "arg": flight,
+            "compensate": "cancel_flight",
+        },
+        {
+            "name": "manager approved",
+            "event": "approval",
+            "timeout_seconds": 30,
+            "after": ["book plane ticket"],
+        },
+    ]
+    spec_file = tmp_path / "approval.json"
+    spec_file.write_text(json.dumps({"name": "approved trip", "steps": steps}))
+    workflow_id = start_from_the_cli(env, trip_worker, spec_file)
+    handle = client.get_workflow_handle(workflow_id, result_type=SagaResult)
+    await wait_for(handle, lambda s: s.step("manager approved").note is not None)
+    approved = await asyncio.to_thread(
+        temporal_cli,
+        env,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        "saga_event",
+        "--input",
+        '{"event": "approval", "data": {"by": "Ines"}}',
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert "taken by step 'manager approved'" in approved.stdout
+    result = await handle.result()
+    assert result.results["manager approved"] == {"by": "Ines"}
+    assert active(services, "Ida")["airline"] == 1
+    # No approval in time: the flight is cancelled.
+    steps[1]["timeout_seconds"] = 0.5
+    spec_file.write_text(json.dumps({"name": "approved trip", "steps": steps}))
+    workflow_id = start_from_the_cli(env, trip_worker, spec_file)
+    with pytest.raises(WorkflowFailureError) as caught:
+        await client.get_workflow_handle(workflow_id).result()
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None and failure.reason == "no 'approval' event within 0.5 seconds"
+    assert failure.state.step("book plane ticket").status.value == "COMPENSATED"

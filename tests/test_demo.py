@@ -76,11 +76,19 @@ def test_a_kept_demo_stopped_with_sigterm_stops_its_dev_server_and_workers(
     shown = "".join(printed)
     assert "✔️ end saga (success)" in shown  # Maria
     assert "❌ end saga (no available hotel rooms)" in shown  # Kevin
+    assert "✔️ payment confirmed" in shown  # Maria's, by the provider's event
+    assert "❌ end saga (no 'payment' event within 5 seconds)" in shown  # Omar
+    assert "✔️ refund card" in shown  # Omar's charge
     assert "❗️ waiting for a human: book plane ticket" in shown  # Lena, then resolved
     assert "✔️ cancel plane ticket booking (resolved by hand: refunded at the" in shown
     assert ("✔️ cancel car rental" in shown) is cars  # by the Node.js service
     # Each trip's picture (temporal-saga show ID --graph svg), in its final state.
-    finals = {"maria": "SUCCEEDED", "kevin": "COMPENSATED", "lena": "COMPENSATED"}
+    finals = {
+        "maria": "SUCCEEDED",
+        "kevin": "COMPENSATED",
+        "omar": "COMPENSATED",
+        "lena": "COMPENSATED",
+    }
     for traveller, status in finals.items():
         picture = (tmp_path / "data" / f"trip-{traveller}.svg").read_text()
         assert picture.startswith("<svg") and f": {status}" in picture

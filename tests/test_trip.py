@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from aiohttp.test_utils import TestClient, TestServer
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+import trip_api
 from activities.models import TripBooking
 from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
 from temporal_saga.client import load_state, render_trace
@@ -38,7 +40,15 @@ async def test_trip_succeeds_and_books_all_three(
     # Venice's fare is above the insurance threshold: the conditional step ran.
     assert booking.flight.price == 540 and booking.insurance is not None
     assert booking.insurance.premium == 54
-    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1}
+    # The payment provider confirmed the charge by calling the saga back (an event step).
+    assert booking.payment is not None and booking.payment.amount == 540 + 2 * 100
+    assert active(services, "Maria") == {
+        "airline": 1,
+        "hotel": 1,
+        "attractions": 1,
+        "insurer": 1,
+        "payments": 1,
+    }
 
 
 async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
@@ -52,7 +62,13 @@ async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
     )
     booking = await handle.result()
     assert booking.flight.price == 180 and booking.insurance is None
-    assert active(services, "Rui") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+    assert active(services, "Rui") == {
+        "airline": 1,
+        "hotel": 1,
+        "attractions": 1,
+        "insurer": 0,
+        "payments": 1,
+    }
     state, _ = await load_state(handle)
     assert "⏭️ buy travel insurance (condition not met)" in render_trace(state)
     # since= is decided before when=: the history records that this saga has the step
@@ -86,8 +102,20 @@ async def test_full_hotel_cancels_the_flight_and_tickets(
     assert failure.state.status is SagaStatus.COMPENSATED
     # Kevin's insurance never started: it waits for the hotel, which failed.
     assert failure.state.step("buy travel insurance").status is StepStatus.SKIPPED
-    assert active(services, "Kevin") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
-    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1}
+    assert active(services, "Kevin") == {
+        "airline": 0,
+        "hotel": 0,
+        "attractions": 0,
+        "insurer": 0,
+        "payments": 0,
+    }
+    assert active(services, "Maria") == {
+        "airline": 1,
+        "hotel": 1,
+        "attractions": 1,
+        "insurer": 1,
+        "payments": 1,
+    }
     # The picture of Kevin's trip: every step in its state, the undo order, the arrows.
     shown = cli(env, "show", kevin, "--graph", "svg")
     assert shown.returncode == 3, shown.stderr  # compensated
@@ -100,8 +128,11 @@ async def test_full_hotel_cancels_the_flight_and_tickets(
             "succeeded; undone, 2nd (cancel tourist ticket reservations)",
         ),
         "buy travel insurance": ("waiting", "skipped"),
+        "charge card": ("waiting", "skipped"),
+        "payment confirmed": ("waiting", "skipped; waits for event 'payment'"),
     }, drawn
-    assert shown.stdout.count("marker-end") == 3  # insurance waits for the other three
+    # The insurance and the charge wait for the other three; the payment for the charge.
+    assert shown.stdout.count("marker-end") == 7
     assert ": COMPENSATED (book hotel room failed: no available hotel rooms)</text>" in shown.stdout
     # The README's picture (the same command in `make demo`, whose Kevin also rents a
     # car): these steps, each in the same state.
@@ -109,7 +140,32 @@ async def test_full_hotel_cancels_the_flight_and_tickets(
     assert {name: readme[name][0] for name in drawn} == {n: k for n, (k, _) in drawn.items()}
     mermaid = cli(env, "show", kevin, "--graph", "mermaid").stdout
     assert mermaid.startswith("---\ntitle: saga ") and "\nflowchart LR\n" in mermaid
-    assert mermaid.count(" --> ") == 3 and ":::failed" in mermaid and ":::undone" in mermaid
+    assert mermaid.count(" --> ") == 7 and ":::failed" in mermaid and ":::undone" in mermaid
+
+
+@pytest.mark.parametrize("confirmation", ["early", "twice", "late", "never"])
+async def test_the_payment_provider_s_confirmation_early_twice_late_or_never(
+    client: Client, trip_worker: str, services: Path, confirmation: str
+) -> None:
+    """The provider confirms before the charge's activity ended (kept), twice (counted
+    once), after the saga stopped waiting (refused) or never: the trip is bought once,
+    or undone."""
+    traveller = f"Pay{confirmation.title()}"
+    request = trip(traveller, destination="Paris", confirmation=confirmation)
+    if confirmation in ("early", "twice"):
+        booking = await buy(client, trip_worker, request)
+        assert booking.payment is not None and booking.payment.amount == 180 + 200
+        held = {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0, "payments": 1}
+        assert active(services, traveller) == held
+        return
+    with pytest.raises(WorkflowFailureError) as caught:
+        await buy(client, trip_worker, request)
+    failure = SagaFailed.from_error(caught.value)
+    assert failure is not None and failure.reason == "no 'payment' event within 5 seconds"
+    assert failure.failed_step == "payment confirmed"
+    assert failure.state.step("charge card").status is StepStatus.COMPENSATED  # refunded
+    none = {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0, "payments": 0}
+    assert active(services, traveller) == none
 
 
 def steps_drawn(svg: str) -> dict[str, tuple[str, str]]:
@@ -132,14 +188,26 @@ async def test_airline_down_fails_after_retries_and_releases_everything(
     assert failure.reason == "airline is unavailable"
     flight = failure.state.step("book plane ticket")
     assert flight.status is StepStatus.FAILED and flight.compensation is None
-    assert active(services, "Ana") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
+    assert active(services, "Ana") == {
+        "airline": 0,
+        "hotel": 0,
+        "attractions": 0,
+        "insurer": 0,
+        "payments": 0,
+    }
 
 
 async def test_flaky_service_is_absorbed_by_retries(
     client: Client, trip_worker: str, services: Path
 ) -> None:
     await buy(client, trip_worker, trip("Lea", faults={"hotel": "flaky"}, destination="Rome"))
-    assert active(services, "Lea") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+    assert active(services, "Lea") == {
+        "airline": 1,
+        "hotel": 1,
+        "attractions": 1,
+        "insurer": 0,
+        "payments": 1,
+    }
 
 
 README_INPUT = (
@@ -169,7 +237,13 @@ async def test_saga_started_from_the_temporal_cli(
     assert started.returncode == 0, started.stderr
     booking = await client.get_workflow_handle(workflow_id, result_type=TripBooking).result()
     assert booking.hotel.city == "Paris" and booking.hotel.nights == 3
-    assert active(services, "Maria") == {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0}
+    assert active(services, "Maria") == {
+        "airline": 1,
+        "hotel": 1,
+        "attractions": 1,
+        "insurer": 0,
+        "payments": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -192,7 +266,13 @@ async def test_invalid_trip_fails_at_once_naming_the_field(
         await asyncio.wait_for(handle.result(), timeout=10)
     cause = caught.value.cause
     assert field in str(cause) and "validation error for TripRequest" in str(cause)
-    assert active(services, "Bad") == {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0}
+    assert active(services, "Bad") == {
+        "airline": 0,
+        "hotel": 0,
+        "attractions": 0,
+        "insurer": 0,
+        "payments": 0,
+    }
 
 
 async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
@@ -206,6 +286,8 @@ async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
         "book hotel room",
         "buy tourist tickets",
         "buy travel insurance",
+        "charge card",
+        "payment confirmed",
     ]
 
 
@@ -243,4 +325,42 @@ async def test_cancellation_storm_leaves_nothing_booked(
     assert endings.count("CANCELED") >= len(handles) // 5, endings.count("CANCELED")
     for name, ending in zip(travellers, endings, strict=True):
         held = sum(active(services, name).values())
-        assert held == (3 if ending == "COMPLETED" else 0), (name, ending, held)
+        assert held == (4 if ending == "COMPLETED" else 0), (name, ending, held)  # paid too
+
+
+async def test_the_http_endpoint_answers_once_the_hotel_is_booked(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    """POST /trips answers within the request (the early answer), while the rest of
+    the trip finishes in the background; a saga that fails first answers why."""
+    api = TestClient(TestServer(trip_api.app(client, trip_worker)))
+    await api.start_server()
+    try:
+        maria = json.loads(trip("Maria").model_dump_json())
+        answered = await api.post("/trips", json=maria)
+        assert answered.status == 201, await answered.text()
+        body = await answered.json()
+        assert body["status"] == "booked" and body["hotel"]["city"] == "Venice"
+        workflow_id = body["trip"].removeprefix("/trips/")
+        handle = client.get_workflow_handle(workflow_id, result_type=TripBooking)
+        # Answered before the saga ended: the payment's confirmation comes later.
+        assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+        booking = await handle.result()
+        assert booking.payment is not None
+        shown = await (await api.get(body["trip"])).json()
+        assert "✔️ end saga (success)" in shown["trace"]
+        # Venice's only room is Maria's: Kevin's request gets the reason at once.
+        kevin = json.loads(trip("Kevin").model_dump_json())
+        refused = await api.post("/trips", json=kevin)
+        assert refused.status == 409
+        assert (await refused.json())["reason"] == "no available hotel rooms"
+        invalid = await api.post("/trips", json={**kevin, "nights": 0})
+        assert invalid.status == 400
+        assert (await invalid.json())["problems"] == [
+            "nights: Input should be greater than or equal to 1"
+        ]
+        assert (await api.get("/trips/no-such-trip")).status == 404
+    finally:
+        await api.close()
+    held = {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1, "payments": 1}
+    assert active(services, "Maria") == held

@@ -1,5 +1,6 @@
 """Buy a trip package: book plane ticket, book hotel room, buy tourist tickets, and,
-if the flight is expensive, buy travel insurance once the rest is booked; with
+once they are booked, charge the card and wait for the payment provider's confirmation
+(an event step) and, if the flight is expensive, buy travel insurance; with
 ``car=True``, also rent a car, from the car-rental service, a Node.js worker
 (``services/car-rental``) that serves ``bookCar`` and ``cancelCar`` on its own queue.
 
@@ -16,9 +17,10 @@ from pydantic import ValidationError
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import TripBooking, TripRequest
+    from activities.models import PaymentConfirmation, TripBooking, TripRequest
     from activities.trip import (
         INSURE_FLIGHTS_ABOVE,
+        PAYMENT_CONFIRMATION_TIMEOUT,
         book_flight,
         book_hotel,
         buy_insurance,
@@ -27,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
         cancel_hotel,
         cancel_insurance,
         cancel_tickets,
+        charge_card,
+        refund_card,
     )
     from temporal_saga import Saga, StepStatus
 
@@ -100,6 +104,26 @@ class BuyTripPackage:
             compensate=cancel_insurance,
             compensation_name="cancel travel insurance",
         )
+        # The payment, added later too: once everything is booked the card is charged,
+        # and the provider confirms the charge a moment later by calling the saga
+        # back (the event "payment"); no confirmation in time undoes the trip.
+        charge = saga.step(
+            "charge card",
+            charge_card,
+            lambda: trip.payment(plane.result),
+            after=[plane, hotel, tour],
+            since="trip-payment",
+            compensate=refund_card,
+            compensation_name="refund card",
+        )
+        confirmed = saga.event(
+            "payment confirmed",
+            "payment",
+            timeout=PAYMENT_CONFIRMATION_TIMEOUT,
+            result_type=PaymentConfirmation,
+            after=[charge],
+            since="trip-payment",
+        )
         await saga.run()
         insured = insurance.outcome is StepStatus.SUCCEEDED
         return TripBooking(
@@ -108,4 +132,5 @@ class BuyTripPackage:
             tickets=tour.result,
             insurance=insurance.result if insured else None,
             car=car.result if car is not None else None,
+            payment=confirmed.result if confirmed.outcome is StepStatus.SUCCEEDED else None,
         )

@@ -80,6 +80,8 @@ def _describe(step: StepState, needs_human: set[str], pivot: str | None) -> tupl
     elif step.note:
         said += f" ({step.note})"
     lines = [said]
+    if step.event is not None and step.note is None:  # a waiting one's note says it
+        lines.append(f"waits for event {step.event!r}")
     if step.name == pivot:
         lines.append("the pivot: no undo past it")
     undo = step.compensation
