@@ -206,11 +206,50 @@ class LargeHelperSaga:
         return (await saga.run()).state.status.value
 
 
+# --- Waiting for an event: by hand, and as an event step (bench/events.py) -----------
+
+EVENT_TIMEOUT = timedelta(minutes=5)
+
+
+@workflow.defn
+class HandWrittenWait:
+    """Waits for a ``payment`` by hand: an Update handler keeps the payload, the run
+    waits for it with ``workflow.wait_condition`` and the same timeout."""
+
+    def __init__(self) -> None:
+        self.payment: dict[str, Any] | None = None
+
+    @workflow.update
+    def pay(self, payment: dict[str, Any]) -> str:
+        self.payment = payment
+        return "taken"
+
+    @workflow.run
+    async def run(self) -> dict[str, Any]:
+        await workflow.wait_condition(lambda: self.payment is not None, timeout=EVENT_TIMEOUT)
+        assert self.payment is not None
+        return self.payment
+
+
+@workflow.defn
+class EventStepSaga:
+    """The same wait as a saga's event step (``saga_event``)."""
+
+    @workflow.run
+    async def run(self) -> dict[str, Any]:
+        saga = Saga("pay")
+        payment = saga.event("payment confirmed", "payment", timeout=EVENT_TIMEOUT)
+        await saga.run()
+        return payment.result  # type: ignore[no-any-return]
+
+
 WORKFLOWS: list[type] = [
     HandWrittenSaga,
     HandWrittenWithSummaries,
     HelperSaga,
     ImperativeHelperSaga,
     LargeHelperSaga,
+    HandWrittenWait,
+    EventStepSaga,
 ]
 ACTIVITIES = [bench_step, bench_undo, bench_step_json, bench_undo_json]

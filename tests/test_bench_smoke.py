@@ -90,3 +90,11 @@ def test_the_table_shows_the_phases_measured_and_only_those() -> None:
     shown = table({"width": {"8": {"seconds": 1.1, "relative_to_one_step": 1.1}}})
     assert "| 8 × 1 s steps | 1.10 |" in shown
     assert "contender" not in shown  # no compare phase, no compare rows (was a KeyError)
+
+
+def test_event_bench_smoke(env: WorkflowEnvironment) -> None:
+    run = run_bench(
+        "bench.events", "--sagas", "4", "--rounds", "2", "--address", server_address(env)
+    )
+    assert "| history events per workflow | 12 | 12 | 1.00 |" in run.stdout, run.stdout
+    assert "| request to answer, median |" in run.stdout
