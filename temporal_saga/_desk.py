@@ -7,7 +7,8 @@ is rejected without touching history), recorded in history and answered:
 
 * ``saga_retry`` (``RetryStep``): run that compensation (or step after the
   pivot) again, with a new argument if given;
-* ``saga_resolve`` (``ResolveStep``): the operator finished it by hand;
+* ``saga_resolve`` (``ResolveStep``): the operator finished it by hand (and may give
+  its result, which the steps after it read: an event step's payload);
 * ``saga_give_up`` (``GiveUp``): end now, ``COMPENSATION_FAILED``.
 
 When nothing needs a human any more the saga ends ``COMPENSATED`` (or, failed past
@@ -101,7 +102,8 @@ async def _retry(request: RetryStep) -> str:
 
 
 def _validate_resolve(request: ResolveStep) -> None:
-    _target(request)
+    desk, step = _target(request)
+    desk.result_of(step, request)
 
 
 def _resolve(request: ResolveStep) -> str:
@@ -292,9 +294,17 @@ class OperatorDesk:
         self._publisher.record("retry", request, step=step.name, note=answer)
         return f"{what}: {answer}"
 
+    def result_of(self, step: Step[Any], request: ResolveStep) -> tuple[Any] | None:
+        """The result an operator gives a step they resolve, ``(result,)``, or None
+        (``ValueError``: an event step's payload that does not validate)."""
+        if "result" not in request.model_fields_set:
+            return None
+        wait = step._definition.event
+        return (request.result if wait is None else wait.validate(request.result),)
+
     def resolve(self, step: Step[Any], request: ResolveStep) -> str:
-        """The operator finished the step by hand."""
-        self._scheduler.resolve(step, request.note)
+        """The operator finished the step by hand (giving its result, maybe)."""
+        self._scheduler.resolve(step, request.note, self.result_of(step, request))
         self._publisher.record("resolve", request, step=step.name, note=request.note)
         return f"{step.name}: resolved by hand"
 

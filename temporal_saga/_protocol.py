@@ -22,7 +22,7 @@ on lives here and nowhere else:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from temporalio import activity
@@ -65,30 +65,44 @@ class Request(BaseModel):
     saga: str | None = None  # which saga, when several in one workflow need a human
 
 
-class RetryStep(Request):
+class _Unset(Request):
+    """A request whose optional ``_OMITTED`` fields leave the wire when not given: no
+    field and a null one mean different things."""
+
+    _OMITTED: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for name in self._OMITTED:
+            if name not in self.model_fields_set:
+                data.pop(name, None)
+        return data
+
+
+class RetryStep(_Unset):
     """Input of ``saga_retry``: run a failed compensation (or a step after the pivot)
     again. ``arg``, when given (even as null), replaces the argument it ran with.
 
     From the ``temporal`` CLI: ``--input '{"step": "book hotel room", "by": "alice"}'``.
     """
 
+    _OMITTED: ClassVar[tuple[str, ...]] = ("arg",)
+
     step: str
     arg: Any = None
 
-    @model_serializer(mode="wrap")
-    def _without_unset_arg(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # On the wire, no "arg" means the same argument; "arg": null means None.
-        data = handler(self)
-        if "arg" not in self.model_fields_set:
-            data.pop("arg", None)
-        return data
 
+class ResolveStep(_Unset):
+    """Input of ``saga_resolve``: the operator finished ``step`` by hand; ``note`` says
+    how. ``result``, when given (even as null), becomes the step's result, for the steps
+    after it to read (an event step's payload: validated as the event's would be)."""
 
-class ResolveStep(Request):
-    """Input of ``saga_resolve``: the operator finished ``step`` by hand; ``note`` says how."""
+    _OMITTED: ClassVar[tuple[str, ...]] = ("result",)
 
     step: str
     note: str = _TEXT
+    result: Any = None
 
 
 class GiveUp(Request):

@@ -563,9 +563,12 @@ class Scheduler:
         args = None if new_arg is None else ([] if new_arg[0] is None else [new_arg[0]])
         await self.undo(step, args=args, order=step._progress.compensation.order)
 
-    def resolve(self, step: Step[Any], note: str) -> None:
-        """An operator finished the step (or its compensation) by hand."""
+    def resolve(self, step: Step[Any], note: str, result: tuple[Any] | None = None) -> None:
+        """An operator finished the step (or its compensation) by hand; ``(result,)``:
+        what they give as its result."""
         step._progress.resolved = note
+        if result is not None:
+            step._progress.result = result[0]
         self._publisher.publish(step)
 
 

@@ -214,7 +214,7 @@ class Step(Generic[R]):
 
     @property
     def result(self) -> R:
-        """The step's result.
+        """The step's result (or the one an operator gave it, resolving it by hand).
 
         Raises:
             NoResult: The step has not succeeded (yet) (a ``RuntimeError``). A
@@ -223,7 +223,9 @@ class Step(Generic[R]):
                 own argument (the default) and ``idempotency_key()``.
         """
         progress = self._progress
-        if progress.outcome is not StepStatus.SUCCEEDED:
+        if progress.outcome is not StepStatus.SUCCEEDED and (
+            progress.resolved is None or progress.result is None  # none given by hand
+        ):
             why = progress.outcome.value
             if progress.error:
                 why = f"{why}: {progress.error}"

@@ -33,6 +33,7 @@ from temporal_saga.client import (
     ActionRejected,
     data_converter,
     render_trace,
+    resolve_step,
     retry_step,
     send_event,
     start_until_step,
@@ -424,3 +425,21 @@ async def test_the_early_answer_is_the_failure_when_the_saga_fails_first(
                 task_queue=task_queue,
             )
         await client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_past_the_pivot_an_operator_resolves_a_missing_event_with_its_payload(
+    client: Client, worker: WorkerFactory, task_queue: str
+) -> None:
+    f = fakes()
+    async with worker(workflows=[ShopSaga], activities=list(f.values())):
+        handle = await start(client, task_queue, ShopInput(wait_seconds=1, pivot=True))
+        await wait_for(handle, lambda s: s.status is SagaStatus.NEEDS_HUMAN)
+        with pytest.raises(ActionRejected, match="invalid 'payment' event for Payment: amount"):
+            await resolve_step(handle, "payment confirmed", note="paid at the desk", result={})
+        answer = await resolve_step(
+            handle, "payment confirmed", note="paid at the desk", result=PAYMENT
+        )
+        assert answer == "payment confirmed: resolved by hand"
+        # The step after it reads the payload the operator gave.
+        assert await handle.result() == {"payment": PAYMENT, "shipped": "shipped for 120"}
+    assert calls(f["ship"]) == [120]

@@ -200,6 +200,8 @@ async def act(client: Client, args: argparse.Namespace) -> int:
     elif args.command == "retry":
         sending = retry_step(handle, args.step, **common)
     elif args.command == "resolve":
+        if args.result is not None:
+            common["result"] = _json_option("--result", args.result)
         sending = resolve_step(handle, args.step, note=args.note, **common)
     else:
         sending = give_up(handle, note=args.note, **common)
@@ -401,6 +403,10 @@ def _parser() -> argparse.ArgumentParser:
         else:
             act_cmd.add_argument(
                 "--note", required=True, help="what was done, or why (public text)"
+            )
+        if command == "resolve":
+            act_cmd.add_argument(
+                "--result", help="the step's result, as JSON, for the steps after it"
             )
         acting(act_cmd)
     event_cmd = commands.add_parser(

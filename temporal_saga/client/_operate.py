@@ -136,19 +136,24 @@ async def resolve_step(
     step: str,
     *,
     note: str,
+    result: Any = _UNSET,
     by: str | None = None,
     saga: str | None = None,
 ) -> str:
     """Mark a step that needs a human as finished by hand.
 
     The trace then shows ``✔️ NAME (resolved by hand: NOTE)``. Arguments as for
-    :func:`retry_step`; ``note`` says what was done (public text: no personal data).
+    :func:`retry_step`; ``note`` says what was done (public text: no personal data);
+    ``result``, if given, becomes the step's result, which the steps after it read (for
+    an event step that did not get its event: the payload, validated as the event's).
 
     Raises:
         ActionRejected: The saga refused it (nothing was recorded).
     """
-    request = ResolveStep(step=step, note=note, by=by or operator_name(), saga=saga)
-    return await _act(handle, SAGA_RESOLVE_UPDATE, request)
+    fields: dict[str, Any] = {"step": step, "note": note, "by": by or operator_name()}
+    if result is not _UNSET:
+        fields["result"] = result
+    return await _act(handle, SAGA_RESOLVE_UPDATE, ResolveStep(saga=saga, **fields))
 
 
 async def give_up(
