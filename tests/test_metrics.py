@@ -79,20 +79,20 @@ async def test_a_scrape_of_worker_py_counts_sagas_steps_and_compensations(
     assert total(samples, "temporal_saga_sagas", status="SUCCEEDED", **saga) == 1
     assert total(samples, "temporal_saga_sagas", status="COMPENSATED", **saga) == 2
     assert total(samples, "temporal_saga_sagas", status="COMPENSATION_FAILED") == 0
-    # Maria: four steps; Kevin and Lena: plane and tickets, the hotel failed, insurance
-    # skipped.
-    assert total(samples, "temporal_saga_steps", outcome="SUCCEEDED", **saga) == 8
+    # Maria: six steps (the payment's confirmation, an event step, counts as one);
+    # Kevin and Lena: plane and tickets, the hotel failed, insurance and payment skipped.
+    assert total(samples, "temporal_saga_steps", outcome="SUCCEEDED", **saga) == 10
     assert total(samples, "temporal_saga_steps", outcome="FAILED", **saga) == 2
-    assert total(samples, "temporal_saga_steps", outcome="SKIPPED", **saga) == 2
+    assert total(samples, "temporal_saga_steps", outcome="SKIPPED", **saga) == 6
     assert total(samples, "temporal_saga_compensations", outcome="SUCCEEDED", **saga) == 3
     assert total(samples, "temporal_saga_compensations", outcome="FAILED", **saga) == 1
     assert total(samples, "temporal_saga_duration_count", status="COMPENSATED") == 2
     assert total(samples, "temporal_saga_compensation_duration_count") == 4
     assert total(samples, "temporal_saga_needs_human_entered", **saga) == 1
     assert total(samples, "temporal_saga_needs_human_left", how="resolved", **saga) == 1
-    # Attempts, counted where the activities ran: each ran once here.
+    # Attempts, counted where the activities ran (an event step runs none): each once.
     attempts = "temporal_saga_attempts"
-    assert total(samples, attempts, kind="step", outcome="SUCCEEDED", **saga) == 8
+    assert total(samples, attempts, kind="step", outcome="SUCCEEDED", **saga) == 9
     assert total(samples, attempts, kind="step", outcome="FAILED", **saga) == 2
     assert total(samples, attempts, kind="compensation", outcome="SUCCEEDED", **saga) == 3
     assert total(samples, attempts, kind="compensation", outcome="FAILED", **saga) == 1

@@ -148,16 +148,16 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
                     page = await context.new_page()
                     await page.goto(page_url)
                     # Step names are public text: readable with or without the codec.
-                    await page.get_by_text("book_flight • book plane ticket").wait_for(
-                        timeout=30_000
-                    )
-                    # (Playwright deems the UI's text hidden: its layout has a 0-size
-                    # wrapper. Poll the document instead.)
+                    # The timeline shows the latest first, and renders only the rows
+                    # in view: the card's charge, the trip's last activity. (Playwright
+                    # deems much of the UI's text hidden, its layout has 0-size
+                    # wrappers: poll the document instead.)
                     for _ in range(60):
                         content = await page.content()
-                        if shows in content:
+                        if shows in content and "charge_card • charge card" in content:
                             break
                         await page.wait_for_timeout(500)
+                    assert "charge_card • charge card" in content
                     await page.screenshot(path=str(shots / screenshot))
                     return content
 
