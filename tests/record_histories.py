@@ -200,6 +200,17 @@ SHAPES: dict[str, Shape] = {
     # trip records the patch, then skips the step for its fare).
     "trip_insured_since": Shape(BuyTripPackage, _trip("Ezra", date(2027, 10, 1))),
     "trip_cheap_since": Shape(BuyTripPackage, _trip("Fay", date(2027, 10, 1), "Paris")),
+    # After the payment was added (since="trip-payment"): the card charged, then the
+    # provider's confirmation, an event step (prompt; early, so kept; never: undone).
+    "trip_paid": Shape(BuyTripPackage, _trip("Gil", date(2027, 11, 2))),
+    "trip_paid_early": Shape(
+        BuyTripPackage,
+        _trip("Hana", date(2027, 11, 2), "Paris").model_copy(update={"confirmation": "early"}),
+    ),
+    "trip_payment_never_confirmed": Shape(
+        BuyTripPackage,
+        _trip("Ivo", date(2027, 11, 2), "Paris").model_copy(update={"confirmation": "never"}),
+    ),
     "cancel_while_compensating": Shape(
         ScriptedSaga, _scripted(*_SLOW_UNDO), cancel_after=1.2, cancels=2
     ),
@@ -345,7 +356,15 @@ async def record(client: Client, queue: str, name: str, shape: Shape) -> None:
 # Histories of an earlier version of the library, kept as they are: replaying them
 # proves that sagas in flight across an upgrade still replay. `make histories` leaves
 # them alone (name one to re-record it anyway).
-FROZEN = {"trip_success", "trip_hotel_full", "trip_success_checked", "trip_insured"}
+FROZEN = {
+    "trip_success",
+    "trip_hotel_full",
+    "trip_success_checked",
+    "trip_insured",
+    # Recorded before the trip's payment steps (since="trip-payment") existed.
+    "trip_insured_since",
+    "trip_cheap_since",
+}
 
 
 async def main() -> None:
