@@ -24,7 +24,7 @@ from temporalio import workflow
 
 from ._errors import SagaError, SagaFailed
 from ._protocol import SAGA_ANSWER_UPDATE, AnswerWhen
-from ._sdk import handler_tables, run_state, set_update_handlers, update_definition
+from ._sdk import RunState, handler_tables, run_state, set_update_handlers, update_definition
 from ._state import SagaStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -77,8 +77,10 @@ _UPDATE = update_definition(SAGA_ANSWER_UPDATE, _answer, _validate, AnswerWhen, 
 def take_early_answers() -> None:
     """Register this workflow run's ``saga_answer`` Update (once)."""
     tables = handler_tables()
-    if tables is None or SAGA_ANSWER_UPDATE not in tables[1]:
+    if tables is None:
         set_update_handlers((_UPDATE,))
+    else:
+        tables[1].setdefault(SAGA_ANSWER_UPDATE, _UPDATE)
 
 
 class Answerer:
@@ -100,13 +102,12 @@ class Answerer:
     def steps(self) -> list[str]:
         return list(self._definition.by_name)
 
-    def open(self, *, block: bool) -> None:
+    def open(self, run: RunState, *, block: bool) -> None:
         """Take this workflow run's ``saga_answer`` Updates (registered with its first saga)."""
         self._block_open = block
-        answerers = _answerers()
-        if not answerers:
+        if not run.answerers:
             take_early_answers()
-        answerers.append(self)
+        run.answerers.append(self)
 
     def close_block(self) -> None:
         self._block_open = False

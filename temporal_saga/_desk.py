@@ -47,7 +47,7 @@ from ._protocol import (
     RetryStep,
 )
 from ._publisher import Publisher
-from ._sdk import run_state, set_update_handlers, update_definition
+from ._sdk import RunState, run_state, set_update_handlers, update_definition
 from ._state import SagaStatus, StepStatus
 from ._step import Step
 from ._trace import duration
@@ -144,12 +144,11 @@ class OperatorDesk:
         self.retrying: dict[str, asyncio.Task[Any]] = {}  # steps whose retry runs now
         self._closed = False  # given up, timed out or cancelled: stop waiting
 
-    def open(self) -> None:
+    def open(self, run: RunState) -> None:
         """Take this workflow run's operator Updates (registered with its first saga)."""
-        desks = _desks()
-        if not desks:
+        if not run.desks:
             set_update_handlers(_UPDATES)
-        desks.append(self)
+        run.desks.append(self)
 
     @property
     def name(self) -> str:

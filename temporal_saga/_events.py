@@ -42,7 +42,7 @@ from ._protocol import (
     SendEvent,
     event_timer_summary,
 )
-from ._sdk import run_state, set_update_handlers, update_definition
+from ._sdk import RunState, run_state, set_update_handlers, update_definition
 from ._state import SagaStatus, StepStatus
 from ._trace import duration
 
@@ -182,18 +182,17 @@ class Inbox:
     def name(self) -> str:
         return self._definition.name
 
-    def open(self, *, block: bool) -> None:
+    def open(self, run: RunState, *, block: bool) -> None:
         """Take this workflow run's events (the handlers are registered with the first
         saga that may wait for one). ``block``: the imperative form, whose steps come
         as its code adds them, so an event for a step not added yet is kept."""
         self._block_open = block
         if not block and not self._steps:
             return  # waits for nothing: an event finds no saga, and is refused
-        inboxes = _inboxes()
-        if not inboxes:
+        if not run.inboxes:
             set_update_handlers((_UPDATE,))
             workflow.set_signal_handler(SAGA_EVENT, _signalled)
-        inboxes.append(self)
+        run.inboxes.append(self)
 
     def close_block(self) -> None:
         """The imperative form's block ended: no step will be added any more."""

@@ -36,13 +36,6 @@ from ._turns import as_if_shielded
 R = TypeVar("R")
 
 
-def _next_run_number(saga: str) -> int:
-    """Number this run of the saga called ``saga`` in the current workflow run (from 1)."""
-    runs = run_state().runs
-    runs[saga] += 1
-    return runs[saga]
-
-
 class Saga:
     """A saga: named steps with compensations, run as one Temporal workflow.
 
@@ -403,17 +396,19 @@ class Saga:
         if self._definition.started:
             raise RuntimeError(f"saga {self.name!r} has already run")
         self._definition.started = True
-        self._scheduler.begin(saga_run_id(self.name, _next_run_number(self.name)))
+        run = run_state()
+        run.runs[self.name] += 1  # this saga's run number in the workflow run, from 1
+        self._scheduler.begin(saga_run_id(self.name, run.runs[self.name]))
         # Events and early-answer Updates are taken from the start: an Update sent
         # with the workflow's start is handled once the workflow's code first waits,
         # which the check below does.
         block = self._body is not None
-        self._inbox.open(block=block)
-        self._answerer.open(block=block)
+        self._inbox.open(run, block=block)
+        self._answerer.open(run, block=block)
         checks = self._definition.search_attributes
         check = self._publisher.check_status_attribute() if checks else _nothing
         cancelled = await self._shielded(check)
-        self._desk.open()
+        self._desk.open(run)
         self._publisher.begin()
         return cancelled
 
