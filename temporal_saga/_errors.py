@@ -16,6 +16,8 @@ The hierarchy::
         │                           has not succeeded
         ├── NotASaga                (also a ValueError) a workflow whose history holds no
         │                           saga (client side)
+        ├── CompensatedFirst        a step's attempt that the barrier stopped: its
+        │                           compensation ran first (``temporal_saga.barrier``)
         └── ActionRejected          (also a ValueError) a saga rejected an operator's
                                     retry, resolve or give-up, or an event (client
                                     side): wrong step, not waiting, unknown event...
@@ -192,3 +194,9 @@ class SagaFailed(SagaError):
                 return cls(SagaState.model_validate(seen.details[0]))
             seen = getattr(seen, "cause", None) or seen.__cause__
         return None
+
+
+class CompensatedFirst(SagaError):
+    """A step's attempt that arrived after its compensation had run (a late retry of a
+    step that timed out): the barrier (``temporal_saga.barrier.guarded``) let it do
+    nothing, and it fails for good, so nothing stays in effect behind the saga."""

@@ -153,3 +153,12 @@ def temporal_cli(env: WorkflowEnvironment, *args: str) -> subprocess.CompletedPr
         text=True,
         timeout=30,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The tests' PostgreSQL server (see tests/postgres.py): a psycopg conninfo."""
+    from .postgres import server
+
+    with server() as conninfo:
+        yield conninfo

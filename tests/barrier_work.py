@@ -1,0 +1,114 @@
+"""A service that books under the barrier, for the barrier's tests, on SQLite or
+PostgreSQL (``db``: a SQLite file's path, or ``postgresql:`` and a psycopg conninfo):
+a ``bookings`` table beside the ``saga_barrier`` table; ``book`` and ``cancel`` are a
+step's effect and its compensation, each in one transaction with the barrier."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+
+from temporal_saga import Saga
+from temporal_saga.barrier import create_table, guarded
+from temporal_saga.barrier._barrier import StepKey, _sql
+
+POSTGRES = "postgresql:"
+
+
+def connect(db: str) -> Any:
+    if db.startswith(POSTGRES):
+        import psycopg
+
+        return psycopg.connect(db.removeprefix(POSTGRES))
+    return sqlite3.connect(db, timeout=60)
+
+
+def prepare(db: str) -> None:
+    """Create the service's table and the barrier's."""
+    conn = connect(db)
+    with conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bookings (step TEXT PRIMARY KEY, status TEXT)")
+        create_table(conn)
+    conn.close()
+
+
+def rows(db: str, query: str) -> list[tuple[Any, ...]]:
+    conn = connect(db)
+    try:
+        return list(conn.execute(query).fetchall())
+    finally:
+        conn.close()
+
+
+def _step(key: StepKey | None) -> str:
+    return key.step if key else activity.info().activity_id.removesuffix("/compensate")
+
+
+def book(db: str, key: StepKey | None = None) -> str | None:
+    """The step's effect: a booking, once."""
+    conn = connect(db)
+    try:
+        with conn:
+
+            def insert() -> str:
+                step = _step(key)
+                conn.execute(_sql(conn, "INSERT INTO bookings VALUES (?, 'BOOKED')"), (step,))
+                return f"booked {step}"
+
+            return guarded(conn, insert, key=key)
+    finally:
+        conn.close()
+
+
+def cancel(db: str, key: StepKey | None = None) -> None:
+    """The compensation: cancel the booking, once."""
+    conn = connect(db)
+    try:
+        with conn:
+
+            def update() -> None:
+                query = "UPDATE bookings SET status = 'CANCELLED' WHERE step = ?"
+                conn.execute(_sql(conn, query), (_step(key),))
+
+            guarded(conn, update, key=key)
+    finally:
+        conn.close()
+
+
+class Room(BaseModel):
+    db: str
+    delay: float = 0.0  # seconds before the attempt reaches the database
+
+
+@activity.defn
+def book_room(room: Room) -> str | None:
+    time.sleep(room.delay)  # a slow attempt: it may arrive after its compensation
+    return book(room.db)
+
+
+@activity.defn
+def cancel_room(room: Room) -> None:
+    cancel(room.db)
+
+
+@workflow.defn
+class RoomSaga:
+    """One room, whose booking attempt may arrive after the step timed out."""
+
+    @workflow.run
+    async def run(self, room: Room) -> None:
+        saga = Saga("room", start_to_close_timeout=timedelta(seconds=1))
+        saga.step(
+            "book room",
+            book_room,
+            room,
+            compensate=cancel_room,
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+        await saga.run()
