@@ -238,7 +238,7 @@ async def needs_a_human(client: Client, trip: TripRequest) -> bool:
     print(f"\nWeb UI: {web_ui_url(client.namespace, handle.id, handle.result_run_id)}")
     print("\n── An operator finishes it ──\n")
     desk = airline()
-    refunded = sum(desk.cancel(b.key) for b in desk.active(holder=trip.traveller))
+    refunded = sum(desk.cancel_by_hand(b.key) for b in desk.active(holder=trip.traveller))
     print(f"(at the airline's desk, by hand: {refunded} ticket refunded)")
     note = "refunded at the airline's desk"
     print(f'$ temporal-saga resolve {handle.id} "book plane ticket" --note "{note}" --by ops@demo')

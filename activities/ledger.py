@@ -1,15 +1,18 @@
-"""The three services' persistent state: one SQLite ledger per service.
+"""The trip's Python services' persistent state: one SQLite ledger per service.
 
-Every booking is keyed by the saga step's idempotency key, which gives the services
-the guarantees a saga needs from them:
+Every booking is made and cancelled under ``temporal_saga.barrier``, in the same
+transaction as the booking's own row, which gives the services what a saga needs from
+them (docs/barrier.md):
 
 - a retried booking returns the first booking instead of booking twice;
-- a cancel is idempotent and succeeds when there is nothing to cancel (it leaves a
-  tombstone), so a compensation may run for a step that never took effect;
-- a booking that arrives after its cancel (a late retry of an uncertain step) is
-  refused, so nothing stays booked behind the saga's back;
-- everything booked under a key prefix (all of a nested saga's steps) can be
-  cancelled at once, and later bookings under that prefix are refused too.
+- a cancel happens once, and succeeds doing nothing when there is nothing to cancel,
+  so a compensation may run for a step that never took effect;
+- a booking that arrives after its cancel (a late attempt of an uncertain step) is
+  refused, so nothing stays booked behind the saga's back.
+
+And one rule of the service's own: everything booked under a key prefix (all of a
+nested saga's steps) can be cancelled at once, and later bookings under that prefix
+are refused too (a nested saga terminated mid-flight has no compensations of its own).
 
 Files live in ``$TRIP_DATA_DIR`` (default ``data/services``); connections are opened
 per call, so any number of worker threads and processes can share them.
@@ -25,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+
+from temporal_saga.barrier import CompensatedFirst, create_table, guarded
 
 BOOKED = "BOOKED"
 CANCELLED = "CANCELLED"
@@ -85,6 +90,7 @@ class Ledger:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            create_table(conn)  # the barrier's
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time: capacity checks hold
             try:
                 yield conn
@@ -106,60 +112,69 @@ class Ledger:
         quantity: int = 1,
         check: Check | None = None,
     ) -> str:
-        """Book once per key and return the booking id.
+        """Book once per step (a saga step's activity: ``key`` is its idempotency key)
+        and return the booking id.
 
         Raises:
-            BookingRefused: The key was cancelled already, or ``check`` refused.
+            BookingRefused: The step was cancelled already, or ``check`` refused.
         """
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT booking_id, status FROM bookings WHERE key = ?", (key,)
-            ).fetchone()
-            if (
-                row is None
-                and conn.execute(
+
+            def book() -> str:
+                if conn.execute(
                     "SELECT 1 FROM cancelled_prefixes WHERE substr(?, 1, length(prefix)) = prefix",
                     (key,),
-                ).fetchone()
-            ):
-                raise BookingRefused(
-                    f"{self.service}: booking {key} was cancelled before it arrived"
-                )
-            if row is not None:
-                booking_id, status = row
-                if status == CANCELLED:
+                ).fetchone():
                     raise BookingRefused(
                         f"{self.service}: booking {key} was cancelled before it arrived"
                     )
-                return str(booking_id)
-            if check is not None:
-                check(conn)
-            booking_id = f"{self.prefix}-{hashlib.sha256(key.encode()).hexdigest()[:8].upper()}"
-            conn.execute(
-                "INSERT INTO bookings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    booking_id,
-                    holder,
-                    city,
-                    first_day.isoformat(),
-                    last_day.isoformat(),
-                    quantity,
-                    BOOKED,
-                ),
-            )
-            return booking_id
+                if check is not None:
+                    check(conn)
+                booking_id = f"{self.prefix}-{hashlib.sha256(key.encode()).hexdigest()[:8].upper()}"
+                conn.execute(
+                    "INSERT INTO bookings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        booking_id,
+                        holder,
+                        city,
+                        first_day.isoformat(),
+                        last_day.isoformat(),
+                        quantity,
+                        BOOKED,
+                    ),
+                )
+                return booking_id
+
+            try:
+                return str(guarded(conn, book))
+            except CompensatedFirst as err:
+                raise BookingRefused(
+                    f"{self.service}: booking {key} was cancelled before it arrived"
+                ) from err
 
     def cancel(self, key: str) -> bool:
-        """Cancel the booking of ``key``; True if a booking was active."""
+        """Cancel this step's booking (a saga step's compensation: ``key`` is its
+        idempotency key), once; True if a booking was active."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT status FROM bookings WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                # Tombstone: a booking that arrives later for this key is refused.
-                conn.execute("INSERT INTO bookings (key, status) VALUES (?, ?)", (key, CANCELLED))
-                return False
-            conn.execute("UPDATE bookings SET status = ? WHERE key = ?", (CANCELLED, key))
-            return bool(row[0] == BOOKED)
+            cancelled: list[bool] = []
+            guarded(conn, lambda: cancelled.append(self._cancel(conn, key)))
+            return bool(cancelled and cancelled[0])
+
+    def cancel_by_hand(self, key: str) -> bool:
+        """An operator's cancel at the service's desk, outside any saga step; True if
+        a booking was active."""
+        with self._transaction() as conn:
+            return self._cancel(conn, key)
+
+    @staticmethod
+    def _cancel(conn: sqlite3.Connection, key: str) -> bool:
+        return bool(
+            conn.execute(
+                "UPDATE bookings SET status = ? WHERE key = ? AND status = ?",
+                (CANCELLED, key, BOOKED),
+            ).rowcount
+        )
 
     def cancel_all(self, prefix: str) -> int:
         """Cancel every booking whose key starts with ``prefix``, now and to come;
@@ -172,7 +187,7 @@ class Ledger:
             ).rowcount
 
     def bookings(self, *, holder: str | None = None) -> list[Booking]:
-        """Every row (tombstones included), optionally of one holder."""
+        """Every booking (cancelled ones included), optionally of one holder."""
         if not self.path.exists():
             return []
         conn = sqlite3.connect(self.path, timeout=30)

@@ -14,8 +14,10 @@ City = Literal["Lisbon", "Paris", "Rome", "Venice"]
 #: back), "flaky" fails the first attempt only,
 #: "slow" answers after a second (heartbeating, so a cancellation can reach it),
 #: "no_refund" books but refuses every cancel for good (an airline after departure):
-#: the saga then waits for a human.
-Fault = Literal["down", "flaky", "slow", "no_refund"]
+#: the saga then waits for a human; "zombie": the first attempt stalls past its 10 s
+#: timeout (no heartbeat), then books anyway, while a retry has taken its place (and
+#: maybe been cancelled by then): the barrier keeps it from booking twice.
+Fault = Literal["down", "flaky", "slow", "no_refund", "zombie"]
 
 #: When the payment provider confirms a charge (a webhook, sent to the saga as its
 #: ``payment`` event): "prompt" a moment after the charge, "early" before the charge's

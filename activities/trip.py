@@ -51,6 +51,8 @@ FARES: dict[City, int] = {"Lisbon": 90, "Paris": 180, "Rome": 260, "Venice": 540
 #: A trip whose flight costs more than this gets travel insurance (the trip saga's
 #: conditional step); the premium is a tenth of the fare.
 INSURE_FLIGHTS_ABOVE = 500
+#: How long a "zombie" first attempt stalls: past the steps' 10 s start-to-close timeout.
+ZOMBIE_STALL = 12
 #: How long the trip saga waits for the payment provider's confirmation of a charge.
 PAYMENT_CONFIRMATION_TIMEOUT = timedelta(seconds=5)
 #: When the provider confirms, in seconds after the charge, for each kind of
@@ -85,7 +87,8 @@ def payments() -> Ledger:
 
 
 def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
-    """Misbehave as the request asks: 'down', 'flaky', 'slow', 'no_refund' (see ``Fault``).
+    """Misbehave as the request asks: 'down', 'flaky', 'slow', 'no_refund', 'zombie'
+    (see ``Fault``).
 
     A cancel comes later than its booking: by then a service that was down is back
     after one more failed attempt (a compensation that could never succeed would
@@ -103,6 +106,8 @@ def _simulate(fault: Fault | None, service: str, *, undo: bool = False) -> None:
             if activity.is_cancelled():  # checked here, at a safe point (see ALL)
                 raise CancelledError("cancelled while waiting for the service")
             time.sleep(0.1)
+    if fault == "zombie" and not undo and activity.info().attempt == 1:
+        time.sleep(ZOMBIE_STALL)  # timed out meanwhile: a retry runs; this goes on later
     if fault == "down" or (fault == "flaky" and activity.info().attempt == 1):
         raise ApplicationError(f"{service} is unavailable", type="ServiceUnavailable")
 

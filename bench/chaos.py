@@ -16,7 +16,10 @@ being killed meanwhile), either refunds the flight by hand and resolves it, or
 retries the cancel with a new argument (without the fault). Every trip pays by card,
 and the payment provider's confirmation (an event step) comes early (before its step
 is due) for about 10 %, twice for 10 %, too late for 5 %, never for 5 %: the last
-two time out and undo the trip.
+two time out and undo the trip. About 5 % have a zombie attempt: a step's first
+attempt stalls past its timeout and reaches its service after the retry booked (and,
+another service being down, often after the saga cancelled that booking): the
+services' barrier (``temporal_saga.barrier``) keeps it from booking again.
 At the end it checks, from the services' databases and the workflows' outcomes:
 
 - every saga is fully booked (it succeeded) or fully released (it did not);
@@ -147,6 +150,12 @@ def make_trip(
         down, slow = rng.sample(SERVICES, 2)
         faults = {down: "down", slow: "slow"}
         chaos.count("service down, slow compensation (cancelled while compensating)")
+    elif roll < 0.05:
+        # A step's first attempt outlives its timeout and books after its retry did,
+        # maybe after the saga cancelled that (another service is down).
+        zombie, down = rng.sample(SERVICES, 2)
+        faults = {zombie: "zombie", down: "down"}
+        chaos.count("zombie attempt (books late), service down")
     elif roll < 0.2:
         faults[rng.choice(SERVICES)] = "down"
         chaos.count("service down (saga must compensate)")

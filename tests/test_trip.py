@@ -20,7 +20,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import trip_api
+from activities.ledger import Ledger
 from activities.models import TripBooking
+from activities.trip import ZOMBIE_STALL
 from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
 from temporal_saga.client import load_state, render_trace
 from workflows.trip import BuyTripPackage
@@ -364,3 +366,24 @@ async def test_the_http_endpoint_answers_once_the_hotel_is_booked(
         await api.close()
     held = {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1, "payments": 1}
     assert active(services, "Maria") == held
+
+
+async def test_a_zombie_booking_attempt_books_nothing_behind_the_saga(
+    client: Client, trip_worker: str, services: Path
+) -> None:
+    """The hotel's first attempt stalls past its 10 s timeout; the retry books; the
+    airline is down, so the saga cancels that booking; then the stalled attempt reaches
+    the hotel, which the barrier keeps from booking again."""
+    request = trip("Zed", destination="Paris", faults={"hotel": "zombie", "airline": "down"})
+    with pytest.raises(WorkflowFailureError):
+        await buy(client, trip_worker, request)
+    await asyncio.sleep(ZOMBIE_STALL - 8)  # the stalled attempt reaches the hotel
+    assert active(services, "Zed") == {
+        "airline": 0,
+        "hotel": 0,
+        "attractions": 0,
+        "insurer": 0,
+        "payments": 0,
+    }
+    [hotel] = Ledger("hotel", "", services).bookings(holder="Zed")
+    assert hotel.status == "CANCELLED"  # booked once (by the retry), cancelled once
