@@ -65,12 +65,13 @@ demo-encrypted: $(DEMO) node
 	test -s data/demo.key || $(BIN)/temporal-saga new-key --id demo-1 > data/demo.key
 	TEMPORAL_SAGA_KEY_FILE=data/demo.key $(BIN)/python demo.py $(DEMO_ARGS)
 
-## make bench: helper vs hand-written Temporal saga, event steps vs a hand-written wait
-## (several minutes); see bench/README.md.
+## make bench: helper vs hand-written Temporal saga, event steps vs a hand-written wait,
+## the barrier's cost per call (several minutes); see bench/README.md.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.barrier
 
 ## make chaos: 1,000 trip sagas under worker kills and a server restart (bench/chaos.py).
 chaos: $(STAMP)

@@ -98,3 +98,9 @@ def test_event_bench_smoke(env: WorkflowEnvironment) -> None:
     )
     assert "| history events per workflow | 12 | 12 | 1.00 |" in run.stdout, run.stdout
     assert "| request to answer, median |" in run.stdout
+
+
+def test_barrier_bench_smoke() -> None:
+    run = run_bench("bench.barrier", "--calls", "20", "--rounds", "2")
+    assert "| SQLite, step (insert) |" in run.stdout, run.stdout
+    assert "| PostgreSQL, compensation (update) |" in run.stdout, run.stdout
