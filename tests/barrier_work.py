@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -84,12 +85,19 @@ def cancel(db: str, key: StepKey | None = None) -> None:
 class Room(BaseModel):
     db: str
     delay: float = 0.0  # seconds before the attempt reaches the database
+    # After the first attempt committed: touch this file, then stall (to be killed).
+    stall_after_commit: str | None = None
+    attempts: int = 1  # the step's maximum attempts
 
 
 @activity.defn
 def book_room(room: Room) -> str | None:
     time.sleep(room.delay)  # a slow attempt: it may arrive after its compensation
-    return book(room.db)
+    booked = book(room.db)
+    if room.stall_after_commit and activity.info().attempt == 1:
+        Path(room.stall_after_commit).touch()  # committed: the test kills this worker
+        time.sleep(60)
+    return booked
 
 
 @activity.defn
@@ -109,6 +117,6 @@ class RoomSaga:
             book_room,
             room,
             compensate=cancel_room,
-            retry_policy=RetryPolicy(maximum_attempts=1),
+            retry_policy=RetryPolicy(maximum_attempts=room.attempts),
         )
         await saga.run()

@@ -9,6 +9,10 @@ never booked behind its compensation's back.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -18,6 +22,7 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
 
 from temporal_saga import SagaFailed, StepStatus
 from temporal_saga.barrier import CompensatedFirst, create_table, guarded, guarded_async, prune
@@ -218,3 +223,47 @@ async def test_the_async_guard_keeps_the_same_rules_on_psycopg(postgres: str) ->
     with pytest.raises(CompensatedFirst):
         await guard("s/b")  # the late attempt
     assert ran == ["do s/a", "undo s/a"]
+
+
+def _worker(env: WorkflowEnvironment, queue: str, log: Path) -> subprocess.Popen[bytes]:
+    """A worker process serving RoomSaga, once it polls."""
+    address = env.client.service_client.config.target_host
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.barrier_worker", queue],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "TEMPORAL_ADDRESS": address},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while b"ready" not in log.read_bytes():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return process
+
+
+async def test_a_worker_killed_between_the_commit_and_the_completion_books_once(
+    env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path, db: str
+) -> None:
+    """The first attempt commits its booking, then its worker is SIGKILLed before the
+    activity completes; the retry, on another worker, gets the recorded booking."""
+    committed = tmp_path / "committed"
+    first = _worker(env, task_queue, tmp_path / "first.log")
+    try:
+        room = Room(db=db, stall_after_commit=str(committed), attempts=3)
+        handle = await client.start_workflow(
+            RoomSaga.run, room, id=f"room-{uuid.uuid4()}", task_queue=task_queue
+        )
+        while not committed.exists():
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        second = _worker(env, task_queue, tmp_path / "second.log")
+        try:
+            await asyncio.wait_for(handle.result(), timeout=60)
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    assert list(bookings(db).values()) == ["BOOKED"]  # once
+    origins = {phase: origin for (_, phase), origin in records(db).items()}
+    assert origins == {"forward": "forward"}

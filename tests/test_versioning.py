@@ -351,8 +351,9 @@ async def test_replay_check_names_the_sagas_a_change_would_break(
     [
         (None, None),  # the trip saga as it is
         (('compensation_name="cancel hotel room booking",', 'label="reserve a room",'), None),
-        # The insurance step without since=: the histories that decided it break.
-        (('since="trip-insurance",', ""), "patch marker encountered for change trip-insurance"),
+        # The insurance step without since=: the histories that decided it break, each
+        # naming its patch (a marker without its command, or in the payment's place).
+        (('since="trip-insurance",', ""), "trip-insurance"),
         # A step renamed: every history breaks, naming both names.
         (
             ('"book hotel room",', '"reserve a room",'),
