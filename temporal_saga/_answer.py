@@ -92,7 +92,6 @@ class Answerer:
         self._definition = definition
         self._progress = progress
         self._publisher = publisher
-        self._block_open = False  # the imperative form: steps may still be added
 
     @property
     def name(self) -> str:
@@ -102,20 +101,16 @@ class Answerer:
     def steps(self) -> list[str]:
         return list(self._definition.by_name)
 
-    def open(self, run: RunState, *, block: bool) -> None:
+    def open(self, run: RunState) -> None:
         """Take this workflow run's ``saga_answer`` Updates (registered with its first saga)."""
-        self._block_open = block
         if not run.answerers:
             take_early_answers()
         run.answerers.append(self)
 
-    def close_block(self) -> None:
-        self._block_open = False
-
     def may_have(self, step: str) -> bool:
-        return step in self._definition.by_name or (
-            self._block_open and self._progress.reason is None
-        )
+        """Whether this saga has (or, its block running, may still add) ``step``."""
+        definition = self._definition
+        return step in definition.by_name or (definition.in_block and self._progress.reason is None)
 
     async def answer(self, name: str) -> Any:
         """The step's result once it stands; ``SagaFailed`` once it cannot."""
@@ -133,7 +128,7 @@ class Answerer:
             (step is not None and self._stands(step))
             or self._progress.reason is not None
             or (self._progress.status not in _RUNNING)
-            or (step is None and not self._block_open and self._definition.started)
+            or (step is None and not self._definition.in_block and self._definition.started)
         )
 
     def _stands(self, step: Step[Any]) -> bool:

@@ -189,6 +189,7 @@ class SagaDefinition:
         self.by_name: dict[str, Step[Any]] = {}  # the steps, in definition order
         self.pivot: Step[Any] | None = None
         self.started = False  # the saga began: frozen, but for the imperative form
+        self.in_block = False  # the imperative form's block runs: steps start as added
         self.linked = False  # some step depends on another
         self.event_steps: dict[str, Step[Any]] = {}  # each event's step (event steps)
         self._undoable = 0  # steps with a compensation

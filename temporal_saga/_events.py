@@ -176,31 +176,27 @@ class Inbox:
         self._publisher = publisher
         self._steps = definition.event_steps  # each event's step
         self._mail: dict[str, _Mail] = {}  # each event received, taken or kept
-        self._block_open = False  # the imperative form: steps may still be added
 
     @property
     def name(self) -> str:
         return self._definition.name
 
-    def open(self, run: RunState, *, block: bool) -> None:
+    def open(self, run: RunState) -> None:
         """Take this workflow run's events (the handlers are registered with the first
-        saga that may wait for one). ``block``: the imperative form, whose steps come
-        as its code adds them, so an event for a step not added yet is kept."""
-        self._block_open = block
-        if not block and not self._steps:
+        saga that may wait for one: one with event steps, or the imperative form's,
+        whose steps come as its code adds them, so an event for a step not added yet
+        is kept)."""
+        if not self._definition.in_block and not self._steps:
             return  # waits for nothing: an event finds no saga, and is refused
         if not run.inboxes:
             set_update_handlers((_UPDATE,))
             workflow.set_signal_handler(SAGA_EVENT, _signalled)
         run.inboxes.append(self)
 
-    def close_block(self) -> None:
-        """The imperative form's block ended: no step will be added any more."""
-        self._block_open = False
-
     def may_take(self, event: str) -> bool:
-        """Whether this saga has (or, its block open, may still add) a step for ``event``."""
-        return event in self._steps or (self._block_open and self._progress.reason is None)
+        """Whether this saga has (or, its block running, may still add) a step for ``event``."""
+        in_block = self._definition.in_block
+        return event in self._steps or (in_block and self._progress.reason is None)
 
     def judge(self, request: SendEvent) -> tuple[Step[Any] | None, Any]:
         """The event's step (None: not added yet) and its payload, validated; a

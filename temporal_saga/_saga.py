@@ -103,7 +103,6 @@ class Saga:
         self._desk = OperatorDesk(
             self._definition, self._progress, self._publisher, self._scheduler
         )
-        self._in_block = False  # inside `async with`: each step starts as it is added
         self._body: asyncio.Task[Any] | None = None  # the task running the block
 
     @property
@@ -241,10 +240,10 @@ class Saga:
             arg,
             options,  # type: ignore[arg-type]  # an event step's are checked as such
             misplaced=len(misplaced),  # refused as a SagaTypeError (see __init__)
-            adding_while_running=self._in_block,
+            adding_while_running=self._definition.in_block,
             event=event,
         )
-        if self._in_block:
+        if self._definition.in_block:
             self._scheduler.start_in_block(step)  # may refuse it: before it counts
         self._definition.add(step)
         return step
@@ -402,9 +401,8 @@ class Saga:
         # Events and early-answer Updates are taken from the start: an Update sent
         # with the workflow's start is handled once the workflow's code first waits,
         # which the check below does.
-        block = self._body is not None
-        self._inbox.open(run, block=block)
-        self._answerer.open(run, block=block)
+        self._inbox.open(run)
+        self._answerer.open(run)
         checks = self._definition.search_attributes
         check = self._publisher.check_status_attribute() if checks else _nothing
         cancelled = await self._shielded(check)
@@ -490,11 +488,12 @@ class Saga:
                 "the block, or run the saga with run()"
             )
         self._body = asyncio.current_task()
+        self._definition.in_block = True  # from here its inbox keeps events for steps to come
         if await self._begin():
+            self._definition.in_block = False
             self._progress.fail(None, "saga cancelled")
             await self._shielded(self._winding_down())
             raise asyncio.CancelledError("saga cancelled")
-        self._in_block = True
         self._scheduler.start_deadline(on_expiry=self._stop_the_block)
         return self
 
@@ -517,9 +516,7 @@ class Saga:
             asyncio.CancelledError: The workflow was cancelled; what took effect was
                 compensated first.
         """
-        self._in_block = False
-        self._inbox.close_block()
-        self._answerer.close_block()
+        self._definition.in_block = False
         deadline_passed = self._scheduler.stop_deadline()
         if isinstance(error, workflow.NondeterminismError):
             return  # a bug in workflow code: fail the workflow task, undo nothing

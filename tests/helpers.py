@@ -194,12 +194,19 @@ async def buy(client: Client, queue: str, request: TripRequest) -> TripBooking:
     )
 
 
+SERVICES = ("airline", "hotel", "attractions", "insurer", "payments")
+
+
 def active(services: Path, traveller: str) -> dict[str, int]:
     """How many bookings in force the traveller holds at each service."""
-    return {
-        name: len(Ledger(name, "", services).active(holder=traveller))
-        for name in ("airline", "hotel", "attractions", "insurer", "payments")
-    }
+    return {name: len(Ledger(name, "", services).active(holder=traveller)) for name in SERVICES}
+
+
+def held(**bookings: int) -> dict[str, int]:
+    """What :func:`active` returns for a traveller holding ``bookings`` (service: count),
+    and nothing elsewhere."""
+    assert set(bookings) <= set(SERVICES), bookings
+    return {name: bookings.get(name, 0) for name in SERVICES}
 
 
 def cli(

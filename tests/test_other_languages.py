@@ -34,7 +34,7 @@ from workflows.trip import BuyTripPackage
 
 from .conftest import ROOT, WorkerFactory, running_worker_py, server_address
 from .event_sagas import ShopInput, ShopSaga, refund, release, reserve, ship
-from .helpers import active, buy, start_from_the_cli, trip, wait_for
+from .helpers import active, buy, held, start_from_the_cli, trip, wait_for
 
 CAR_RENTAL = ROOT / "services" / "car-rental"
 NODE = shutil.which("node")
@@ -117,13 +117,7 @@ async def test_a_trip_rents_its_car_from_the_node_service(
     assert booking.car is not None and booking.car.booking_id.startswith("CR-")
     assert booking.car.renter == "Ana" and booking.car.days == 2  # typed from Node's JSON
     assert cars(services, "Ana") == {"BOOKED": 1}
-    assert active(services, "Ana") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 0,
-        "payments": 1,
-    }
+    assert active(services, "Ana") == held(airline=1, hotel=1, attractions=1, payments=1)
 
 
 async def test_a_python_step_fails_and_the_node_step_is_undone_by_node(
@@ -136,13 +130,7 @@ async def test_a_python_step_fails_and_the_node_step_is_undone_by_node(
     assert failure.state.step("rent a car").status.value == "COMPENSATED"
     assert "✔️ cancel car rental" in render_trace(failure.state)
     assert cars(services, "Bob") == {"CANCELLED": 1}
-    assert active(services, "Bob") == {
-        "airline": 0,
-        "hotel": 0,
-        "attractions": 0,
-        "insurer": 0,
-        "payments": 0,
-    }
+    assert active(services, "Bob") == held()
 
 
 async def test_the_node_step_fails_and_the_python_steps_are_undone(
@@ -155,13 +143,7 @@ async def test_the_node_step_fails_and_the_python_steps_are_undone(
     assert failure.failed_step == "rent a car" and failure.reason == "car-rental is unavailable"
     assert failure.state.status is SagaStatus.COMPENSATED
     assert cars(services, "Cid") == {}  # never booked
-    assert active(services, "Cid") == {
-        "airline": 0,
-        "hotel": 0,
-        "attractions": 0,
-        "insurer": 0,
-        "payments": 0,
-    }
+    assert active(services, "Cid") == held()
 
 
 async def test_a_node_refusal_to_undo_waits_for_a_human(
@@ -206,13 +188,7 @@ async def test_the_node_worker_killed_mid_saga_and_restarted_leaves_it_coherent(
         booking = await handle.result()
     assert booking.car is not None
     assert cars(services, "Eva") == {"BOOKED": 1}  # once, whatever the kill interrupted
-    assert active(services, "Eva") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 0,
-        "payments": 1,
-    }
+    assert active(services, "Eva") == held(airline=1, hotel=1, attractions=1, payments=1)
 
 
 async def test_a_declarative_saga_across_both_workers_from_the_temporal_cli(

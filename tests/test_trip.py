@@ -28,9 +28,11 @@ from temporal_saga.client import load_state, render_trace
 from workflows.trip import BuyTripPackage
 
 from .conftest import temporal_cli
-from .helpers import active, buy, cli, trip
+from .helpers import active, buy, cli, held, trip
 
 ROOT = Path(__file__).resolve().parent.parent
+# A trip to Venice, bought: every service holds one booking (its fare is insured).
+EVERYTHING = held(airline=1, hotel=1, attractions=1, insurer=1, payments=1)
 
 
 async def test_trip_succeeds_and_books_all_three(
@@ -44,13 +46,7 @@ async def test_trip_succeeds_and_books_all_three(
     assert booking.insurance.premium == 54
     # The payment provider confirmed the charge by calling the saga back (an event step).
     assert booking.payment is not None and booking.payment.amount == 540 + 2 * 100
-    assert active(services, "Maria") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 1,
-        "payments": 1,
-    }
+    assert active(services, "Maria") == EVERYTHING
 
 
 async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
@@ -64,13 +60,7 @@ async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
     )
     booking = await handle.result()
     assert booking.flight.price == 180 and booking.insurance is None
-    assert active(services, "Rui") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 0,
-        "payments": 1,
-    }
+    assert active(services, "Rui") == held(airline=1, hotel=1, attractions=1, payments=1)
     state, _ = await load_state(handle)
     assert "⏭️ buy travel insurance (condition not met)" in render_trace(state)
     # since= is decided before when=: the history records that this saga has the step
@@ -104,20 +94,8 @@ async def test_full_hotel_cancels_the_flight_and_tickets(
     assert failure.state.status is SagaStatus.COMPENSATED
     # Kevin's insurance never started: it waits for the hotel, which failed.
     assert failure.state.step("buy travel insurance").status is StepStatus.SKIPPED
-    assert active(services, "Kevin") == {
-        "airline": 0,
-        "hotel": 0,
-        "attractions": 0,
-        "insurer": 0,
-        "payments": 0,
-    }
-    assert active(services, "Maria") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 1,
-        "payments": 1,
-    }
+    assert active(services, "Kevin") == held()
+    assert active(services, "Maria") == EVERYTHING
     # The picture of Kevin's trip: every step in its state, the undo order, the arrows.
     shown = cli(env, "show", kevin, "--graph", "svg")
     assert shown.returncode == 3, shown.stderr  # compensated
@@ -157,8 +135,7 @@ async def test_the_payment_provider_s_confirmation_early_twice_late_or_never(
     if confirmation in ("early", "twice"):
         booking = await buy(client, trip_worker, request)
         assert booking.payment is not None and booking.payment.amount == 180 + 200
-        held = {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 0, "payments": 1}
-        assert active(services, traveller) == held
+        assert active(services, traveller) == held(airline=1, hotel=1, attractions=1, payments=1)
         return
     with pytest.raises(WorkflowFailureError) as caught:
         await buy(client, trip_worker, request)
@@ -166,8 +143,7 @@ async def test_the_payment_provider_s_confirmation_early_twice_late_or_never(
     assert failure is not None and failure.reason == "no 'payment' event within 5 seconds"
     assert failure.failed_step == "payment confirmed"
     assert failure.state.step("charge card").status is StepStatus.COMPENSATED  # refunded
-    none = {"airline": 0, "hotel": 0, "attractions": 0, "insurer": 0, "payments": 0}
-    assert active(services, traveller) == none
+    assert active(services, traveller) == held()
 
 
 def steps_drawn(svg: str) -> dict[str, tuple[str, str]]:
@@ -190,26 +166,14 @@ async def test_airline_down_fails_after_retries_and_releases_everything(
     assert failure.reason == "airline is unavailable"
     flight = failure.state.step("book plane ticket")
     assert flight.status is StepStatus.FAILED and flight.compensation is None
-    assert active(services, "Ana") == {
-        "airline": 0,
-        "hotel": 0,
-        "attractions": 0,
-        "insurer": 0,
-        "payments": 0,
-    }
+    assert active(services, "Ana") == held()
 
 
 async def test_flaky_service_is_absorbed_by_retries(
     client: Client, trip_worker: str, services: Path
 ) -> None:
     await buy(client, trip_worker, trip("Lea", faults={"hotel": "flaky"}, destination="Rome"))
-    assert active(services, "Lea") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 0,
-        "payments": 1,
-    }
+    assert active(services, "Lea") == held(airline=1, hotel=1, attractions=1, payments=1)
 
 
 README_INPUT = (
@@ -239,13 +203,7 @@ async def test_saga_started_from_the_temporal_cli(
     assert started.returncode == 0, started.stderr
     booking = await client.get_workflow_handle(workflow_id, result_type=TripBooking).result()
     assert booking.hotel.city == "Paris" and booking.hotel.nights == 3
-    assert active(services, "Maria") == {
-        "airline": 1,
-        "hotel": 1,
-        "attractions": 1,
-        "insurer": 0,
-        "payments": 1,
-    }
+    assert active(services, "Maria") == held(airline=1, hotel=1, attractions=1, payments=1)
 
 
 @pytest.mark.parametrize(
@@ -268,13 +226,7 @@ async def test_invalid_trip_fails_at_once_naming_the_field(
         await asyncio.wait_for(handle.result(), timeout=10)
     cause = caught.value.cause
     assert field in str(cause) and "validation error for TripRequest" in str(cause)
-    assert active(services, "Bad") == {
-        "airline": 0,
-        "hotel": 0,
-        "attractions": 0,
-        "insurer": 0,
-        "payments": 0,
-    }
+    assert active(services, "Bad") == held()
 
 
 async def test_saga_state_of_a_trip(client: Client, trip_worker: str) -> None:
@@ -364,8 +316,7 @@ async def test_the_http_endpoint_answers_once_the_hotel_is_booked(
         assert (await api.get("/trips/no-such-trip")).status == 404
     finally:
         await api.close()
-    held = {"airline": 1, "hotel": 1, "attractions": 1, "insurer": 1, "payments": 1}
-    assert active(services, "Maria") == held
+    assert active(services, "Maria") == EVERYTHING
 
 
 async def test_a_zombie_booking_attempt_books_nothing_behind_the_saga(
@@ -378,12 +329,6 @@ async def test_a_zombie_booking_attempt_books_nothing_behind_the_saga(
     with pytest.raises(WorkflowFailureError):
         await buy(client, trip_worker, request)
     await asyncio.sleep(ZOMBIE_STALL - 8)  # the stalled attempt reaches the hotel
-    assert active(services, "Zed") == {
-        "airline": 0,
-        "hotel": 0,
-        "attractions": 0,
-        "insurer": 0,
-        "payments": 0,
-    }
+    assert active(services, "Zed") == held()
     [hotel] = Ledger("hotel", "", services).bookings(holder="Zed")
     assert hotel.status == "CANCELLED"  # booked once (by the retry), cancelled once
