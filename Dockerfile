@@ -10,10 +10,11 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 saga && mkdir -p /data/services && chown saga /data/services
 WORKDIR /app
 
-# Runtime dependencies only (pyproject.toml's and the encryption extra's, for
-# TEMPORAL_SAGA_KEYS and the codec server; not the dev extra), in their own layer.
+# Runtime dependencies only (pyproject.toml's, the encryption extra's for
+# TEMPORAL_SAGA_KEYS and the codec server, the barrier extra's for the services on
+# PostgreSQL; not the dev extra), in their own layer.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['encryption']))" > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['encryption'] + p['optional-dependencies']['barrier']))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 

@@ -76,3 +76,4 @@ bench: $(STAMP)
 ## make chaos: 1,000 trip sagas under worker kills and a server restart (bench/chaos.py).
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.chaos --database postgres

@@ -35,7 +35,7 @@ from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
-from activities.ledger import data_dir
+from activities.ledger import describe, where
 from activities.trip import ALL
 from temporal_saga.client import connect
 from temporal_saga.declarative import DeclarativeSaga
@@ -117,12 +117,12 @@ async def serve(
             deployment_config=version,
         ):
             log.info(
-                "serving task queue %r at %s (namespace %r%s); services' data in %s%s",
+                "serving task queue %r at %s (namespace %r%s); services' data: %s%s",
                 task_queue,
                 client.service_client.config.target_host,
                 client.namespace,
                 f", as {version.version.to_canonical_string()}, sagas pinned" if version else "",
-                data_dir(),
+                describe(where()),
                 f"; metrics at http://{metrics}/metrics" if metrics else "",
             )
             for plugin in plugins or []:

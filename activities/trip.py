@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -27,7 +26,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, Ca
 
 from temporal_saga import idempotency_key
 
-from .ledger import BookingRefused, Check, Ledger, nights
+from .ledger import BookingRefused, Check, Ledger, Transaction, nights
 from .models import (
     City,
     Fault,
@@ -125,7 +124,7 @@ def _refused(err: BookingRefused) -> ApplicationError:
 def _rooms_left(request: HotelRequest) -> Check:
     last_night = request.check_in + timedelta(days=request.nights - 1)
 
-    def check(conn: sqlite3.Connection) -> None:
+    def check(conn: Transaction) -> None:
         for night in nights(request.check_in, last_night):
             (taken,) = conn.execute(
                 "SELECT COALESCE(SUM(quantity), 0) FROM bookings "
@@ -269,7 +268,7 @@ def cancel_insurance(request: InsuranceRequest) -> None:
 async def charge_card(request: PaymentRequest) -> str:
     """Charge the card (once per idempotency key); the provider confirms the charge
     later, as its webhook would: it sends the saga the ``payment`` event."""
-    charge_id = await asyncio.to_thread(  # the ledger is SQLite: off the event loop
+    charge_id = await asyncio.to_thread(  # the ledger blocks: off the event loop
         _book,
         payments(),
         None,

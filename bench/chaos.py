@@ -1,6 +1,7 @@
 """``make chaos``: trip sagas under faults; afterwards the world must be coherent.
 
     python -m bench.chaos [--sagas 1000] [--kills 6] [--no-server-restart] [--seed 1]
+                          [--database sqlite|postgres]
 
 Against a dev server with SQLite persistence (started and, once, restarted here),
 with two ``worker.py`` processes that are killed with SIGKILL at random moments and
@@ -19,7 +20,9 @@ is due) for about 10 %, twice for 10 %, too late for 5 %, never for 5 %: the las
 two time out and undo the trip. About 5 % have a zombie attempt: a step's first
 attempt stalls past its timeout and reaches its service after the retry booked (and,
 another service being down, often after the saga cancelled that booking): the
-services' barrier (``temporal_saga.barrier``) keeps it from booking again.
+services' barrier (``temporal_saga.barrier``) keeps it from booking again. The
+services keep their bookings in SQLite files, or (``--database postgres``) in a
+PostgreSQL server started here (Debian's package), as in docker compose.
 At the end it checks, from the services' databases and the workflows' outcomes:
 
 - every saga is fully booked (it succeeded) or fully released (it did not);
@@ -52,7 +55,7 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
-from activities.ledger import Ledger
+from activities.ledger import Ledger, Where, environment
 from activities.models import TripRequest
 from temporal_saga import SagaFailed, SagaStatus
 from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE
@@ -75,6 +78,7 @@ RPCS = 100  # the dev server caps concurrent long polls per namespace
 @dataclass
 class Chaos:
     workdir: Path
+    services: Where
     port: int = field(default_factory=free_port)
     server: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -107,7 +111,7 @@ class Chaos:
             env={
                 **os.environ,
                 "TEMPORAL_ADDRESS": self.address,
-                "TRIP_DATA_DIR": str(self.workdir / "services"),
+                **environment(self.services),
             },
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -177,10 +181,10 @@ def make_trip(
     )
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, services: Where | None = None) -> int:
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="saga-chaos-"))
-    chaos = Chaos(workdir)
+    chaos = Chaos(workdir, services or workdir / "services")
     began = time.monotonic()
     chaos.start_server()
     try:
@@ -244,7 +248,7 @@ async def run(args: argparse.Namespace) -> int:
             for _ in range(60):
                 try:
                     if rng.random() < 0.5:
-                        airline = Ledger("airline", "", workdir / "services")
+                        airline = Ledger("airline", "", chaos.services)
                         for booking in airline.active(holder=trip.traveller):
                             airline.cancel(booking.key)
                         await resolve_step(
@@ -374,7 +378,7 @@ async def run(args: argparse.Namespace) -> int:
         chaos.stop_all()
 
     # Check the world.
-    ledgers = {name: Ledger(name, "", workdir / "services") for name in CHECKED}
+    ledgers = {name: Ledger(name, "", chaos.services) for name in CHECKED}
     active = {name: {} for name in CHECKED}  # type: dict[str, dict[str, int]]
     for name, ledger in ledgers.items():
         for booking in ledger.active():
@@ -410,6 +414,7 @@ async def run(args: argparse.Namespace) -> int:
     rows = [
         ("sagas", args.sagas),
         ("payload encryption", "on" if EncryptionCodec.from_env() else "off"),
+        ("services' database", "SQLite" if isinstance(chaos.services, Path) else "PostgreSQL"),
         *sorted(chaos.faults.items()),
         ("succeeded (fully booked)", succeeded),
         ("failed, compensated (fully released)", compensated),
@@ -446,7 +451,15 @@ def main() -> None:
     parser.add_argument("--no-server-restart", dest="server_restart", action="store_false")
     parser.add_argument("--bound", type=float, default=600, help="seconds for all to close")
     parser.add_argument("--seed", type=int, default=1)
-    code = asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args()
+    if args.database == "postgres":
+        from tests.postgres import new_database, server
+
+        with server() as conninfo:
+            code = asyncio.run(run(args, new_database(conninfo)))
+    else:
+        code = asyncio.run(run(args))
     sys.stdout.flush()
     os._exit(code)  # skip interpreter teardown (sdk-python issue 300)
 

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Create Temporal's two PostgreSQL databases and bring their schemas up to date, with
-# the official temporal-sql-tool (run by the admin-tools image). The database settings
+# Create Temporal's two PostgreSQL databases and bring their schemas up to date, and
+# the trip services' database (their tables they create themselves), with the official
+# temporal-sql-tool (run by the admin-tools image). The database settings
 # come from the environment the compose file gives (DB, POSTGRES_SEEDS, DB_PORT,
 # POSTGRES_USER; the tool reads SQL_PASSWORD itself). Safe to run again: on a restart a
 # database or schema that already exists is fine; any other error stops the job.
@@ -24,7 +25,7 @@ idempotent() {
   fi
 }
 
-for db in temporal temporal_visibility; do
+for db in temporal temporal_visibility trip_services; do
   idempotent --db "$db" create
 done
 idempotent --db temporal setup-schema -v 0.0

@@ -5,6 +5,7 @@ step's effect and its compensation, each in one transaction with the barrier."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from datetime import timedelta
@@ -48,7 +49,11 @@ def rows(db: str, query: str) -> list[tuple[Any, ...]]:
 
 
 def _step(key: StepKey | None) -> str:
-    return key.step if key else activity.info().activity_id.removesuffix("/compensate")
+    """The booking's key: the step's, or in an activity its workflow's and step's."""
+    if key:
+        return key.step
+    info = activity.info()
+    return f"{info.workflow_id}:{info.activity_id.removesuffix('/compensate')}"
 
 
 def book(db: str, key: StepKey | None = None) -> str | None:
@@ -88,12 +93,23 @@ class Room(BaseModel):
     # After the first attempt committed: touch this file, then stall (to be killed).
     stall_after_commit: str | None = None
     attempts: int = 1  # the step's maximum attempts
+    # A file each attempt appends "<phase> <workflow id> <process id>" to, once done.
+    trace: str | None = None
+
+
+def _trace(room: Room, phase: str) -> None:
+    if room.trace:
+        with open(room.trace, "a") as out:
+            out.write(f"{phase} {activity.info().workflow_id} {os.getpid()}\n")
 
 
 @activity.defn
 def book_room(room: Room) -> str | None:
     time.sleep(room.delay)  # a slow attempt: it may arrive after its compensation
-    booked = book(room.db)
+    try:
+        booked = book(room.db)
+    finally:
+        _trace(room, "forward")
     if room.stall_after_commit and activity.info().attempt == 1:
         Path(room.stall_after_commit).touch()  # committed: the test kills this worker
         time.sleep(60)
@@ -103,6 +119,7 @@ def book_room(room: Room) -> str | None:
 @activity.defn
 def cancel_room(room: Room) -> None:
     cancel(room.db)
+    _trace(room, "compensation")
 
 
 @workflow.defn

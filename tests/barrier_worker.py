@@ -16,13 +16,14 @@ from .barrier_work import RoomSaga, book_room, cancel_room
 
 async def main(queue: str) -> None:
     client = await connect()  # TEMPORAL_ADDRESS
-    with ThreadPoolExecutor(4) as executor:
+    with ThreadPoolExecutor(64) as executor:
         async with Worker(
             client,
             task_queue=queue,
             workflows=[RoomSaga],
             activities=[book_room, cancel_room],
             activity_executor=executor,
+            max_concurrent_activities=64,
             max_cached_workflows=0,  # no sticky queue: a killed worker's tasks move at once
         ):
             print("ready", flush=True)

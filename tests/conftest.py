@@ -24,6 +24,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities.ledger import Where, environment
 from temporal_saga._sdk import local_temporal_cli
 from temporal_saga.testing import SagaEnvironment, SagaWorker
 
@@ -106,20 +107,26 @@ def server_address(env: WorkflowEnvironment) -> str:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Path:
+def services(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
+    """Where the example's services keep their data: SQLite files in a fresh directory,
+    or (parametrized ``"postgres"``, indirect) a fresh database on the tests' server."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        from .postgres import new_database
+
+        return new_database(request.getfixturevalue("postgres"))
     return tmp_path / "services"
 
 
 @contextlib.contextmanager
 def running_worker_py(
-    env: WorkflowEnvironment, task_queue: str, services: Path, log: Path, *args: str
+    env: WorkflowEnvironment, task_queue: str, services: Where, log: Path, *args: str
 ) -> Iterator[str]:
     """worker.py in its own process on ``task_queue`` (more ``args`` given to it),
     logging to ``log``; yields the queue, and checks that it stops cleanly."""
     worker = subprocess.Popen(
         [sys.executable, "worker.py", "--task-queue", task_queue, *args],
         cwd=ROOT,
-        env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), "TRIP_DATA_DIR": str(services)},
+        env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), **environment(services)},
         stdout=log.open("wb"),  # a file, not a pipe: a full pipe would stall the worker
         stderr=subprocess.STDOUT,
     )
@@ -138,7 +145,7 @@ def running_worker_py(
 
 @pytest.fixture
 def trip_worker(
-    env: WorkflowEnvironment, task_queue: str, services: Path, tmp_path: Path
+    env: WorkflowEnvironment, task_queue: str, services: Where, tmp_path: Path
 ) -> Iterator[str]:
     """worker.py in its own process, on this test's task queue; yields the queue."""
     with running_worker_py(env, task_queue, services, tmp_path / "worker.log") as queue:

@@ -32,7 +32,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
+from activities.ledger import Ledger, Where
 from activities.models import City, TripBooking, TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
 from temporal_saga import SagaFailed, SagaResult, SagaState
@@ -197,7 +197,7 @@ async def buy(client: Client, queue: str, request: TripRequest) -> TripBooking:
 SERVICES = ("airline", "hotel", "attractions", "insurer", "payments")
 
 
-def active(services: Path, traveller: str) -> dict[str, int]:
+def active(services: Where, traveller: str) -> dict[str, int]:
     """How many bookings in force the traveller holds at each service."""
     return {name: len(Ledger(name, "", services).active(holder=traveller)) for name in SERVICES}
 

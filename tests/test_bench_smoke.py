@@ -101,6 +101,7 @@ def test_event_bench_smoke(env: WorkflowEnvironment) -> None:
 
 
 def test_barrier_bench_smoke() -> None:
-    run = run_bench("bench.barrier", "--calls", "20", "--rounds", "2")
+    run = run_bench("bench.barrier", "--calls", "20", "--rounds", "1", "--trips", "3")
     assert "| SQLite, step (insert) |" in run.stdout, run.stdout
     assert "| PostgreSQL, compensation (update) |" in run.stdout, run.stdout
+    assert "| PostgreSQL, trips/s |" in run.stdout, run.stdout

@@ -1,6 +1,6 @@
 """A short chaos soak in CI: 50 trip sagas, one worker SIGKILL, no server restart, every
-payload encrypted (the clear path is the same engine without the codec; `make chaos`
-runs 1,000 sagas by hand, either way)."""
+payload encrypted (the clear path is the same engine without the codec), the services
+on PostgreSQL (`make chaos` runs 1,000 sagas by hand, on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def test_chaos_smoke_leaves_the_world_coherent() -> None:
             "--no-server-restart",
             "--bound",
             "150",
+            "--database",
+            "postgres",  # make chaos runs both; the other tests mostly run on SQLite
         ],
         cwd=ROOT,
         env={**os.environ, **keys},
@@ -42,3 +44,4 @@ def test_chaos_smoke_leaves_the_world_coherent() -> None:
     assert "| duplicate bookings | 0 |" in run.stdout
     assert "| worker SIGKILL | 1 |" in run.stdout
     assert "| payload encryption | on |" in run.stdout
+    assert "| services' database | PostgreSQL |" in run.stdout

@@ -81,6 +81,9 @@ def test_compose_file_is_valid() -> None:
     assert re.search(r"NUM_HISTORY_SHARDS: ['\"]?4", config)
     assert "9464/metrics" in config  # the worker's health check asks the worker
     assert "exit 78" in config and "restart: on-failure:3" in config  # codec: fail fast
+    # The services keep their bookings in the stack's PostgreSQL, in the database the
+    # schema job creates.
+    assert "postgresql://temporal:temporal@postgresql:5432/trip_services" in config
 
 
 DEPLOY = ROOT / "deploy"
@@ -187,7 +190,8 @@ def test_the_schema_job_uses_the_settings_it_is_given_and_hides_no_error(
     assert done.stdout.strip().endswith("schemas ready")
     assert "create - already there" in done.stdout  # a restart: fine
     calls = (tmp_path / "sql-calls").read_text().splitlines()
-    assert len(calls) == 6
+    assert len(calls) == 7  # three databases, two schemas set up and updated
+    assert any(c.endswith("--db trip_services create") for c in calls), calls
     assert all(
         c.startswith("--plugin postgres12 --ep db.internal -u temporal_admin -p 6543 ")
         for c in calls
@@ -294,6 +298,7 @@ def test_dockerfile_image_holds_what_the_worker_needs(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "['optional-dependencies']['encryption']" in dockerfile  # keys, codec server
+    assert "['optional-dependencies']['barrier']" in dockerfile  # psycopg: compose's services
     # The image compiles what the sandbox re-imports for every workflow run.
     compile_line = next(line for line in lines if "compileall" in line)
     command = compile_line.removeprefix("RUN ").split()

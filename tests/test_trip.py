@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import trip_api
-from activities.ledger import Ledger
+from activities.ledger import Ledger, Where
 from activities.models import TripBooking
 from activities.trip import ZOMBIE_STALL
 from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus
@@ -35,8 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EVERYTHING = held(airline=1, hotel=1, attractions=1, insurer=1, payments=1)
 
 
+# The services on SQLite files (the default) and on PostgreSQL (docker compose's).
+BOTH_DATABASES = pytest.mark.parametrize("services", ["sqlite", "postgres"], indirect=True)
+
+
+@BOTH_DATABASES
 async def test_trip_succeeds_and_books_all_three(
-    client: Client, trip_worker: str, services: Path
+    client: Client, trip_worker: str, services: Where
 ) -> None:
     booking = await buy(client, trip_worker, trip("Maria"))
     assert booking.hotel.city == "Venice" and booking.tickets.count == 2
@@ -75,8 +80,9 @@ async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(
     assert [p for p in patches if b"trip-insurance" in p], patches
 
 
+@BOTH_DATABASES
 async def test_full_hotel_cancels_the_flight_and_tickets(
-    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Path
+    env: WorkflowEnvironment, client: Client, trip_worker: str, services: Where
 ) -> None:
     await buy(client, trip_worker, trip("Maria"))  # Venice has one room: Maria takes it
     kevin = f"trip-{uuid.uuid4()}"
@@ -319,8 +325,9 @@ async def test_the_http_endpoint_answers_once_the_hotel_is_booked(
     assert active(services, "Maria") == EVERYTHING
 
 
+@BOTH_DATABASES
 async def test_a_zombie_booking_attempt_books_nothing_behind_the_saga(
-    client: Client, trip_worker: str, services: Path
+    client: Client, trip_worker: str, services: Where
 ) -> None:
     """The hotel's first attempt stalls past its 10 s timeout; the retry books; the
     airline is down, so the saga cancels that booking; then the stalled attempt reaches
