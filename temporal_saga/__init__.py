@@ -1,9 +1,9 @@
 """temporal-saga: the saga pattern as a first-class thing on Temporal.
 
-A saga is a set of named steps (activities) run in parallel as their dependencies
-allow, each with a compensation that undoes it. If a step fails, everything that took
-effect is compensated, in reverse dependency order, and the workflow fails with
-:class:`SagaFailed`. See :class:`Saga`.
+A saga is a set of named steps (activities, nested sagas, or other teams' Nexus
+operations) run in parallel as their dependencies allow, each with a compensation that
+undoes it. If a step fails, everything that took effect is compensated, in reverse
+dependency order, and the workflow fails with :class:`SagaFailed`. See :class:`Saga`.
 
 The package is laid out by where code runs:
 
@@ -29,6 +29,7 @@ from ._errors import (
     SagaTypeError,
     StepFailed,
 )
+from ._nexus import NexusOperation
 from ._protocol import idempotency_key
 from ._saga import Saga
 from ._state import SagaResult, SagaState, SagaStatus, StepState, StepStatus
@@ -36,6 +37,7 @@ from ._step import Step
 from ._versions import deprecated_patch
 
 __all__ = [
+    "NexusOperation",
     "NoResult",
     "Saga",
     "SagaDefinitionError",

@@ -1,7 +1,8 @@
 """How a step or compensation is called, and how its failure is read.
 
-A step is an activity, or a child workflow (a nested saga). These helpers run inside
-the workflow, so they use only ``workflow.*`` APIs.
+A step is an activity, a child workflow (a nested saga), or a Nexus operation
+(``_nexus``). These helpers run inside the workflow, so they use only ``workflow.*``
+APIs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import FunctionType
 from typing import Any, NamedTuple, TypeVar
 
+import nexusrpc
 from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
@@ -19,11 +21,13 @@ from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
     FailureError,
+    NexusOperationError,
     TerminatedError,
     TimeoutError,
 )
 
 from ._errors import NoResult, SagaDefinitionError, SagaFailed, SagaTypeError
+from ._nexus import NexusOperation
 from ._options import ActivityOptions
 from ._protocol import PublicText
 from ._sdk import activity_definition, is_workflow_run_method
@@ -40,7 +44,10 @@ _CHECKED: weakref.WeakKeyDictionary[Callable[..., Any], bool] = weakref.WeakKeyD
 
 
 def is_child_workflow(fn: Activity, where: str) -> bool:
-    """Check ``fn`` is an activity or a workflow; True for a workflow."""
+    """Check ``fn`` is an activity, a workflow or a Nexus operation; True for a
+    workflow."""
+    if isinstance(fn, NexusOperation):
+        return False  # checked when made
     if isinstance(fn, str):
         if not fn:
             raise SagaDefinitionError(f"{where}: an activity name cannot be empty")
@@ -78,12 +85,15 @@ def invoke(
     ident: str,
     options: ActivityOptions,
 ) -> Awaitable[Any]:
-    """Start one step or compensation: an activity, or a child workflow (a nested saga).
+    """Start one step or compensation: an activity, a child workflow (a nested saga),
+    or a Nexus operation (``options`` do not apply to it).
 
     Returns what to await for its result. A plain function, not a coroutine, so each
     step in flight holds one object fewer; its caller awaits at once, so nothing is
     scheduled at another moment than before (the commands keep their order).
     """
+    if isinstance(fn, NexusOperation):
+        return fn.start(args, name=name, ident=ident)
     if child:
         # A child saga compensates itself when it fails; waiting for its cancellation
         # to complete keeps that true when the parent cancels it.
@@ -111,7 +121,13 @@ class Outcome(NamedTuple):
 
 def describe(error: BaseException) -> Outcome:
     """Classify a step's failure."""
-    cause = error.cause if isinstance(error, ActivityError | ChildWorkflowError) else error
+    cause = (
+        error.cause
+        if isinstance(error, ActivityError | ChildWorkflowError | NexusOperationError)
+        else error
+    )
+    if isinstance(cause, nexusrpc.HandlerError) and isinstance(cause.__cause__, FailureError):
+        cause = cause.__cause__  # a Nexus handler's own error: its message
     if isinstance(cause, TimeoutError):
         kind = cause.type.name if cause.type is not None else "unknown"
         return Outcome(StepStatus.FAILED, True, f"timed out ({kind})", [])
@@ -121,7 +137,11 @@ def describe(error: BaseException) -> Outcome:
         # A terminated child never undid itself.
         return Outcome(StepStatus.FAILED, True, "terminated", [])
     if isinstance(cause, FailureError):
-        nested = SagaFailed.from_error(cause) if isinstance(error, ChildWorkflowError) else None
+        nested = (
+            SagaFailed.from_error(cause)
+            if isinstance(error, ChildWorkflowError | NexusOperationError)
+            else None
+        )
         stuck = nested.needs_human if nested is not None else []
         return Outcome(StepStatus.FAILED, False, cause.message, stuck)
     return Outcome(StepStatus.FAILED, False, f"{type(cause).__name__}: {cause}", [])

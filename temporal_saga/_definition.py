@@ -21,6 +21,7 @@ from ._limits import (
     HISTORY_EVENT_LIMIT,
     PENDING_ACTIVITY_LIMIT,
 )
+from ._nexus import NexusOperation
 from ._options import (
     COMPENSATION_DEFAULTS,
     STEP_DEFAULTS,
@@ -244,6 +245,16 @@ class SagaDefinition:
                 f"({misplaced} more positional given)"
             )
         is_child = activity is not None and is_child_workflow(activity, where)
+        for callee, own, whose in (
+            (activity, activity_options, "step"),
+            (compensate, compensation_options, "compensation"),
+        ):
+            if isinstance(callee, NexusOperation) and own:
+                raise SagaDefinitionError(
+                    f"{where}: a Nexus {whose} takes no activity options "
+                    f"({', '.join(sorted(own))}); its NexusOperation sets "
+                    "schedule_to_close_timeout and cancellation_type"
+                )
         compensate_is_child = False
         if compensate is not None:
             compensate_is_child = is_child_workflow(compensate, f"{where}, compensate")

@@ -248,14 +248,29 @@ def idempotency_key() -> str:
 
     The key is ``<workflow id>/<run id>/<activity id>`` (a compensation's activity id
     without its ``/compensate`` suffix), so an activity written with another
-    Temporal SDK can compute the same key from its activity info.
+    Temporal SDK can compute the same key from its activity info. In the handler of a
+    Nexus operation that is a saga's step or compensation (``NexusOperation``), it is
+    the operation's ``temporal-saga-key`` header: the same key.
 
     Raises:
-        RuntimeError: Not called from inside an activity.
+        RuntimeError: Not called from inside an activity, nor from a Nexus handler
+            starting a saga's operation.
     """
+    if not activity.in_activity():
+        from ._sdk import nexus_start_headers
+
+        key = (nexus_start_headers() or {}).get(NEXUS_KEY_HEADER)
+        if key:
+            return key
     info = activity.info()
     step = info.activity_id.removesuffix(COMPENSATION_SUFFIX)
     return f"{info.workflow_id}/{info.workflow_run_id}/{step}"
+
+
+#: The Nexus header that carries a saga step's idempotency key (``NexusOperation``).
+NEXUS_KEY_HEADER = "temporal-saga-key"
+#: The Nexus header that carries a step's (or compensation's) id, as its activity id.
+NEXUS_STEP_HEADER = "temporal-saga-step"
 
 
 # --- Public text ------------------------------------------------------------------------

@@ -21,6 +21,11 @@ test naming it here, rather than a saga in production.
   to decode a history (``show`` without a worker).
 * the workflow instance's ``workflow_time_ns``: the workflow's clock, read without
   finding the run through the event loop at every reading. Fallback: ``workflow.now``.
+* ``temporalio.nexus._operation_context._temporal_start_operation_context``: the
+  Nexus headers of the operation a handler is starting, so that
+  ``idempotency_key()`` and the barrier find a saga step's key without the handler
+  passing its context along. Fallback: none needed (the handler reads
+  ``ctx.headers`` itself).
 * the workflow instance's ``workflow_get_current_details``, through which the SDK
   reads the current details for the Web UI's metadata query: the live trace is
   rendered when read, not at every change of a step (counted: 0.1 million
@@ -37,7 +42,7 @@ import inspect
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -213,6 +218,14 @@ def activity_definition(fn: Callable[..., Any]) -> activity._Definition | None:
     return activity._Definition.from_callable(fn)
 
 
+def nexus_start_headers() -> Mapping[str, str] | None:
+    """The headers of the Nexus operation this handler is starting; None outside one."""
+    from temporalio.nexus import _operation_context
+
+    context = _operation_context._temporal_start_operation_context.get(None)
+    return None if context is None else context.nexus_context.headers
+
+
 def data_converter_of(handle: WorkflowHandle[Any, Any]) -> Any:
     """The data converter of the client ``handle`` came from (the SDK exposes it
     nowhere else)."""
@@ -304,6 +317,13 @@ def _probe_clock() -> None:
     assert "workflow_time_ns" in inspect.getsource(workflow.time_ns)
 
 
+def _probe_nexus_headers() -> None:
+    from temporalio.nexus import _operation_context
+
+    assert nexus_start_headers() is None  # outside a handler
+    assert "nexus_context" in _operation_context._TemporalOperationCtx.__dataclass_fields__
+
+
 def _probe_handle_client() -> None:
     assert "_client" in WorkflowHandle.__init__.__code__.co_names
 
@@ -314,6 +334,7 @@ INTERNALS: dict[str, Callable[[], None]] = {
     "workflow._Runtime.current": _probe_runtime,
     "workflow._Definition and activity._Definition": _probe_definitions,
     "WorkflowHandle._client": _probe_handle_client,
+    "temporalio.nexus's start-operation context": _probe_nexus_headers,
     "the workflow instance's workflow_get_current_details": _probe_current_details,
     "the workflow instance's workflow_time_ns": _probe_clock,
 }

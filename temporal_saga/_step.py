@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from temporalio import workflow
 
 from ._errors import NoResult, SagaDefinitionError, StepFailed
+from ._nexus import NexusOperation
 from ._options import ActivityOptions
 from ._progress import StepProgress
 from ._state import CompensationState, StepState, StepStatus
@@ -34,9 +35,10 @@ class _Same(Enum):
 
 SAME_ARG = _Same.ARG
 
-Activity = Callable[..., Any] | str
-"""An ``@activity.defn`` function (or method), an activity's registered name, or a
-workflow's ``@workflow.run`` method (run as a child workflow: a nested saga)."""
+Activity = Callable[..., Any] | str | NexusOperation
+"""An ``@activity.defn`` function (or method), an activity's registered name, a
+workflow's ``@workflow.run`` method (run as a child workflow: a nested saga), or a
+:class:`NexusOperation` (another team's, behind a Nexus endpoint)."""
 
 
 @dataclass(frozen=True, slots=True)

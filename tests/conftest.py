@@ -48,10 +48,15 @@ def ui_url() -> str:
 UI_PORT = free_port()
 
 
+#: Another team's namespace on the session's server (the Nexus steps' tests).
+OTHER_TEAM = "other-team"
+
+
 @pytest.fixture(scope="session")
 def saga_env_options() -> dict[str, object]:
-    """The kit's dev server, with the Web UI that the browser tests open."""
-    return {"ui": True, "ui_port": UI_PORT}
+    """The kit's dev server, with the Web UI that the browser tests open, and another
+    team's namespace."""
+    return {"ui": True, "ui_port": UI_PORT, "dev_server_extra_args": ["--namespace", OTHER_TEAM]}
 
 
 @pytest.fixture(scope="session")

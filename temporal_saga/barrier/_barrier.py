@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -34,7 +34,13 @@ from pydantic_core import to_jsonable_python
 from temporalio import activity
 
 from .._errors import CompensatedFirst
-from .._protocol import COMPENSATION_SUFFIX, parse_step_id
+from .._protocol import (
+    COMPENSATION_SUFFIX,
+    NEXUS_KEY_HEADER,
+    NEXUS_STEP_HEADER,
+    parse_step_id,
+)
+from .._sdk import nexus_start_headers
 
 T = TypeVar("T")
 
@@ -109,13 +115,18 @@ class StepKey:
 
     @classmethod
     def current(cls) -> StepKey:
-        """The key of the activity that is running: a saga's step or compensation.
+        """The key of the activity that is running (a saga's step or compensation), or
+        of the Nexus operation a handler is starting for one (``NexusOperation``).
 
         Raises:
-            TypeError: Not inside an activity of a saga's step or compensation.
+            TypeError: Not inside an activity of a saga's step or compensation, nor a
+                Nexus handler starting one.
         """
         if not activity.in_activity():
-            raise TypeError("the barrier guards a saga step's activity: call it inside one")
+            headers = nexus_start_headers()
+            if headers is None:
+                raise TypeError("the barrier guards a saga step's activity: call it inside one")
+            return cls._from_nexus(headers)
         info = activity.info()
         ident = parse_step_id(info.activity_id)
         if ident is None or not info.workflow_id or not info.workflow_run_id:
@@ -125,6 +136,21 @@ class StepKey:
             )
         step = info.activity_id.removesuffix(COMPENSATION_SUFFIX)
         return cls(info.workflow_id, info.workflow_run_id, step, ident.compensation)
+
+    @classmethod
+    def _from_nexus(cls, headers: Mapping[str, str]) -> StepKey:
+        key, ident = headers.get(NEXUS_KEY_HEADER), headers.get(NEXUS_STEP_HEADER)
+        parsed = parse_step_id(ident) if ident else None
+        step = parsed.step_id if parsed else ""
+        if not key or parsed is None or not key.endswith(f"/{step}"):
+            raise TypeError(
+                "this Nexus operation was not started by a saga's step or compensation "
+                "(no temporal-saga-key and temporal-saga-step headers): the barrier has "
+                "no key for it"
+            )
+        # The key is <workflow id>/<run id>/<step>; a run id has no slash.
+        workflow_id, _, run_id = key.removesuffix(f"/{step}").rpartition("/")
+        return cls(workflow_id, run_id, step, parsed.compensation)
 
 
 def guarded(conn: Connection, effect: Callable[[], T], *, key: StepKey | None = None) -> T | None:

@@ -6,7 +6,8 @@ workflows: the saga schedules each step with activity id ``<saga run>/<step>`` a
 summary ``<step>``, and each compensation with id ``<saga run>/<step>/compensate``
 and summary the compensation's name (ids as built in ``_activity``); a step (or
 compensation) that is a child workflow has the workflow id ``<saga workflow
-id>/<saga run>/<step>`` (``/compensate``). An event step that waited is a timer
+id>/<saga run>/<step>`` (``/compensate``); one that is a Nexus operation carries its
+id in the ``temporal-saga-step`` Nexus header. An event step that waited is a timer
 whose summary names the step and its event (``_protocol.event_timer_summary``): fired,
 the step timed out; cancelled, it took its event (one came, by Update or Signal) or
 was cancelled. Steps that never started leave no trace in history, nor does an event
@@ -33,6 +34,7 @@ from .._errors import NotASaga, SagaFailed
 from .._protocol import (
     ACTIONS,
     NEEDS_HUMAN_PATCH,
+    NEXUS_STEP_HEADER,
     SAGA_EVENT,
     GiveUp,
     ResolveStep,
@@ -104,6 +106,13 @@ def _failure_message(failure: Failure) -> str:
     return failure.message
 
 
+def _innermost(failure: Failure) -> Failure:
+    """A Nexus operation's failure's root cause: the handler's own error."""
+    while failure.HasField("cause"):
+        failure = failure.cause
+    return failure
+
+
 _CLOSING = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
@@ -153,6 +162,36 @@ _CHILD_ENDS: dict[EventType.ValueType, tuple[str, StepStatus, bool, str | None]]
         StepStatus.FAILED,
         False,
         "could not start",
+    ),
+}
+
+
+# A Nexus operation's last event, as ``_CHILD_ENDS`` (a failed one's error: the
+# failure's cause's message, the handler's own).
+_NEXUS_ENDS: dict[EventType.ValueType, tuple[str, StepStatus, bool, str | None]] = {
+    EventType.EVENT_TYPE_NEXUS_OPERATION_COMPLETED: (
+        "nexus_operation_completed_event_attributes",
+        StepStatus.SUCCEEDED,
+        False,
+        None,
+    ),
+    EventType.EVENT_TYPE_NEXUS_OPERATION_FAILED: (
+        "nexus_operation_failed_event_attributes",
+        StepStatus.FAILED,
+        False,
+        None,
+    ),
+    EventType.EVENT_TYPE_NEXUS_OPERATION_CANCELED: (
+        "nexus_operation_canceled_event_attributes",
+        StepStatus.CANCELLED,
+        True,
+        "cancelled",
+    ),
+    EventType.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT: (
+        "nexus_operation_timed_out_event_attributes",
+        StepStatus.FAILED,
+        True,
+        "timed out",
     ),
 }
 
@@ -236,6 +275,25 @@ async def _read(
             if outcome is StepStatus.FAILED and error is None:
                 error = _failure_message(attrs.failure)
             child.error = error
+        elif kind == EventType.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED:
+            ident = event.nexus_operation_scheduled_event_attributes.nexus_header.get(
+                NEXUS_STEP_HEADER
+            )
+            if ident is None or parse_step_id(ident) is None:
+                continue  # the workflow's own Nexus call, not a step
+            summary, public = await _summary(event, converter)
+            found.activities[event.event_id] = _Activity(ident, summary, _time(event), public)
+        elif kind in _NEXUS_ENDS:
+            attrs_name, outcome, uncertain, error = _NEXUS_ENDS[kind]
+            attrs = getattr(event, attrs_name)
+            operation = found.activities.get(attrs.scheduled_event_id)
+            if operation is None:
+                continue
+            operation.outcome, operation.ended_at = outcome, _time(event)
+            operation.uncertain = uncertain
+            if outcome is StepStatus.FAILED and error is None:
+                error = _failure_message(_innermost(attrs.failure))
+            operation.error = error
         elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
             summary, public = await _summary(event, converter)
             waits = parse_event_timer_summary(summary) if public else None
