@@ -21,11 +21,12 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 COPY temporal_saga/ temporal_saga/
 COPY activities/ activities/
 COPY workflows/ workflows/
+COPY insurer/ insurer/
 COPY worker.py starter.py ./
 # The workflow sandbox imports the workflow modules afresh for every workflow run; with
 # their bytecode compiled here it loads it, instead of compiling the source each time
 # (the worker cannot write it: PYTHONDONTWRITEBYTECODE, and /app is root's).
-RUN python -m compileall -q temporal_saga activities workflows
+RUN python -m compileall -q temporal_saga activities workflows insurer
 ENV PYTHONPATH=/app
 
 USER 10001

@@ -2,11 +2,14 @@
 
 Uses the server at ``$TEMPORAL_ADDRESS`` (default ``localhost:7233``) if one answers,
 else starts a dev server there (SQLite history in ``data/temporal.db``, Web UI on
-``$TEMPORAL_UI_PORT``, default 8233). Starts the worker, runs Maria's trip (it
-succeeds, insured: the flight to Venice is expensive, and paid: the payment provider
-confirms her charge by calling the saga back), Kevin's (Maria took the last hotel room
-in Venice, so it is compensated), Omar's (the provider never confirms his payment: the
-wait times out, and his trip is undone) and Lena's (the hotel is full for her
+``$TEMPORAL_UI_PORT``, default 8233). Starts the worker and the insurer's (another
+team's, in its own namespace ``insurer``, behind the Nexus endpoint ``trip-insurer``,
+which it creates), runs Maria's trip (it succeeds, insured over Nexus: the flight to
+Venice is expensive, and paid: the payment provider confirms her charge by calling the
+saga back), Kevin's (Maria took the last hotel room in Venice, so it is compensated),
+Omar's (Venice a week later: the provider never confirms his payment, the wait times
+out, and his trip is undone, his insurance cancelled in the insurer's namespace) and
+Lena's (the hotel is full for her
 too, and the airline refuses her refund: the saga waits for a human until an operator,
 after refunding her at the airline's desk, resolves it with ``temporal-saga
 resolve``), prints the traces, writes each trip's picture (``temporal-saga show ID
@@ -51,6 +54,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel, insurer, payments
+from insurer.service import INSURER_ENDPOINT, INSURER_NAMESPACE, INSURER_TASK_QUEUE
 from starter import buy_trip, start_trip, trip_outcome
 from temporal_saga import SagaState, SagaStatus
 from temporal_saga._sdk import local_temporal_cli
@@ -73,6 +77,7 @@ def start_dev_server(address: str, codec_endpoint: str | None) -> subprocess.Pop
     command = [local_temporal_cli(), "server", "start-dev", "--ip", host or "127.0.0.1"]
     command += ["--port", port, "--ui-port", UI_PORT, "--db-filename", str(DATA / "temporal.db")]
     command += ["--log-level", "error", "--search-attribute", "SagaStatus=Keyword"]
+    command += ["--namespace", INSURER_NAMESPACE]  # another team's
     if codec_endpoint:
         command += ["--ui-codec-endpoint", codec_endpoint]
     print(f"Temporal: starting a dev server at {address} (Web UI {UI})")
@@ -125,6 +130,52 @@ def start_worker(log: Path) -> subprocess.Popen[bytes]:
         [sys.executable, str(Path(__file__).with_name("worker.py"))],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+    )
+
+
+def start_insurer(log: Path) -> subprocess.Popen[bytes]:
+    """The insurer's worker: another team's, in its namespace, serving its Nexus service."""
+    print(f"Insurer: starting its worker in namespace {INSURER_NAMESPACE!r} (log in {log})")
+    here = str(Path(__file__).resolve().parent)  # where the insurer package is
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    return subprocess.Popen(
+        [sys.executable, "-m", "insurer.worker"],
+        env={**with_absolute_paths(os.environ), "PYTHONPATH": path},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def temporal(*args: str) -> subprocess.CompletedProcess[str]:
+    """The ``temporal`` CLI against the demo's server."""
+    return subprocess.run(
+        [local_temporal_cli(), *args, "--address", os.environ["TEMPORAL_ADDRESS"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ensure_insurer_endpoint() -> None:
+    """The insurer's namespace and the Nexus endpoint to its worker's task queue, as
+    the insurer's team would make them with the CLI (kept if they exist)."""
+    if temporal("operator", "namespace", "describe", "-n", INSURER_NAMESPACE).returncode:
+        made = temporal("operator", "namespace", "create", "-n", INSURER_NAMESPACE)
+        if made.returncode:
+            raise RuntimeError(f"could not create namespace {INSURER_NAMESPACE}: {made.stderr}")
+    endpoint = ["operator", "nexus", "endpoint"]
+    if temporal(*endpoint, "get", "--name", INSURER_ENDPOINT).returncode:
+        made = temporal(
+            *endpoint,
+            "create",
+            *("--name", INSURER_ENDPOINT, "--target-namespace", INSURER_NAMESPACE),
+            *("--target-task-queue", INSURER_TASK_QUEUE),
+        )
+        if made.returncode:
+            raise RuntimeError(f"could not create the endpoint {INSURER_ENDPOINT}: {made.stderr}")
+    print(
+        f"Nexus: endpoint {INSURER_ENDPOINT!r} → namespace {INSURER_NAMESPACE!r}, "
+        f"task queue {INSURER_TASK_QUEUE!r}"
     )
 
 
@@ -275,6 +326,7 @@ async def demo(keep: bool) -> bool:
     encryption = EncryptionCodec.from_env()
     server: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    insurer_worker: subprocess.Popen[bytes] | None = None
     car_rental: subprocess.Popen[bytes] | None = None
     codec_server: web.AppRunner | None = None
     codec: tuple[str, str] | None = None  # the codec server's URL and token
@@ -297,6 +349,8 @@ async def demo(keep: bool) -> bool:
         SERVICES.mkdir(parents=True)
         os.environ["TRIP_DATA_DIR"] = str(SERVICES)  # for the worker, and our checks
         worker = start_worker(SERVICES.parent / "worker.log")
+        ensure_insurer_endpoint()
+        insurer_worker = start_insurer(SERVICES.parent / "insurer.log")
         car_rental = start_car_rental(SERVICES.parent / "car-rental.log")
         cars = car_rental is not None
 
@@ -305,10 +359,14 @@ async def demo(keep: bool) -> bool:
             ("Maria buys a trip package to Venice", "Maria", "YA1234567", {}),
             ("Kevin buys the same trip: Maria took the last hotel room", "Kevin", "KB7654321", {}),
             (
-                "Omar buys a trip to Paris: his payment is never confirmed",
+                "Omar buys Venice a week later: his payment is never confirmed",
                 "Omar",
                 "OM1357924",
-                {"destination": "Paris", "confirmation": "never", "car": False},
+                {
+                    "check_in": check_in + timedelta(days=7),
+                    "confirmation": "never",
+                    "car": False,
+                },
             ),
         ]
         outcomes = {}
@@ -350,6 +408,9 @@ async def demo(keep: bool) -> bool:
         omar = [b for ledger in ledgers for b in ledger.active(holder="Omar")]
         omar_rows = [b for ledger in ledgers for b in ledger.bookings(holder="Omar")]
         lena_held = [b for ledger in ledgers for b in ledger.active(holder="Lena")]
+        policies = {who: insurer().bookings(holder=who) for who in ("Maria", "Omar")}
+        insured = [p.status for p in policies["Maria"]] == ["BOOKED"]
+        insured &= [p.status for p in policies["Omar"]] == ["CANCELLED"]
         ok = (
             outcomes["Maria"].booking is not None
             and outcomes["Kevin"].booking is None
@@ -359,6 +420,7 @@ async def demo(keep: bool) -> bool:
             and not omar
             and resolved
             and not lena_held
+            and insured
         )
         mark = "✔️" if len(maria) == 5 else "❌"
         ids = ", ".join(str(b.booking_id) for b in maria)
@@ -377,6 +439,12 @@ async def demo(keep: bool) -> bool:
                 f"{mark} car rental (Node.js): Maria's car {', '.join(maria_car.values())}, "
                 f"Kevin's {', '.join(kevin_car.values())}"
             )
+        mark = "✔️" if insured else "❌"
+        print(
+            f"{mark} insurer (another team, over Nexus): Maria's policy "
+            f"{', '.join(str(p.booking_id) for p in policies['Maria'])} in force, Omar's "
+            f"{', '.join(p.status.lower() for p in policies['Omar'])}"
+        )
         mark = "✔️" if not lena_held and resolved else "❌"
         print(f"{mark} Lena holds {len(lena_held)} active bookings (her flight refunded by hand)")
         if encryption is not None:
@@ -394,6 +462,7 @@ async def demo(keep: bool) -> bool:
         return ok
     finally:
         stop(worker)
+        stop(insurer_worker)
         stop(car_rental)
         stop(server)
         if codec_server is not None:

@@ -253,10 +253,12 @@ class Ledger:
             conn.execute(
                 "INSERT INTO cancelled_prefixes VALUES (?) ON CONFLICT DO NOTHING", (prefix,)
             )
-            return conn.execute(
-                "UPDATE bookings SET status = ? WHERE status = ? AND substr(key, 1, ?) = ?",
-                (CANCELLED, BOOKED, len(prefix), prefix),
-            ).rowcount
+            return int(
+                conn.execute(
+                    "UPDATE bookings SET status = ? WHERE status = ? AND substr(key, 1, ?) = ?",
+                    (CANCELLED, BOOKED, len(prefix), prefix),
+                ).rowcount
+            )
 
     def bookings(self, *, holder: str | None = None) -> list[Booking]:
         """Every booking (cancelled ones included), optionally of one holder."""

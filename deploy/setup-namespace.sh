@@ -1,5 +1,8 @@
 #!/bin/sh
-# The namespace and the SagaStatus search attribute the trip saga keeps. Waits for the
+# The namespace and the SagaStatus search attribute the trip saga keeps, and, with
+# INSURER_NAMESPACE set, another team's namespace (the insurer's) and the Nexus
+# endpoint the trip saga buys insurance through (INSURER_ENDPOINT, default
+# trip-insurer, routed to INSURER_TASK_QUEUE, default insurer). Waits for the
 # cluster to answer first (up to TEMPORAL_WAIT_SECONDS, default 300: a first start,
 # with the database being set up, can take minutes), and retries each step, so a slow
 # cluster does not use up the job's restarts. Safe to run again.
@@ -31,8 +34,8 @@ retry() {
   done
 }
 
-has_namespace() { temporal operator namespace describe --namespace "$namespace" >/dev/null 2>&1; }
-create_namespace() { temporal operator namespace create --namespace "$namespace" --retention 7d; }
+has_namespace() { temporal operator namespace describe --namespace "$1" >/dev/null 2>&1; }
+create_namespace() { temporal operator namespace create --namespace "$1" --retention 7d; }
 has_attribute() {
   temporal operator search-attribute list --namespace "$namespace" | grep -q SagaStatus
 }
@@ -41,6 +44,19 @@ create_attribute() {
     --name SagaStatus --type Keyword
 }
 
-has_namespace || retry create_namespace
+has_namespace "$namespace" || retry create_namespace "$namespace"
 retry create_attribute
 echo "namespace $namespace ready"
+
+insurer=${INSURER_NAMESPACE:-}
+if [ -n "$insurer" ]; then
+  endpoint=${INSURER_ENDPOINT:-trip-insurer}
+  has_endpoint() { temporal operator nexus endpoint get --name "$endpoint" >/dev/null 2>&1; }
+  create_endpoint() {
+    temporal operator nexus endpoint create --name "$endpoint" \
+      --target-namespace "$insurer" --target-task-queue "${INSURER_TASK_QUEUE:-insurer}"
+  }
+  has_namespace "$insurer" || retry create_namespace "$insurer"
+  has_endpoint || retry create_endpoint
+  echo "namespace $insurer and Nexus endpoint $endpoint ready"
+fi

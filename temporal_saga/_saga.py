@@ -24,6 +24,7 @@ from ._definition import EventStepOptions, SagaDefinition, SagaOptions, StepOpti
 from ._desk import OperatorDesk
 from ._errors import SagaDefinitionError, SagaFailed, SagaTypeError, StepFailed
 from ._events import EventWait, Inbox
+from ._nexus import NexusOperation
 from ._progress import SagaProgress
 from ._protocol import saga_run_id
 from ._publisher import Publisher
@@ -136,7 +137,11 @@ class Saga:
 
     @overload
     def step(
-        self, name: str, activity: str, arg: Any = None, **options: Unpack[StepOptions]
+        self,
+        name: str,
+        activity: str | NexusOperation | Callable[..., Any],  # a name, Nexus, or either
+        arg: Any = None,
+        **options: Unpack[StepOptions],
     ) -> Step[Any]: ...
 
     def step(

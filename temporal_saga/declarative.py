@@ -6,8 +6,9 @@ any language, or the ``temporal`` CLI starts a saga by sending a ``SagaSpec`` as
     temporal workflow start --type DeclarativeSaga --task-queue trip-saga \\
         --input-file spec.json
 
-A step is an activity (``StepSpec``: ``"activity"``) or an event step
-(``EventSpec``: ``"event"`` and ``"timeout_seconds"``). A spec that fails validation
+A step is an activity (``StepSpec``: ``"activity"``), an event step (``EventSpec``:
+``"event"`` and ``"timeout_seconds"``) or another team's Nexus operation
+(``NexusStepSpec``: ``"nexus"``). A spec that fails validation
 fails the workflow at once with pydantic's message,
 which names the field (``steps.1.step.activity``); dependency errors fail it with a
 ``SagaDefinitionError``. Nothing is scheduled in either case.
@@ -35,6 +36,7 @@ from pydantic import (
 from temporalio import workflow
 
 from ._errors import SagaDefinitionError
+from ._nexus import NexusOperation
 from ._options import COMPENSATION_DEFAULTS, STEP_DEFAULTS, ActivityOptions
 from ._saga import Saga
 from ._state import SagaResult
@@ -154,18 +156,39 @@ def _patch(spec: str | DeprecatedPatchSpec | None) -> Patch | None:
     return deprecated_patch(spec.deprecated) if isinstance(spec, DeprecatedPatchSpec) else spec
 
 
+class NexusSpec(_Spec):
+    """A Nexus operation (see :class:`temporal_saga.NexusOperation`): ``{"endpoint":
+    "trip-insurer", "service": "Insurance", "operation": "buy",
+    "schedule_to_close_seconds": 30}``; its result is the operation's JSON output."""
+
+    endpoint: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    operation: str = Field(min_length=1)
+    schedule_to_close_seconds: PositiveFloat | None = None
+
+    def to_operation(self) -> NexusOperation:
+        seconds = self.schedule_to_close_seconds
+        return NexusOperation(
+            self.endpoint,
+            self.service,
+            self.operation,
+            schedule_to_close_timeout=timedelta(seconds=seconds) if seconds else None,
+        )
+
+
 class _StepBase(_Spec):
     """What every kind of step has (see :meth:`temporal_saga.Saga.step`).
 
-    ``compensate_arg``, when present (even ``null``), replaces the step's argument
-    for the compensation; when absent, the compensation gets the step's argument (an
-    event step's: none). ``label``, ``since`` and ``until`` are as in
+    ``compensate`` is an activity's name, or a Nexus operation (a ``NexusSpec``
+    object). ``compensate_arg``, when present (even ``null``), replaces the step's
+    argument for the compensation; when absent, the compensation gets the step's
+    argument (an event step's: none). ``label``, ``since`` and ``until`` are as in
     :meth:`temporal_saga.Saga.step`; a deprecated patch is ``{"deprecated": "PATCH_ID"}``.
     """
 
     name: str = Field(min_length=1)
     label: str | None = Field(default=None, min_length=1)
-    compensate: str | None = Field(default=None, min_length=1)
+    compensate: Annotated[str, Field(min_length=1)] | NexusSpec | None = None
     compensate_arg: JsonValue = None
     compensation_name: str | None = None
     after: list[str] = Field(default_factory=list)
@@ -194,15 +217,33 @@ class EventSpec(_StepBase):
     timeout_seconds: PositiveFloat
 
 
+class NexusStepSpec(_StepBase):
+    """A step that is another team's Nexus operation, with a JSON argument (its
+    input): ``{"name": "buy travel insurance", "nexus": {...}, "arg": {...},
+    "compensate": {"endpoint": ..., "service": ..., "operation": "cancel"}}``. Activity
+    options do not apply to it (``schedule_to_close_seconds`` is the operation's)."""
+
+    nexus: NexusSpec
+    arg: JsonValue = None
+    compensate_on_failure: bool = False
+
+
 def _kind(step: Any) -> str:
-    """An event step has ``"event"``; every other step is an activity's."""
-    is_event = isinstance(step, EventSpec) or (isinstance(step, dict) and "event" in step)
-    return "event" if is_event else "step"
+    """An event step has ``"event"``, a Nexus step ``"nexus"``; every other step is
+    an activity's."""
+    if isinstance(step, EventSpec | NexusStepSpec):
+        return "event" if isinstance(step, EventSpec) else "nexus"
+    for kind in ("event", "nexus"):
+        if isinstance(step, dict) and kind in step:
+            return kind
+    return "step"
 
 
 # Errors name the kind: ``steps.1.step.activity``, ``steps.2.event.timeout_seconds``.
 _AnyStep = Annotated[
-    Annotated[StepSpec, Tag("step")] | Annotated[EventSpec, Tag("event")],
+    Annotated[StepSpec, Tag("step")]
+    | Annotated[EventSpec, Tag("event")]
+    | Annotated[NexusStepSpec, Tag("nexus")],
     Discriminator(_kind),
 ]
 
@@ -244,8 +285,9 @@ class SagaSpec(_Spec):
         for step in self.steps:
             compensation: dict[str, Any] = {}
             if step.compensate is not None:
+                undo = step.compensate
                 compensation = {
-                    "compensate": step.compensate,
+                    "compensate": undo if isinstance(undo, str) else undo.to_operation(),
                     "compensation_name": step.compensation_name,
                     "compensation_options": step.compensation_options.to_options(
                         {**COMPENSATION_DEFAULTS, **compensation_defaults}
@@ -276,6 +318,11 @@ class SagaSpec(_Spec):
                 continue
             if step.compensate is not None:
                 common["compensate_on_failure"] = step.compensate_on_failure
+            if isinstance(step, NexusStepSpec):
+                made[step.name] = saga.step(
+                    step.name, step.nexus.to_operation(), step.arg, **common
+                )
+                continue
             made[step.name] = saga.step(
                 step.name,
                 step.activity,

@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
+from temporalio.api.operatorservice.v1 import CreateNexusEndpointRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import Where, environment
+from insurer.service import INSURER_ENDPOINT, INSURER_NAMESPACE
 from temporal_saga._sdk import local_temporal_cli
 from temporal_saga.testing import SagaEnvironment, SagaWorker
 
@@ -55,8 +58,9 @@ OTHER_TEAM = "other-team"
 @pytest.fixture(scope="session")
 def saga_env_options() -> dict[str, object]:
     """The kit's dev server, with the Web UI that the browser tests open, and another
-    team's namespace."""
-    return {"ui": True, "ui_port": UI_PORT, "dev_server_extra_args": ["--namespace", OTHER_TEAM]}
+    team's namespace, and the example insurer's (another team too)."""
+    namespaces = ["--namespace", OTHER_TEAM, "--namespace", INSURER_NAMESPACE]
+    return {"ui": True, "ui_port": UI_PORT, "dev_server_extra_args": namespaces}
 
 
 @pytest.fixture(scope="session")
@@ -122,30 +126,94 @@ def services(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
     return tmp_path / "services"
 
 
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),  # a file, not a pipe: a full pipe would stall the worker
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _ready(process: subprocess.Popen[bytes], log: Path, says: bytes) -> None:
+    deadline = time.monotonic() + 30
+    while says not in log.read_bytes():  # ready: signal handlers set
+        assert process.poll() is None, f"{process.args} exited: {log.read_text()}"
+        assert time.monotonic() < deadline, f"{process.args} did not start: {log.read_text()}"
+        time.sleep(0.05)
+
+
+def _stopped(process: subprocess.Popen[bytes], log: Path, says: str) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+    output = log.read_text()
+    assert process.returncode == 0, output
+    assert output.rstrip().endswith(says), output
+
+
+async def make_endpoint(client: Client, name: str, task_queue: str) -> Any:
+    """A Nexus endpoint ``name`` to ``task_queue`` in the other team's namespace; the
+    server's record of it (its id and version, to delete it)."""
+    spec = EndpointSpec(
+        name=name,
+        target=EndpointTarget(
+            worker=EndpointTarget.Worker(namespace=OTHER_TEAM, task_queue=task_queue)
+        ),
+    )
+    created = await client.operator_service.create_nexus_endpoint(
+        CreateNexusEndpointRequest(spec=spec)
+    )
+    return created.endpoint
+
+
+def route_insurer(address: str, task_queue: str) -> None:
+    """Point the insurer's Nexus endpoint at ``task_queue`` in the insurer's namespace
+    (making the endpoint the first time), with the CLI, as ``make demo`` does."""
+    target = [
+        *("--address", address, "--name", INSURER_ENDPOINT),
+        *("--target-namespace", INSURER_NAMESPACE, "--target-task-queue", task_queue),
+    ]
+    for verb in ("update", "create"):
+        done = subprocess.run(
+            [temporal_binary(), "operator", "nexus", "endpoint", verb, *target],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode == 0:
+            return
+    raise AssertionError(done.stderr)
+
+
 @contextlib.contextmanager
 def running_worker_py(
     env: WorkflowEnvironment, task_queue: str, services: Where, log: Path, *args: str
 ) -> Iterator[str]:
     """worker.py in its own process on ``task_queue`` (more ``args`` given to it),
-    logging to ``log``; yields the queue, and checks that it stops cleanly."""
-    worker = subprocess.Popen(
-        [sys.executable, "worker.py", "--task-queue", task_queue, *args],
-        cwd=ROOT,
-        env={**os.environ, "TEMPORAL_ADDRESS": server_address(env), **environment(services)},
-        stdout=log.open("wb"),  # a file, not a pipe: a full pipe would stall the worker
-        stderr=subprocess.STDOUT,
+    logging to ``log``, and the insurer's worker (``insurer.worker``, another team's,
+    in its namespace, on a queue of its own that the insurer's endpoint is pointed
+    at; its log beside); yields the queue, and checks that both stop cleanly."""
+    settings = {"TEMPORAL_ADDRESS": server_address(env), **environment(services)}
+    worker = _start([sys.executable, "worker.py", "--task-queue", task_queue, *args], settings, log)
+    insurer_log, insurer_queue = log.with_suffix(".insurer.log"), f"insurer-{uuid.uuid4()}"
+    insurer = _start(
+        [sys.executable, "-m", "insurer.worker", "--task-queue", insurer_queue],
+        settings,
+        insurer_log,
     )
-    deadline = time.monotonic() + 30
-    while b"serving task queue" not in log.read_bytes():  # ready: signal handlers set
-        assert worker.poll() is None, f"worker.py exited: {log.read_text()}"
-        assert time.monotonic() < deadline, f"worker.py did not start: {log.read_text()}"
-        time.sleep(0.05)
-    yield task_queue
-    worker.terminate()
-    worker.wait(timeout=30)
-    output = log.read_text()
-    assert worker.returncode == 0, output
-    assert output.rstrip().endswith("INFO worker: stopped"), output
+    try:
+        _ready(worker, log, b"serving task queue")
+        _ready(insurer, insurer_log, b"serving the insurer")
+        route_insurer(server_address(env), insurer_queue)
+        yield task_queue
+        _stopped(worker, log, "INFO worker: stopped")
+        _stopped(insurer, insurer_log, "INFO insurer.worker: stopped")
+    finally:
+        for process in (worker, insurer):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture

@@ -35,12 +35,14 @@ from temporalio.worker import Worker
 from activities.ledger import Ledger, Where
 from activities.models import City, TripBooking, TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
+from insurer.handler import InsuranceHandler
+from insurer.service import INSURER_NAMESPACE
 from temporal_saga import SagaFailed, SagaResult, SagaState
 from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import data_converter, state_from_history
 from workflows.trip import BuyTripPackage
 
-from .conftest import temporal_cli
+from .conftest import route_insurer, temporal_cli
 from .readme_blocks import marked
 from .scripted import (
     JOURNAL,
@@ -106,15 +108,26 @@ def secret_trip(destination: City) -> TripRequest:
 @contextlib.asynccontextmanager
 async def trip_worker_in_process(client: Client, queue: str | None = None) -> AsyncIterator[str]:
     """A worker for the trip saga in this process (set ``TRIP_DATA_DIR`` first) on
-    ``queue`` (default: a fresh one), which it yields."""
+    ``queue`` (default: a fresh one), which it yields, and the insurer's."""
     queue = queue or f"trip-{uuid.uuid4()}"
+    address = client.service_client.config.target_host
+    # The insurer's worker too (another team's, in its namespace: the same payload
+    # converter and codec as the trip's, to read what the saga sends it).
+    insurer = await Client.connect(
+        address, namespace=INSURER_NAMESPACE, data_converter=client.data_converter
+    )
+    insurer_queue = f"insurer-{uuid.uuid4()}"
+    await asyncio.to_thread(route_insurer, address, insurer_queue)
     with ThreadPoolExecutor(4) as executor:
-        async with Worker(
-            client,
-            task_queue=queue,
-            workflows=[BuyTripPackage],
-            activities=TRIP_ACTIVITIES,
-            activity_executor=executor,
+        async with (
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=[BuyTripPackage],
+                activities=TRIP_ACTIVITIES,
+                activity_executor=executor,
+            ),
+            Worker(insurer, task_queue=insurer_queue, nexus_service_handlers=[InsuranceHandler()]),
         ):
             yield queue
 

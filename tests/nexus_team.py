@@ -186,12 +186,12 @@ class Plan(BaseModel):
 
 
 @activity.defn
-def book_flight(plan: Plan) -> str:
+def reserve_seat(plan: Plan) -> str:
     return f"flight for {plan.cover.holder}"
 
 
 @activity.defn
-def cancel_flight(plan: Plan) -> None:
+def release_seat(plan: Plan) -> None:
     return None
 
 
@@ -222,7 +222,7 @@ class Trip:
             else cancel_insurance_here
         )
         saga = Saga("trip", start_to_close_timeout=timedelta(seconds=10))
-        flight = saga.step("book flight", book_flight, plan, compensate=cancel_flight)
+        flight = saga.step("book flight", reserve_seat, plan, compensate=release_seat)
         insurance = saga.step("buy insurance", buy, plan.cover, compensate=undo, after=[flight])
         saga.step("charge", charge, plan, after=[insurance])
         await saga.run()
@@ -245,6 +245,6 @@ class OptionsOnANexusStep:
         await saga.run()
 
 
-CALLER_ACTIVITIES = [book_flight, cancel_flight, charge, cancel_insurance_here]
+CALLER_ACTIVITIES = [reserve_seat, release_seat, charge, cancel_insurance_here]
 TEAM_WORKFLOWS = [Underwrite, TeamSaga]
 TEAM_ACTIVITIES = [team_step, team_undo]

@@ -30,6 +30,8 @@ from temporalio.worker import Worker
 
 from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
+from insurer.handler import InsuranceHandler
+from insurer.service import INSURER_NAMESPACE
 from temporal_saga import SagaState, SagaStatus
 from temporal_saga._protocol import SAGA_EVENT, SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import SagaPlugin, data_converter
@@ -37,8 +39,17 @@ from temporal_saga.testing import fake
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
-from .conftest import temporal_binary
+from .conftest import OTHER_TEAM, make_endpoint, route_insurer, temporal_binary
 from .event_sagas import ShopBlockSaga, ShopInput, ShopSaga, refund, release, reserve, ship
+from .nexus_team import (
+    CALLER_ACTIVITIES,
+    TEAM_ACTIVITIES,
+    TEAM_WORKFLOWS,
+    Cover,
+    Plan,
+    Trip,
+)
+from .nexus_team import InsuranceHandler as NexusTeamHandler
 from .scripted import (
     BlockSaga,
     BlockSpec,
@@ -71,6 +82,7 @@ WORKFLOWS = [
     BookGroupTrip,
     ShopSaga,
     ShopBlockSaga,
+    Trip,
 ]
 
 # The event sagas' activities, faked (tests/event_sagas.py).
@@ -110,6 +122,16 @@ def _trip(
         check_in=check_in,
         nights=2,
     )
+
+
+# The other team of tests/nexus_team.py, as the recording reaches it.
+TEAM_ENDPOINT = "recorded-team"
+TEAM_DB = os.path.join(tempfile.gettempdir(), "recorded-team.db")
+
+
+def _plan(**options: Any) -> Plan:
+    cover = {k: options.pop(k) for k in list(options) if k in Cover.model_fields}
+    return Plan(endpoint=TEAM_ENDPOINT, cover=Cover(db=TEAM_DB, holder="Rec", **cover), **options)
 
 
 # A saga that fails and compensates slowly: time to cancel it while it compensates.
@@ -318,6 +340,31 @@ SHAPES: dict[str, Shape] = {
     "event_cancelled_while_waiting": Shape(ShopSaga, ShopInput(), cancel_after=1.5),
     # The imperative form, its payment sent before its step was added.
     "event_block": Shape(ShopBlockSaga, ShopInput(), events=(_PAYMENT,)),
+    # The insurer as another team, over Nexus: insured; then undone (no payment).
+    "trip_insured_nexus": Shape(BuyTripPackage, _trip("Hana", date(2027, 12, 1))),
+    "trip_insurance_cancelled_nexus": Shape(
+        BuyTripPackage,
+        _trip("Ivo", date(2027, 12, 10)).model_copy(update={"confirmation": "never"}),
+    ),
+    # Nexus steps (tests/nexus_team.py): the operation fails (not undone); a later
+    # step fails (the operation undone by another); a workflow-backed operation times
+    # out (cancelled through Nexus, then undone) or runs when the saga is cancelled;
+    # a compensation that needs a human, retried; a saga behind the endpoint fails.
+    "nexus_step_failed": Shape(Trip, _plan(refuse=True)),
+    "nexus_undone": Shape(Trip, _plan(charge_fails=True)),
+    "nexus_timed_out": Shape(Trip, _plan(operation="underwrite", seconds=30, timeout_seconds=1)),
+    "nexus_cancelled": Shape(Trip, _plan(operation="underwrite", seconds=30), cancel_after=1.5),
+    "nexus_needs_human_retried": Shape(
+        Trip,
+        _plan(charge_fails=True, undo_fails=True),
+        operate=(
+            (
+                "saga_retry",
+                {"step": "buy insurance", "arg": _plan().cover.model_dump(mode="json")},
+            ),
+        ),
+    ),
+    "nexus_nested_failed": Shape(Trip, _plan(operation="nested", fail_nested=True)),
 }
 
 
@@ -376,6 +423,7 @@ async def main() -> None:
         data_converter=data_converter(),
         plugins=[SagaPlugin()],
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
+        dev_server_extra_args=["--namespace", OTHER_TEAM, "--namespace", INSURER_NAMESPACE],
     ) as env:
         # The Node.js worker of the trip's car step (trip_car needs it).
         folder = Path(__file__).parent.parent / "services" / "car-rental"
@@ -386,20 +434,45 @@ async def main() -> None:
             cwd=folder,
             env={**os.environ, "TEMPORAL_ADDRESS": env.client.service_client.config.target_host},
         )
+        # The other teams: the example's insurer, and the Nexus tests' team.
+        address = env.client.service_client.config.target_host
+        team = await Client.connect(address, namespace=OTHER_TEAM, plugins=[SagaPlugin()])
+        insurer = await Client.connect(address, namespace=INSURER_NAMESPACE, plugins=[SagaPlugin()])
+        route_insurer(address, queue)
+        await make_endpoint(env.client, TEAM_ENDPOINT, queue)
         with car_rental, ThreadPoolExecutor(max_workers=8) as executor:
-            async with Worker(
-                env.client,
-                task_queue=queue,
-                workflows=WORKFLOWS,
-                activities=[do_step, undo_step, *TRIP_ACTIVITIES, *SHOP_ACTIVITIES],
-                activity_executor=executor,
-            ):
-                for name, shape in SHAPES.items():
-                    if (name not in sys.argv[1:]) if sys.argv[1:] else (name in FROZEN):
-                        continue
-                    await record(env.client, queue, name, shape)
-                    print(f"recorded {name}")
-            car_rental.terminate()
+            try:
+                async with (
+                    Worker(
+                        env.client,
+                        task_queue=queue,
+                        workflows=WORKFLOWS,
+                        activities=[
+                            do_step,
+                            undo_step,
+                            *TRIP_ACTIVITIES,
+                            *SHOP_ACTIVITIES,
+                            *CALLER_ACTIVITIES,
+                        ],
+                        activity_executor=executor,
+                    ),
+                    Worker(insurer, task_queue=queue, nexus_service_handlers=[InsuranceHandler()]),
+                    Worker(
+                        team,
+                        task_queue=queue,
+                        nexus_service_handlers=[NexusTeamHandler()],
+                        workflows=TEAM_WORKFLOWS,
+                        activities=TEAM_ACTIVITIES,
+                        activity_executor=executor,
+                    ),
+                ):
+                    for name, shape in SHAPES.items():
+                        if (name not in sys.argv[1:]) if sys.argv[1:] else (name in FROZEN):
+                            continue
+                        await record(env.client, queue, name, shape)
+                        print(f"recorded {name}")
+            finally:
+                car_rental.terminate()
 
 
 if __name__ == "__main__":

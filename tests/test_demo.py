@@ -62,9 +62,10 @@ def test_a_kept_demo_stopped_with_sigterm_stops_its_dev_server_and_workers(
                 break
         assert printed and printed[-1].startswith("Kept running"), "".join(printed)
         started = children(demo.pid)
-        # The dev server and the worker, and the Node.js car-rental worker if it runs.
+        # The dev server, the worker and the insurer's (another team's), and the
+        # Node.js car-rental worker if it runs.
         cars = "Car rental: starting" in "".join(printed)
-        assert len(started) == 2 + cars, started
+        assert len(started) == 3 + cars, started
         demo.send_signal(signal.SIGTERM)
         rest, _ = demo.communicate(timeout=60)
     finally:
@@ -78,6 +79,9 @@ def test_a_kept_demo_stopped_with_sigterm_stops_its_dev_server_and_workers(
     assert "❌ end saga (no available hotel rooms)" in shown  # Kevin
     assert "✔️ payment confirmed" in shown  # Maria's, by the provider's event
     assert "❌ end saga (no 'payment' event within 5 seconds)" in shown  # Omar
+    # Omar's insurance, bought over Nexus from the insurer's namespace, cancelled there.
+    assert "✔️ cancel travel insurance" in shown
+    assert "✔️ insurer (another team, over Nexus): Maria's policy IN-" in shown
     assert "✔️ refund card" in shown  # Omar's charge
     assert "❗️ waiting for a human: book plane ticket" in shown  # Lena, then resolved
     assert "✔️ cancel plane ticket booking (resolved by hand: refunded at the" in shown

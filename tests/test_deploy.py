@@ -64,6 +64,7 @@ def test_compose_file_is_valid() -> None:
         "admin-tools",
         "worker",
         "car-rental",
+        "insurer",
         "codec",
     )
     for service in services:
@@ -209,9 +210,15 @@ echo "$*" >> "$CALLS"
 count() { echo x >> "$STATE/$1"; wc -l < "$STATE/$1"; }
 case "$1 $2 $3" in
   "operator cluster health") [ "$(count health)" -gt "$HEALTHY_AFTER" ] ;;
-  "operator namespace describe") [ -f "$STATE/namespace" ] ;;
+  "operator namespace describe") [ -f "$STATE/namespace-$5" ] ;;
   "operator namespace create")
-    [ "$(count create)" -ge 2 ] && touch "$STATE/namespace" ;;
+    [ "$(count "create-$5")" -ge 2 ] && touch "$STATE/namespace-$5" ;;
+  "operator nexus endpoint")
+    case "$4" in
+      get) [ -f "$STATE/endpoint" ] ;;
+      create) touch "$STATE/endpoint" ;;
+      *) exit 2 ;;
+    esac ;;
   "operator search-attribute list") [ -f "$STATE/attribute" ] && echo "SagaStatus Keyword"; true ;;
   "operator search-attribute create") touch "$STATE/attribute" ;;
   *) exit 2 ;;
@@ -245,6 +252,27 @@ def test_the_namespace_job_waits_for_the_cluster_and_retries(tmp_path: Path) -> 
     )
     # A second run finds everything in place and changes nothing.
     again = setup_namespace(tmp_path, calls="calls-again", HEALTHY_AFTER="0")
+    assert again.returncode == 0, again.stderr
+    assert not any("create" in c for c in (tmp_path / "calls-again").read_text().splitlines())
+
+
+def test_the_namespace_job_makes_the_insurer_namespace_and_its_nexus_endpoint(
+    tmp_path: Path,
+) -> None:
+    done = setup_namespace(tmp_path, HEALTHY_AFTER="0", INSURER_NAMESPACE="insurer")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("namespace insurer and Nexus endpoint trip-insurer ready")
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert (
+        sum(c == "operator namespace create --namespace insurer --retention 7d" for c in calls) == 2
+    )
+    assert calls[-1] == (
+        "operator nexus endpoint create --name trip-insurer --target-namespace insurer "
+        "--target-task-queue insurer"
+    )
+    again = setup_namespace(
+        tmp_path, calls="calls-again", HEALTHY_AFTER="0", INSURER_NAMESPACE="insurer"
+    )
     assert again.returncode == 0, again.stderr
     assert not any("create" in c for c in (tmp_path / "calls-again").read_text().splitlines())
 

@@ -21,6 +21,7 @@ from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import City, TripBooking, TripRequest
+from insurer.service import INSURER_NAMESPACE
 from temporal_saga import SagaStatus
 from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE, PublicText
 from temporal_saga.client import SagaPlugin, data_converter, load_state, render_trace
@@ -83,6 +84,7 @@ async def buy_on_a_fresh_server(tmp_path: Path, converter: DataConverter) -> Sto
         plugins=[SagaPlugin()],
         search_attributes=[SAGA_STATUS_ATTRIBUTE],
         dev_server_log_level="error",
+        dev_server_extra_args=["--namespace", INSURER_NAMESPACE],  # the insurer's
     ) as env:
         trip = secret_trip("Venice")
         bad = trip.model_dump(mode="json") | {"origin": NAME}
@@ -158,8 +160,10 @@ async def test_with_a_key_no_personal_data_is_stored_in_clear(
         "cancel tourist ticket reservations",
         "check the SagaStatus search attribute",  # the local activity's summary
     }
-    # The SDK's own bookkeeping: the check's patch marker and local activity marker.
+    # The SDK's own bookkeeping: the insurer's patch marker (trip-insurer-nexus), the
+    # check's patch marker and local activity marker.
     assert [p.field for p in stored.audit.payloads if p.kind == "sdk"] == [
+        "marker_recorded_event_attributes.details[patch-data].payloads[0]",
         "marker_recorded_event_attributes.details[patch-data].payloads[0]",
         "marker_recorded_event_attributes.details[data].payloads[0]",
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -24,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
 from temporalio.api.operatorservice.v1 import (
-    CreateNexusEndpointRequest,
     DeleteNexusEndpointRequest,
 )
 from temporalio.client import (
@@ -42,6 +42,7 @@ from temporalio.worker import Worker
 from temporal_saga import (
     NexusOperation,
     SagaFailed,
+    SagaResult,
     SagaState,
     SagaStatus,
     SagaTypeError,
@@ -49,9 +50,10 @@ from temporal_saga import (
 )
 from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import SagaPlugin, retry_step, state_from_history
+from temporal_saga.declarative import DeclarativeSaga, SagaSpec
 
-from .conftest import OTHER_TEAM, ROOT, WorkerFactory, server_address
-from .helpers import wait_for
+from .conftest import OTHER_TEAM, ROOT, WorkerFactory, make_endpoint, server_address
+from .helpers import start_from_the_cli, wait_for
 
 with workflow.unsafe.imports_passed_through():
     from .nexus_team import (
@@ -95,17 +97,6 @@ class Team:
                 activity_executor=executor,
             ):
                 yield
-
-
-async def make_endpoint(client: Client, name: str, queue: str) -> Any:
-    spec = EndpointSpec(
-        name=name,
-        target=EndpointTarget(worker=EndpointTarget.Worker(namespace=OTHER_TEAM, task_queue=queue)),
-    )
-    created = await client.operator_service.create_nexus_endpoint(
-        CreateNexusEndpointRequest(spec=spec)
-    )
-    return created.endpoint
 
 
 @pytest.fixture
@@ -302,6 +293,60 @@ async def test_a_saga_run_by_the_other_team_is_a_nested_saga(
     assert not failure.state.step("buy insurance").uncertain  # it undid itself
     assert failure.state.step("book flight").status is StepStatus.COMPENSATED
     assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]  # the team's "check"
+
+
+@pytest.mark.parametrize("charge_fails", [False, True])
+async def test_a_declarative_saga_names_nexus_steps_and_starts_from_the_temporal_cli(
+    env: WorkflowEnvironment,
+    client: Client,
+    worker: WorkerFactory,
+    team: Team,
+    task_queue: str,
+    tmp_path: Path,
+    charge_fails: bool,
+) -> None:
+    plan = team.plan("Ivy", charge_fails=charge_fails)
+    insurer = {"endpoint": team.endpoint, "service": "Insurance"}
+    spec = {
+        "name": "trip",
+        "steps": [
+            {"name": "book flight", "activity": "reserve_seat", "arg": plan.model_dump()},
+            {
+                "name": "buy insurance",
+                "nexus": {**insurer, "operation": "buy", "schedule_to_close_seconds": 30},
+                "arg": plan.cover.model_dump(),
+                "compensate": {**insurer, "operation": "cancel"},
+                "after": ["book flight"],
+            },
+            {
+                "name": "charge",
+                "activity": "charge",
+                "arg": plan.model_dump(),
+                "after": ["buy insurance"],
+            },
+        ],
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    async with worker(workflows=[DeclarativeSaga], activities=CALLER_ACTIVITIES), team.worker():
+        handle = client.get_workflow_handle(
+            start_from_the_cli(env, task_queue, spec_file), result_type=SagaResult
+        )
+        if not charge_fails:
+            result = await handle.result()
+            assert result.results["buy insurance"] == "policy for Ivy"
+            assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]
+            return
+        failure = await failed(handle)
+    assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
+    assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
+
+
+def test_a_declarative_nexus_step_names_what_is_wrong() -> None:
+    with pytest.raises(ValidationError, match=r"steps\.0\.nexus\.nexus\.operation"):
+        SagaSpec.model_validate(
+            {"name": "s", "steps": [{"name": "a", "nexus": {"endpoint": "e", "service": "S"}}]}
+        )
 
 
 def test_a_nexus_operation_is_checked_when_made() -> None:

@@ -41,7 +41,7 @@ BOTH_DATABASES = pytest.mark.parametrize("services", ["sqlite", "postgres"], ind
 
 @BOTH_DATABASES
 async def test_trip_succeeds_and_books_all_three(
-    client: Client, trip_worker: str, services: Where
+    client: Client, trip_worker: str, services: Where, tmp_path: Path
 ) -> None:
     booking = await buy(client, trip_worker, trip("Maria"))
     assert booking.hotel.city == "Venice" and booking.tickets.count == 2
@@ -52,6 +52,8 @@ async def test_trip_succeeds_and_books_all_three(
     # The payment provider confirmed the charge by calling the saga back (an event step).
     assert booking.payment is not None and booking.payment.amount == 540 + 2 * 100
     assert active(services, "Maria") == EVERYTHING
+    # The insurer is another team: its own worker sold the policy, through Nexus.
+    assert "insurer: policy IN-" in (tmp_path / "worker.insurer.log").read_text()
 
 
 async def test_a_cheap_flight_is_not_insured_and_the_trace_says_so(

@@ -17,6 +17,7 @@ from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from insurer.service import INSURER_NAMESPACE
 from temporal_saga import SagaStatus
 from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import SagaPlugin, data_converter, load_state, watch
@@ -127,7 +128,11 @@ async def test_web_ui_decodes_input_through_the_codec_server_for_signed_in_users
             plugins=[SagaPlugin()],
             ui=True,
             ui_port=ui_port,
-            dev_server_extra_args=["--ui-codec-endpoint", codec_url],
+            # The Web UI decodes through the codec server; the insurer's namespace.
+            dev_server_extra_args=[
+                *("--ui-codec-endpoint", codec_url),
+                *("--namespace", INSURER_NAMESPACE),
+            ],
             search_attributes=[SAGA_STATUS_ATTRIBUTE],
             dev_server_log_level="error",
         ) as env:

@@ -1,6 +1,7 @@
 """Buy a trip package: book plane ticket, book hotel room, buy tourist tickets, and,
 once they are booked, charge the card and wait for the payment provider's confirmation
-(an event step) and, if the flight is expensive, buy travel insurance; with
+(an event step) and, if the flight is expensive, buy travel insurance from the
+insurer, another team's service behind a Nexus endpoint (``insurer/``); with
 ``car=True``, also rent a car, from the car-rental service, a Node.js worker
 (``services/car-rental``) that serves ``bookCar`` and ``cancelCar`` on its own queue.
 
@@ -11,13 +12,19 @@ others are cancelled by their compensations and the workflow fails with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from pydantic import ValidationError
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import PaymentConfirmation, TripBooking, TripRequest
+    from activities.models import (
+        InsuranceBooking,
+        PaymentConfirmation,
+        TripBooking,
+        TripRequest,
+    )
     from activities.trip import (
         INSURE_FLIGHTS_ABOVE,
         PAYMENT_CONFIRMATION_TIMEOUT,
@@ -32,7 +39,8 @@ with workflow.unsafe.imports_passed_through():
         charge_card,
         refund_card,
     )
-    from temporal_saga import Saga, StepStatus
+    from insurer.service import INSURER_ENDPOINT, InsuranceService
+    from temporal_saga import NexusOperation, Saga, StepStatus
 
 TASK_QUEUE = "trip-saga"
 #: The car-rental service's queue: its worker is written in JavaScript (Node.js).
@@ -93,15 +101,26 @@ class BuyTripPackage:
             )
         # A conditional step: once everything is booked, insure an expensive flight.
         # Added while trip sagas were running, hence since=: a saga that had passed
-        # this point before the change replays without it.
+        # this point before the change replays without it. The insurer then became
+        # another team (its own namespace, behind a Nexus endpoint): sagas started
+        # before that buy from the activity, as they did.
+        buy_insurance_from: NexusOperation | Callable[..., InsuranceBooking] = buy_insurance
+        cancel_insurance_at: NexusOperation | Callable[..., None] = cancel_insurance
+        if workflow.patched("trip-insurer-nexus"):
+            buy_insurance_from = NexusOperation(
+                INSURER_ENDPOINT, InsuranceService, InsuranceService.buy
+            )
+            cancel_insurance_at = NexusOperation(
+                INSURER_ENDPOINT, InsuranceService, InsuranceService.cancel
+            )
         insurance = saga.step(
             "buy travel insurance",
-            buy_insurance,
+            buy_insurance_from,
             lambda: trip.insurance(plane.result),
             after=[plane, hotel, tour],
             since="trip-insurance",
             when=lambda: plane.result.price > INSURE_FLIGHTS_ABOVE,
-            compensate=cancel_insurance,
+            compensate=cancel_insurance_at,
             compensation_name="cancel travel insurance",
         )
         # The payment, added later too: once everything is booked the card is charged,

@@ -44,6 +44,7 @@ def _workflows_page(namespace: str) -> str:
 async def connect(
     *,
     profile: str | None = None,
+    namespace: str | None = None,
     connect_timeout: timedelta | None = None,
     runtime: Runtime | None = None,
     plugins: Sequence[Plugin] = (),
@@ -61,6 +62,8 @@ async def connect(
     Args:
         profile: Profile of the config file to use (default: ``TEMPORAL_PROFILE``,
             else ``default``).
+        namespace: The namespace, instead of the configuration's (another team's
+            worker, say, behind a Nexus endpoint).
         connect_timeout: Give up connecting after this long.
         runtime: The SDK runtime (e.g. with Prometheus metrics or OpenTelemetry).
         plugins: More SDK plugins, after ``SagaPlugin`` (tracing, say).
@@ -69,6 +72,8 @@ async def connect(
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
     config.setdefault("target_host", DEFAULT_ADDRESS)
+    if namespace is not None:
+        config["namespace"] = namespace
     return await Client.connect(
         **config,
         data_converter=data_converter(),
