@@ -66,12 +66,13 @@ demo-encrypted: $(DEMO) node
 	TEMPORAL_SAGA_KEY_FILE=data/demo.key $(BIN)/python demo.py $(DEMO_ARGS)
 
 ## make bench: helper vs hand-written Temporal saga, event steps vs a hand-written wait,
-## the barrier's cost per call (several minutes); see bench/README.md.
+## the barrier's cost, a Nexus step vs an activity (several minutes); see bench/README.md.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.barrier
+	$(BIN)/python -m bench.nexus
 
 ## make chaos: 1,000 trip sagas under worker kills and a server restart (bench/chaos.py).
 chaos: $(STAMP)

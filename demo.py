@@ -55,6 +55,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities.models import TripRequest
 from activities.trip import airline, attractions, hotel, insurer, payments
 from insurer.service import INSURER_ENDPOINT, INSURER_NAMESPACE, INSURER_TASK_QUEUE
+from insurer.setup import ensure as ensure_insurer_endpoint
 from starter import buy_trip, start_trip, trip_outcome
 from temporal_saga import SagaState, SagaStatus
 from temporal_saga._sdk import local_temporal_cli
@@ -143,39 +144,6 @@ def start_insurer(log: Path) -> subprocess.Popen[bytes]:
         env={**with_absolute_paths(os.environ), "PYTHONPATH": path},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-    )
-
-
-def temporal(*args: str) -> subprocess.CompletedProcess[str]:
-    """The ``temporal`` CLI against the demo's server."""
-    return subprocess.run(
-        [local_temporal_cli(), *args, "--address", os.environ["TEMPORAL_ADDRESS"]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def ensure_insurer_endpoint() -> None:
-    """The insurer's namespace and the Nexus endpoint to its worker's task queue, as
-    the insurer's team would make them with the CLI (kept if they exist)."""
-    if temporal("operator", "namespace", "describe", "-n", INSURER_NAMESPACE).returncode:
-        made = temporal("operator", "namespace", "create", "-n", INSURER_NAMESPACE)
-        if made.returncode:
-            raise RuntimeError(f"could not create namespace {INSURER_NAMESPACE}: {made.stderr}")
-    endpoint = ["operator", "nexus", "endpoint"]
-    if temporal(*endpoint, "get", "--name", INSURER_ENDPOINT).returncode:
-        made = temporal(
-            *endpoint,
-            "create",
-            *("--name", INSURER_ENDPOINT, "--target-namespace", INSURER_NAMESPACE),
-            *("--target-task-queue", INSURER_TASK_QUEUE),
-        )
-        if made.returncode:
-            raise RuntimeError(f"could not create the endpoint {INSURER_ENDPOINT}: {made.stderr}")
-    print(
-        f"Nexus: endpoint {INSURER_ENDPOINT!r} → namespace {INSURER_NAMESPACE!r}, "
-        f"task queue {INSURER_TASK_QUEUE!r}"
     )
 
 
@@ -349,7 +317,11 @@ async def demo(keep: bool) -> bool:
         SERVICES.mkdir(parents=True)
         os.environ["TRIP_DATA_DIR"] = str(SERVICES)  # for the worker, and our checks
         worker = start_worker(SERVICES.parent / "worker.log")
-        ensure_insurer_endpoint()
+        ensure_insurer_endpoint(address)
+        print(
+            f"Nexus: endpoint {INSURER_ENDPOINT!r} → namespace {INSURER_NAMESPACE!r}, "
+            f"task queue {INSURER_TASK_QUEUE!r}"
+        )
         insurer_worker = start_insurer(SERVICES.parent / "insurer.log")
         car_rental = start_car_rental(SERVICES.parent / "car-rental.log")
         cars = car_rental is not None

@@ -33,8 +33,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(port: int, db: Path | None = None) -> list[str]:
-    """``temporal server start-dev`` on ``port``, headless, with ``SagaStatus`` registered."""
+def server_command(
+    port: int, db: Path | None = None, namespaces: tuple[str, ...] = ()
+) -> list[str]:
+    """``temporal server start-dev`` on ``port``, headless, with ``SagaStatus`` registered
+    (and ``namespaces`` made besides ``default``)."""
     command = [
         local_temporal_cli(),
         "server",
@@ -49,13 +52,17 @@ def server_command(port: int, db: Path | None = None) -> list[str]:
         "--log-level",
         "error",
     ]
+    command += [arg for namespace in namespaces for arg in ("--namespace", namespace)]
     return command + (["--db-filename", str(db)] if db is not None else [])
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
-    """A dev server in memory, its output in ``log``."""
+def start_server(port: int, log: Path, namespaces: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """A dev server in memory (with ``namespaces`` besides ``default``), its output in
+    ``log``."""
     with log.open("ab") as out:
-        return subprocess.Popen(server_command(port), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            server_command(port, namespaces=namespaces), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def start_worker(

@@ -20,12 +20,16 @@ is due) for about 10 %, twice for 10 %, too late for 5 %, never for 5 %: the las
 two time out and undo the trip. About 5 % have a zombie attempt: a step's first
 attempt stalls past its timeout and reaches its service after the retry booked (and,
 another service being down, often after the saga cancelled that booking): the
-services' barrier (``temporal_saga.barrier``) keeps it from booking again. The
+services' barrier (``temporal_saga.barrier``) keeps it from booking again. About 10 %
+go to Venice, whose fare buys travel insurance from the insurer, another team's
+worker in its own namespace, over Nexus (its worker is SIGKILLed and restarted once
+too). The
 services keep their bookings in SQLite files, or (``--database postgres``) in a
 PostgreSQL server started here (Debian's package), as in docker compose.
 At the end it checks, from the services' databases and the workflows' outcomes:
 
-- every saga is fully booked (it succeeded) or fully released (it did not);
+- every saga is fully booked (it succeeded) or fully released (it did not), the
+  insurance included (held by a trip to Venice that succeeded, by no other);
 - no booking exists twice (one per saga, service and traveller);
 - every workflow closed within the bound;
 - nothing is left COMPENSATING or waiting for a human, and no saga needs one;
@@ -55,8 +59,10 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
-from activities.ledger import Ledger, Where, environment
-from activities.models import TripRequest
+from activities.ledger import Booking, Ledger, Where, environment
+from activities.models import City, TripRequest
+from insurer.service import INSURER_NAMESPACE
+from insurer.setup import ensure as ensure_insurer_endpoint
 from temporal_saga import SagaFailed, SagaStatus
 from temporal_saga._protocol import SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import resolve_step, retry_step
@@ -82,6 +88,7 @@ class Chaos:
     port: int = field(default_factory=free_port)
     server: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    insurer: subprocess.Popen[bytes] | None = None
     faults: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -94,7 +101,7 @@ class Chaos:
     def start_server(self) -> None:
         log = (self.workdir / "server.log").open("ab")
         self.server = subprocess.Popen(
-            server_command(self.port, self.workdir / "temporal.db"),
+            server_command(self.port, self.workdir / "temporal.db", (INSURER_NAMESPACE,)),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -121,13 +128,29 @@ class Chaos:
         else:
             self.workers.append(worker)
 
+    def start_insurer(self) -> None:
+        """The insurer's worker (another team's, in its namespace)."""
+        self.insurer = subprocess.Popen(
+            [sys.executable, "-m", "insurer.worker"],
+            cwd=ROOT,
+            env={**os.environ, "TEMPORAL_ADDRESS": self.address, **environment(self.services)},
+            stdout=(self.workdir / "insurer.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill_insurer(self) -> None:
+        assert self.insurer is not None
+        self.insurer.send_signal(signal.SIGKILL)
+        self.insurer.wait()
+        self.count("insurer's worker SIGKILL (Nexus)")
+
     def kill_worker(self, slot: int) -> None:
         self.workers[slot].send_signal(signal.SIGKILL)
         self.workers[slot].wait()
         self.count("worker SIGKILL")
 
     def stop_all(self) -> None:
-        for worker in self.workers:
+        for worker in [*self.workers, *([self.insurer] if self.insurer else [])]:
             if worker.poll() is None:
                 worker.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -167,6 +190,10 @@ def make_trip(
         faults[rng.choice(SERVICES)] = "flaky"
         chaos.count("flaky service (retries absorb)")
     [confirmation] = rng.choices(list(CONFIRMATIONS), weights=list(CONFIRMATIONS.values()))
+    cities: list[City] = ["Lisbon", "Paris", "Rome", "Venice"]
+    destination = rng.choices(cities, [30, 30, 30, 10])[0]
+    if destination == "Venice":
+        chaos.count("to Venice: insured over Nexus (if it gets that far)")
     if confirmation != "prompt":
         chaos.count(f"payment confirmed {confirmation}")
     return TripRequest(
@@ -174,7 +201,7 @@ def make_trip(
         passport="P1234567",
         confirmation=confirmation,  # type: ignore[arg-type]
         origin="Lisbon",
-        destination=rng.choice(["Lisbon", "Paris", "Rome"]),
+        destination=destination,  # Venice's fare buys insurance, over Nexus
         check_in=date(2027, 1, 1) + timedelta(days=index % 300),
         nights=1 + index % 3,
         faults=faults,  # type: ignore[arg-type]
@@ -189,8 +216,10 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
     chaos.start_server()
     try:
         client = await connect(chaos.address)
+        ensure_insurer_endpoint(chaos.address)
         for slot in range(2):
             chaos.start_worker(slot)
+        chaos.start_insurer()
         queue = "trip-saga"
         rpcs = asyncio.Semaphore(RPCS)
 
@@ -201,6 +230,7 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
         )
         acted: dict[int, int] = {}  # operator actions answered, per saga
         travellers: list[list[str]] = []
+        made: dict[int, list[TripRequest]] = {}  # each saga's trips
 
         async def start(index: int) -> WorkflowHandle[Any, Any]:
             workflow_id = f"chaos-{index}-{uuid.uuid4().hex[:6]}"
@@ -208,6 +238,7 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
                 names = [f"G{index:05d}-{k}" for k in (1, 2)]
                 group = GroupTripRequest(trips=[make_trip(rng, n, chaos) for n in names])
                 travellers.append(names)
+                made[index] = group.trips
                 async with rpcs:
                     return await client.start_workflow(
                         BookGroupTrip.run, group, id=workflow_id, task_queue=queue
@@ -221,6 +252,7 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
                 no_refund=kinds[index] == "needs human",
             )
             trips[index] = trip
+            made[index] = [trip]
             travellers.append([name])
             async with rpcs:
                 return await client.start_workflow(
@@ -331,6 +363,10 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
             chaos.kill_worker(slot)
             await asyncio.sleep(rng.uniform(0.2, 1.5))
             chaos.start_worker(slot)
+            if kill == 0:
+                chaos.kill_insurer()
+                await asyncio.sleep(rng.uniform(0.2, 1.5))
+                chaos.start_insurer()
             if args.server_restart and kill == args.kills // 2:
                 chaos.stop_server()
                 chaos.count("server SIGKILL + restart")
@@ -383,6 +419,11 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
     for name, ledger in ledgers.items():
         for booking in ledger.active():
             active[name][str(booking.holder)] = active[name].get(str(booking.holder), 0) + 1
+    insurance: dict[str, int] = {}  # policies in force, per traveller
+    policies = Ledger("insurer", "", chaos.services).bookings()
+    for policy in policies:
+        if policy.status == "BOOKED":
+            insurance[str(policy.holder)] = insurance.get(str(policy.holder), 0) + 1
     incoherent, duplicates, stuck, succeeded, compensated, cancelled = [], [], [], 0, 0, 0
     not_once: list[str] = []  # operator actions not applied exactly once
     for index, (handle, names) in enumerate(zip(handles, travellers, strict=True)):
@@ -408,14 +449,20 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
             compensated += status == "FAILED"
             cancelled += status == "CANCELED"
             ok = held == [0] * len(CHECKED)
+        venice = sum(trip.destination == "Venice" for trip in made[index])
+        insured = sum(insurance.get(t, 0) for t in names)
+        if any(insurance.get(t, 0) > 1 for t in names):
+            duplicates.append(traveller)
+        ok &= insured == (venice if status == "COMPLETED" else 0)
         if not ok:
-            incoherent.append(f"{traveller} ({status}: {held})")
+            incoherent.append(f"{traveller} ({status}: {held}, insured {insured})")
 
     rows = [
         ("sagas", args.sagas),
         ("payload encryption", "on" if EncryptionCodec.from_env() else "off"),
         ("services' database", "SQLite" if isinstance(chaos.services, Path) else "PostgreSQL"),
         *sorted(chaos.faults.items()),
+        ("insurance policies sold over Nexus: in force / cancelled", _sold(policies)),
         ("succeeded (fully booked)", succeeded),
         ("failed, compensated (fully released)", compensated),
         ("cancelled, compensated (fully released)", cancelled),
@@ -442,6 +489,11 @@ async def run(args: argparse.Namespace, services: Where | None = None) -> int:
         return 0
     print(f"(logs and databases kept in {workdir})")
     return 1
+
+
+def _sold(policies: list[Booking]) -> str:
+    kept = sum(p.status == "BOOKED" for p in policies)
+    return f"{kept} / {len(policies) - kept}"
 
 
 def main() -> None:

@@ -27,7 +27,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 with workflow.unsafe.imports_passed_through():
-    from temporal_saga import Saga
+    import nexusrpc
+    import nexusrpc.handler
+
+    from temporal_saga import NexusOperation, Saga
 
 TIMEOUT = timedelta(seconds=30)
 # The same policy for all: 3 attempts, as the helper's default.
@@ -243,6 +246,59 @@ class EventStepSaga:
         return payment.result  # type: ignore[no-any-return]
 
 
+# --- A Nexus step against the same step as an activity (bench/nexus.py) -------------
+
+NEXUS_ENDPOINT = "bench-team"
+
+
+@nexusrpc.service(name="Quote")
+class QuoteService:
+    """Another team's service: one synchronous operation that does nothing but answer."""
+
+    quote: nexusrpc.Operation[str, str]
+
+
+@nexusrpc.handler.service_handler(service=QuoteService)
+class QuoteHandler:
+    @nexusrpc.handler.sync_operation
+    async def quote(self, ctx: nexusrpc.handler.StartOperationContext, item: str) -> str:
+        return f"quote for {item}"
+
+
+@activity.defn
+async def quote(item: str) -> str:
+    """The same work as an activity of the saga's own worker."""
+    return f"quote for {item}"
+
+
+@activity.defn
+async def unquote(item: str) -> None:
+    return None
+
+
+@workflow.defn
+class QuoteSaga:
+    """A one-step saga: the quote as an activity, or as another team's Nexus operation."""
+
+    @workflow.run
+    async def run(self, nexus: bool) -> str:
+        saga = Saga("quote", start_to_close_timeout=TIMEOUT)
+        callee: Any = NexusOperation(NEXUS_ENDPOINT, QuoteService, QuoteService.quote)
+        step = saga.step("quote", callee if nexus else quote, "teapot", compensate=unquote)
+        await saga.run()
+        return str(step.result)
+
+
+@workflow.defn
+class HandWrittenQuote:
+    """The same Nexus call, hand-written (the Web UI's name given as its summary)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        client = workflow.create_nexus_client(endpoint=NEXUS_ENDPOINT, service=QuoteService)
+        return await client.execute_operation(QuoteService.quote, "teapot", summary="quote")
+
+
 WORKFLOWS: list[type] = [
     HandWrittenSaga,
     HandWrittenWithSummaries,
@@ -251,5 +307,7 @@ WORKFLOWS: list[type] = [
     LargeHelperSaga,
     HandWrittenWait,
     EventStepSaga,
+    QuoteSaga,
+    HandWrittenQuote,
 ]
-ACTIVITIES = [bench_step, bench_undo, bench_step_json, bench_undo_json]
+ACTIVITIES = [bench_step, bench_undo, bench_step_json, bench_undo_json, quote, unquote]

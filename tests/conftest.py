@@ -27,7 +27,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import Where, environment
-from insurer.service import INSURER_ENDPOINT, INSURER_NAMESPACE
+from insurer.service import INSURER_NAMESPACE
+from insurer.setup import ensure as ensure_insurer_endpoint
 from temporal_saga._sdk import local_temporal_cli
 from temporal_saga.testing import SagaEnvironment, SagaWorker
 
@@ -167,25 +168,6 @@ async def make_endpoint(client: Client, name: str, task_queue: str) -> Any:
     return created.endpoint
 
 
-def route_insurer(address: str, task_queue: str) -> None:
-    """Point the insurer's Nexus endpoint at ``task_queue`` in the insurer's namespace
-    (making the endpoint the first time), with the CLI, as ``make demo`` does."""
-    target = [
-        *("--address", address, "--name", INSURER_ENDPOINT),
-        *("--target-namespace", INSURER_NAMESPACE, "--target-task-queue", task_queue),
-    ]
-    for verb in ("update", "create"):
-        done = subprocess.run(
-            [temporal_binary(), "operator", "nexus", "endpoint", verb, *target],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if done.returncode == 0:
-            return
-    raise AssertionError(done.stderr)
-
-
 @contextlib.contextmanager
 def running_worker_py(
     env: WorkflowEnvironment, task_queue: str, services: Where, log: Path, *args: str
@@ -205,7 +187,7 @@ def running_worker_py(
     try:
         _ready(worker, log, b"serving task queue")
         _ready(insurer, insurer_log, b"serving the insurer")
-        route_insurer(server_address(env), insurer_queue)
+        ensure_insurer_endpoint(server_address(env), task_queue=insurer_queue)
         yield task_queue
         _stopped(worker, log, "INFO worker: stopped")
         _stopped(insurer, insurer_log, "INFO insurer.worker: stopped")

@@ -37,12 +37,13 @@ from activities.models import City, TripBooking, TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
 from insurer.handler import InsuranceHandler
 from insurer.service import INSURER_NAMESPACE
+from insurer.setup import ensure as ensure_insurer_endpoint
 from temporal_saga import SagaFailed, SagaResult, SagaState
 from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import data_converter, state_from_history
 from workflows.trip import BuyTripPackage
 
-from .conftest import route_insurer, temporal_cli
+from .conftest import temporal_cli
 from .readme_blocks import marked
 from .scripted import (
     JOURNAL,
@@ -117,7 +118,7 @@ async def trip_worker_in_process(client: Client, queue: str | None = None) -> As
         address, namespace=INSURER_NAMESPACE, data_converter=client.data_converter
     )
     insurer_queue = f"insurer-{uuid.uuid4()}"
-    await asyncio.to_thread(route_insurer, address, insurer_queue)
+    await asyncio.to_thread(ensure_insurer_endpoint, address, task_queue=insurer_queue)
     with ThreadPoolExecutor(4) as executor:
         async with (
             Worker(

@@ -36,6 +36,7 @@ class Cover(BaseModel):
     db: str  # the team's SQLite file
     holder: str
     refuse: bool = False  # buy fails: the operation failed (OperationError)
+    broken: bool = False  # buy fails: the handler's non-retryable error
     seconds: float = 0  # underwrite: how long the policy takes
     undo_fails: bool = False  # cancel fails for good
     undo_seconds: float = 0  # cancel takes this long
@@ -137,7 +138,13 @@ class TeamSaga:
 
     @workflow.run
     async def run(self, cover: Cover) -> str:
-        saga = Saga("insurer's policy", start_to_close_timeout=timedelta(seconds=10))
+        # An undo that fails for good does not wait for the team's human: the saga
+        # fails, naming the step it could not undo (the caller's to handle).
+        saga = Saga(
+            "insurer's policy",
+            start_to_close_timeout=timedelta(seconds=10),
+            human_timeout=timedelta(0),
+        )
         check = saga.step("check", team_step, cover, compensate=team_undo)
         saga.step("issue", team_step, cover, compensate=team_undo, after=[check])
         await saga.run()
@@ -152,6 +159,8 @@ class InsuranceHandler:
             raise nexusrpc.OperationError(
                 f"no cover for {cover.holder}", state=nexusrpc.OperationErrorState.FAILED
             )
+        if cover.broken:
+            raise ApplicationError(f"no tariff for {cover.holder}", non_retryable=True)
         return await asyncio.to_thread(book, cover)  # the barrier's key: a context var
 
     @nexusrpc.handler.sync_operation
@@ -183,6 +192,9 @@ class Plan(BaseModel):
     timeout_seconds: float | None = None
     undo_by: Literal["nexus", "activity"] = "nexus"
     charge_fails: bool = False
+    # A visa check beside the insurance fails after a moment; the saga cancels what
+    # still runs (cancel_in_flight).
+    visa_refused: bool = False
 
 
 @activity.defn
@@ -200,6 +212,12 @@ def charge(plan: Plan) -> str:
     if plan.charge_fails:
         raise ApplicationError("card declined", non_retryable=True)
     return "charged"
+
+
+@activity.defn
+def check_visa(plan: Plan) -> None:
+    time.sleep(0.5)
+    raise ApplicationError("visa refused", non_retryable=True)
 
 
 @activity.defn
@@ -221,12 +239,33 @@ class Trip:
             if plan.undo_by == "nexus"
             else cancel_insurance_here
         )
-        saga = Saga("trip", start_to_close_timeout=timedelta(seconds=10))
+        saga = Saga(
+            "trip",
+            start_to_close_timeout=timedelta(seconds=10),
+            cancel_in_flight=plan.visa_refused,
+        )
         flight = saga.step("book flight", reserve_seat, plan, compensate=release_seat)
         insurance = saga.step("buy insurance", buy, plan.cover, compensate=undo, after=[flight])
+        if plan.visa_refused:
+            saga.step("check visa", check_visa, plan, after=[flight])
         saga.step("charge", charge, plan, after=[insurance])
         await saga.run()
         return str(insurance.result)
+
+
+@workflow.defn
+class TripBlock:
+    """The same trip in the imperative form (``async with``)."""
+
+    @workflow.run
+    async def run(self, plan: Plan) -> str:
+        buy = NexusOperation(plan.endpoint, Insurance, Insurance.buy)
+        undo = NexusOperation(plan.endpoint, Insurance, Insurance.cancel)
+        async with Saga("trip", start_to_close_timeout=timedelta(seconds=10)) as saga:
+            await saga.step("book flight", reserve_seat, plan, compensate=release_seat)
+            policy = await saga.step("buy insurance", buy, plan.cover, compensate=undo)
+            await saga.step("charge", charge, plan)
+        return str(policy)
 
 
 @workflow.defn
@@ -245,6 +284,6 @@ class OptionsOnANexusStep:
         await saga.run()
 
 
-CALLER_ACTIVITIES = [reserve_seat, release_seat, charge, cancel_insurance_here]
+CALLER_ACTIVITIES = [reserve_seat, release_seat, charge, check_visa, cancel_insurance_here]
 TEAM_WORKFLOWS = [Underwrite, TeamSaga]
 TEAM_ACTIVITIES = [team_step, team_undo]

@@ -32,6 +32,7 @@ from activities.models import TripRequest
 from activities.trip import ALL as TRIP_ACTIVITIES
 from insurer.handler import InsuranceHandler
 from insurer.service import INSURER_NAMESPACE
+from insurer.setup import ensure as ensure_insurer_endpoint
 from temporal_saga import SagaState, SagaStatus
 from temporal_saga._protocol import SAGA_EVENT, SAGA_STATE_QUERY, SAGA_STATUS_ATTRIBUTE
 from temporal_saga.client import SagaPlugin, data_converter
@@ -39,7 +40,7 @@ from temporal_saga.testing import fake
 from workflows.group_trip import BookGroupTrip, GroupTripRequest
 from workflows.trip import BuyTripPackage
 
-from .conftest import OTHER_TEAM, make_endpoint, route_insurer, temporal_binary
+from .conftest import OTHER_TEAM, make_endpoint, temporal_binary
 from .event_sagas import ShopBlockSaga, ShopInput, ShopSaga, refund, release, reserve, ship
 from .nexus_team import (
     CALLER_ACTIVITIES,
@@ -438,7 +439,7 @@ async def main() -> None:
         address = env.client.service_client.config.target_host
         team = await Client.connect(address, namespace=OTHER_TEAM, plugins=[SagaPlugin()])
         insurer = await Client.connect(address, namespace=INSURER_NAMESPACE, plugins=[SagaPlugin()])
-        route_insurer(address, queue)
+        ensure_insurer_endpoint(address, task_queue=queue)
         await make_endpoint(env.client, TEAM_ENDPOINT, queue)
         with car_rental, ThreadPoolExecutor(max_workers=8) as executor:
             try:

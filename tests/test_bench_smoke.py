@@ -105,3 +105,9 @@ def test_barrier_bench_smoke() -> None:
     assert "| SQLite, step (insert) |" in run.stdout, run.stdout
     assert "| PostgreSQL, compensation (update) |" in run.stdout, run.stdout
     assert "| PostgreSQL, trips/s |" in run.stdout, run.stdout
+
+
+def test_nexus_bench_smoke() -> None:
+    run = run_bench("bench.nexus", "--sagas", "3", "--rounds", "1")
+    assert "| saga, Nexus step |" in run.stdout, run.stdout
+    assert "| hand-written Nexus call |" in run.stdout, run.stdout

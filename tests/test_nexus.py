@@ -49,7 +49,7 @@ from temporal_saga import (
     StepStatus,
 )
 from temporal_saga._protocol import SAGA_STATE_QUERY
-from temporal_saga.client import SagaPlugin, retry_step, state_from_history
+from temporal_saga.client import SagaPlugin, resolve_step, retry_step, state_from_history
 from temporal_saga.declarative import DeclarativeSaga, SagaSpec
 
 from .conftest import OTHER_TEAM, ROOT, WorkerFactory, make_endpoint, server_address
@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         OptionsOnANexusStep,
         Plan,
         Trip,
+        TripBlock,
         policies,
     )
 
@@ -165,13 +166,18 @@ async def test_a_nexus_step_books_with_the_other_team_which_gets_the_steps_key(
     assert len(scheduled) == 1 and scheduled[0].user_metadata.HasField("summary")
 
 
+@pytest.mark.parametrize(
+    ("how", "reason"), [("refuse", "no cover for Bo"), ("broken", "no tariff for Bo")]
+)
 async def test_a_failed_nexus_step_is_not_undone_but_the_steps_before_it_are(
-    client: Client, worker: WorkerFactory, team: Team, task_queue: str
+    client: Client, worker: WorkerFactory, team: Team, task_queue: str, how: str, reason: str
 ) -> None:
+    """The operation fails (``OperationError``), or its handler does (a non-retryable
+    error): either way the step failed, with the handler's message."""
     async with both(worker, team):
-        handle = await start(client, task_queue, team.plan("Bo", refuse=True))
+        handle = await start(client, task_queue, team.plan("Bo", **{how: True}))
         failure = await failed(handle)
-    assert failure.failed_step == "buy insurance" and failure.reason == "no cover for Bo"
+    assert failure.failed_step == "buy insurance" and failure.reason == reason
     insurance = failure.state.step("buy insurance")
     assert insurance.status is StepStatus.FAILED and not insurance.uncertain
     assert insurance.compensation is None  # failed cleanly: nothing to undo
@@ -235,6 +241,39 @@ async def test_cancelling_the_saga_cancels_the_running_operation_then_compensate
     insurance = state.step("buy insurance")
     assert insurance.status is StepStatus.COMPENSATED and insurance.uncertain
     assert state.step("book flight").status is StepStatus.COMPENSATED
+
+
+async def test_a_saga_failing_while_the_operation_runs_cancels_it_then_compensates(
+    client: Client, worker: WorkerFactory, team: Team, task_queue: str
+) -> None:
+    """The visa check fails while the workflow-backed operation runs; the saga cancels
+    what is in flight: the operation, through Nexus (its workflow ends CANCELED),
+    then compensates it, its outcome unknown."""
+    plan = team.plan("Kai", operation="underwrite", seconds=30, visa_refused=True)
+    async with both(worker, team):
+        failure = await failed(await start(client, task_queue, plan))
+    assert failure.failed_step == "check visa" and failure.reason == "visa refused"
+    insurance = failure.state.step("buy insurance")
+    assert insurance.status is StepStatus.COMPENSATED and insurance.uncertain
+    assert set((await team_workflows(team)).values()) == {WorkflowExecutionStatus.CANCELED}
+
+
+@pytest.mark.parametrize("charge_fails", [False, True])
+async def test_the_imperative_form_takes_nexus_steps_too(
+    client: Client, worker: WorkerFactory, team: Team, task_queue: str, charge_fails: bool
+) -> None:
+    plan = team.plan("Lou", charge_fails=charge_fails)
+    async with worker(workflows=[TripBlock], activities=CALLER_ACTIVITIES), team.worker():
+        handle = await client.start_workflow(
+            TripBlock.run, plan, id=f"trip-{uuid.uuid4()}", task_queue=task_queue
+        )
+        if not charge_fails:
+            assert await handle.result() == "policy for Lou"
+            assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]
+            return
+        failure = await failed(handle)
+    assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
+    assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
 
 
 async def test_a_nexus_compensation_that_fails_for_good_waits_for_a_human(
@@ -340,6 +379,24 @@ async def test_a_declarative_saga_names_nexus_steps_and_starts_from_the_temporal
         failure = await failed(handle)
     assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
     assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
+
+
+async def test_a_saga_behind_the_endpoint_that_could_not_undo_itself_needs_a_human(
+    client: Client, worker: WorkerFactory, team: Team, task_queue: str
+) -> None:
+    """The team's saga fails and cannot undo its first step: the caller's Nexus step
+    failed, and the caller waits for a human for it, naming the team's step."""
+    plan = team.plan("Jo", operation="nested", fail_nested=True, undo_fails=True)
+    async with both(worker, team):
+        handle = await start(client, task_queue, plan)
+        state = await wait_for(handle, lambda s: s.status is SagaStatus.NEEDS_HUMAN)
+        assert state.needs_human == ["buy insurance"]
+        assert state.step("buy insurance").nested_needs_human == ["check"]
+        assert state.step("book flight").status is StepStatus.COMPENSATED
+        await resolve_step(handle, "buy insurance", note="the insurer's desk cancelled it")
+        failure = await failed(handle)
+    assert failure.state.status is SagaStatus.COMPENSATED
+    assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]  # for the insurer's desk
 
 
 def test_a_declarative_nexus_step_names_what_is_wrong() -> None:
