@@ -133,6 +133,22 @@ async def failed(handle: WorkflowHandle[Any, Any]) -> SagaFailed:
     return failure
 
 
+async def bought_or_cancelled(
+    handle: WorkflowHandle[Any, Any], team: Team, charge_fails: bool, result: object
+) -> Any:
+    """The trip's end: it succeeds (with ``result``, unless None), its policy in force;
+    or its charge fails, and its policy is cancelled. Returns its result, if any."""
+    if not charge_fails:
+        returned = await handle.result()
+        assert result is None or returned == result
+        assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]
+        return returned
+    failure = await failed(handle)
+    assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
+    assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
+    return None
+
+
 def step_key(handle: WorkflowHandle[Any, Any], run_id: str, step: str) -> str:
     return f"{handle.id}/{run_id}/trip/{step}"
 
@@ -267,13 +283,7 @@ async def test_the_imperative_form_takes_nexus_steps_too(
         handle = await client.start_workflow(
             TripBlock.run, plan, id=f"trip-{uuid.uuid4()}", task_queue=task_queue
         )
-        if not charge_fails:
-            assert await handle.result() == "policy for Lou"
-            assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]
-            return
-        failure = await failed(handle)
-    assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
-    assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
+        await bought_or_cancelled(handle, team, charge_fails, "policy for Lou")
 
 
 async def test_a_nexus_compensation_that_fails_for_good_waits_for_a_human(
@@ -371,14 +381,8 @@ async def test_a_declarative_saga_names_nexus_steps_and_starts_from_the_temporal
         handle = client.get_workflow_handle(
             start_from_the_cli(env, task_queue, spec_file), result_type=SagaResult
         )
-        if not charge_fails:
-            result = await handle.result()
-            assert result.results["buy insurance"] == "policy for Ivy"
-            assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]
-            return
-        failure = await failed(handle)
-    assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
-    assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
+        result = await bought_or_cancelled(handle, team, charge_fails, None)
+    assert charge_fails or result.results["buy insurance"] == "policy for Ivy"
 
 
 async def test_a_saga_behind_the_endpoint_that_could_not_undo_itself_needs_a_human(

@@ -266,15 +266,7 @@ async def _read(
                 child_id.removeprefix(f"{workflow_id}/"), summary, _time(event), public
             )
         elif kind in _CHILD_ENDS:
-            attrs_name, outcome, uncertain, error = _CHILD_ENDS[kind]
-            attrs = getattr(event, attrs_name)
-            child = found.activities.get(attrs.initiated_event_id)
-            if child is None:
-                continue
-            child.outcome, child.ended_at, child.uncertain = outcome, _time(event), uncertain
-            if outcome is StepStatus.FAILED and error is None:
-                error = _failure_message(attrs.failure)
-            child.error = error
+            _ended(found, event, _CHILD_ENDS[kind], "initiated_event_id", root_cause=False)
         elif kind == EventType.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED:
             ident = event.nexus_operation_scheduled_event_attributes.nexus_header.get(
                 NEXUS_STEP_HEADER
@@ -284,16 +276,7 @@ async def _read(
             summary, public = await _summary(event, converter)
             found.activities[event.event_id] = _Activity(ident, summary, _time(event), public)
         elif kind in _NEXUS_ENDS:
-            attrs_name, outcome, uncertain, error = _NEXUS_ENDS[kind]
-            attrs = getattr(event, attrs_name)
-            operation = found.activities.get(attrs.scheduled_event_id)
-            if operation is None:
-                continue
-            operation.outcome, operation.ended_at = outcome, _time(event)
-            operation.uncertain = uncertain
-            if outcome is StepStatus.FAILED and error is None:
-                error = _failure_message(_innermost(attrs.failure))
-            operation.error = error
+            _ended(found, event, _NEXUS_ENDS[kind], "scheduled_event_id", root_cause=True)
         elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
             summary, public = await _summary(event, converter)
             waits = parse_event_timer_summary(summary) if public else None
@@ -357,6 +340,29 @@ async def _read(
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
                 found.failure = event.workflow_execution_failed_event_attributes.failure
     return found
+
+
+def _ended(
+    found: _Rebuild,
+    event: HistoryEvent,
+    end: tuple[str, StepStatus, bool, str | None],
+    started_by: str,
+    *,
+    root_cause: bool,
+) -> None:
+    """A child workflow's or Nexus operation's last event (``_CHILD_ENDS``,
+    ``_NEXUS_ENDS``): the step's outcome; a failure's message is the child's own, or
+    (``root_cause``: a Nexus operation's) its root cause's, the handler's error."""
+    attrs_name, outcome, uncertain, error = end
+    attrs = getattr(event, attrs_name)
+    ended = found.activities.get(getattr(attrs, started_by))
+    if ended is None:
+        return  # not recognisable as a step
+    ended.outcome, ended.ended_at, ended.uncertain = outcome, _time(event), uncertain
+    if outcome is StepStatus.FAILED and error is None:
+        failure = _innermost(attrs.failure) if root_cause else attrs.failure
+        error = _failure_message(failure)
+    ended.error = error
 
 
 async def state_from_history(
