@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
 from datetime import timedelta
 
 from temporalio.worker import Worker
@@ -52,7 +54,17 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(args.namespace, args.task_queue))
+    code = 0
+    try:
+        asyncio.run(serve(args.namespace, args.task_queue))
+    except Exception as err:
+        log.error("worker failed: %s", err)
+        code = 1
+    # Skip the interpreter's teardown, where the SDK's threads can crash it
+    # (sdk-python#300), as worker.py does.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
