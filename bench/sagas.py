@@ -30,7 +30,8 @@ with workflow.unsafe.imports_passed_through():
     import nexusrpc
     import nexusrpc.handler
 
-    from temporal_saga import NexusOperation, Saga
+    from temporal_saga import Saga
+    from temporal_saga.nexus import NexusOperation
 
 TIMEOUT = timedelta(seconds=30)
 # The same policy for all: 3 attempts, as the helper's default.

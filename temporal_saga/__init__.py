@@ -10,6 +10,8 @@ The package is laid out by where code runs:
 * ``temporal_saga`` (this namespace): the engine, which runs inside workflows. It is
   sandbox-safe and light: importing it loads neither the client tooling nor
   cryptography nor an HTTP server.
+* :mod:`temporal_saga.nexus`: ``NexusOperation``, another team's Nexus operation as a
+  step or a compensation (workflow code).
 * :mod:`temporal_saga.declarative`: sagas defined as data (JSON), run by a generic
   workflow.
 * :mod:`temporal_saga.client`: everything outside workflows: ``connect``, the data
@@ -29,7 +31,6 @@ from ._errors import (
     SagaTypeError,
     StepFailed,
 )
-from ._nexus import NexusOperation
 from ._protocol import idempotency_key
 from ._saga import Saga
 from ._state import SagaResult, SagaState, SagaStatus, StepState, StepStatus
@@ -37,7 +38,6 @@ from ._step import Step
 from ._versions import deprecated_patch
 
 __all__ = [
-    "NexusOperation",
     "NoResult",
     "Saga",
     "SagaDefinitionError",

@@ -17,7 +17,7 @@ history keeps (the scheduled event's ``nexus_header``) and the handler reads:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from temporalio import workflow
 from temporalio.exceptions import TimeoutError, TimeoutType
 
 from ._errors import SagaTypeError
-from ._protocol import COMPENSATION_SUFFIX, NEXUS_KEY_HEADER, NEXUS_STEP_HEADER, PublicText
+from ._protocol import PublicText, RunningStep
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +117,7 @@ class NexusOperation:
         """Start the operation for step (or compensation) ``ident``, shown as ``name``;
         what to await for its result."""
         info = workflow.info()
-        step = ident.removesuffix(COMPENSATION_SUFFIX)
-        headers: Mapping[str, str] = {
-            NEXUS_KEY_HEADER: f"{info.workflow_id}/{info.run_id}/{step}",
-            NEXUS_STEP_HEADER: ident,
-        }
+        headers = RunningStep(info.workflow_id, info.run_id, ident).nexus_headers()
         client = workflow.create_nexus_client(endpoint=self.endpoint, service=self.service)
         # Nexus itself is given no timeout: when it times an operation out, it does not
         # cancel it (a workflow behind it runs on, and may take effect after the

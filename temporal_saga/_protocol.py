@@ -21,6 +21,7 @@ on lives here and nowhere else:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -236,6 +237,66 @@ def parse_step_id(activity_id: str) -> StepId | None:
     return StepId(unescape(name), number, unescape(step), bool(suffix_slash), saga_run)
 
 
+#: The Nexus header that carries a saga step's idempotency key (``NexusOperation``).
+NEXUS_KEY_HEADER = "temporal-saga-key"
+#: The Nexus header that carries a step's (or compensation's) id, as its activity id.
+NEXUS_STEP_HEADER = "temporal-saga-step"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningStep:
+    """A saga step (or compensation) as the code that does its work sees it: an
+    activity, or the handler of a Nexus operation (which gets it in two headers)."""
+
+    workflow_id: str
+    run_id: str
+    activity_id: str  # the step's id (a compensation's ends with /compensate)
+
+    @property
+    def key(self) -> str:
+        """The step's idempotency key (see :func:`idempotency_key`)."""
+        step = self.activity_id.removesuffix(COMPENSATION_SUFFIX)
+        return f"{self.workflow_id}/{self.run_id}/{step}"
+
+    def nexus_headers(self) -> dict[str, str]:
+        """The Nexus headers that carry it to an operation's handler."""
+        return {NEXUS_KEY_HEADER: self.key, NEXUS_STEP_HEADER: self.activity_id}
+
+    @classmethod
+    def from_nexus_headers(cls, headers: Mapping[str, str]) -> RunningStep | None:
+        """Read :meth:`nexus_headers` back; None if they are not a saga step's."""
+        key, ident = headers.get(NEXUS_KEY_HEADER), headers.get(NEXUS_STEP_HEADER)
+        parsed = parse_step_id(ident) if ident else None
+        if not key or not ident or parsed is None or not key.endswith(f"/{parsed.step_id}"):
+            return None
+        # The key is <workflow id>/<run id>/<step>; a run id has no slash.
+        workflow_id, _, run_id = key.removesuffix(f"/{parsed.step_id}").rpartition("/")
+        return cls(workflow_id, run_id, ident)
+
+
+def running_step() -> RunningStep:
+    """The step whose work runs here: the activity's, or the Nexus operation's that
+    this handler is starting.
+
+    Raises:
+        RuntimeError: Neither in an activity, nor in a Nexus handler starting a saga
+            step's operation.
+    """
+    if activity.in_activity():
+        info = activity.info()
+        return RunningStep(info.workflow_id or "", info.workflow_run_id or "", info.activity_id)
+    from ._sdk import nexus_start_headers  # the client side's: only outside workflows
+
+    headers = nexus_start_headers()
+    step = RunningStep.from_nexus_headers(headers) if headers is not None else None
+    if step is None:
+        raise RuntimeError(
+            "not in a saga step's activity, nor in a Nexus handler starting a saga "
+            "step's operation (no temporal-saga-key and temporal-saga-step headers)"
+        )
+    return step
+
+
 def idempotency_key() -> str:
     """A key for the current saga step, for the service to deduplicate on.
 
@@ -256,21 +317,7 @@ def idempotency_key() -> str:
         RuntimeError: Not called from inside an activity, nor from a Nexus handler
             starting a saga's operation.
     """
-    if not activity.in_activity():
-        from ._sdk import nexus_start_headers
-
-        key = (nexus_start_headers() or {}).get(NEXUS_KEY_HEADER)
-        if key:
-            return key
-    info = activity.info()
-    step = info.activity_id.removesuffix(COMPENSATION_SUFFIX)
-    return f"{info.workflow_id}/{info.workflow_run_id}/{step}"
-
-
-#: The Nexus header that carries a saga step's idempotency key (``NexusOperation``).
-NEXUS_KEY_HEADER = "temporal-saga-key"
-#: The Nexus header that carries a step's (or compensation's) id, as its activity id.
-NEXUS_STEP_HEADER = "temporal-saga-step"
+    return running_step().key
 
 
 # --- Public text ------------------------------------------------------------------------

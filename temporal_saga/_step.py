@@ -38,7 +38,7 @@ SAME_ARG = _Same.ARG
 Activity = Callable[..., Any] | str | NexusOperation
 """An ``@activity.defn`` function (or method), an activity's registered name, a
 workflow's ``@workflow.run`` method (run as a child workflow: a nested saga), or a
-:class:`NexusOperation` (another team's, behind a Nexus endpoint)."""
+:class:`temporal_saga.nexus.NexusOperation` (another team's, behind a Nexus endpoint)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,7 @@ def _patch(spec: str | DeprecatedPatchSpec | None) -> Patch | None:
 
 
 class NexusSpec(_Spec):
-    """A Nexus operation (see :class:`temporal_saga.NexusOperation`): ``{"endpoint":
+    """A Nexus operation (see :class:`temporal_saga.nexus.NexusOperation`): ``{"endpoint":
     "trip-insurer", "service": "Insurance", "operation": "buy",
     "schedule_to_close_seconds": 30}``; its result is the operation's JSON output."""
 

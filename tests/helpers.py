@@ -72,8 +72,13 @@ async def run_saga(client: Client, task_queue: str, s: ScriptedSpec) -> SagaResu
 
 
 async def fail_saga(client: Client, task_queue: str, s: ScriptedSpec) -> SagaFailed:
+    return await saga_failure(await start(client, task_queue, s))
+
+
+async def saga_failure(handle: WorkflowHandle[Any, Any]) -> SagaFailed:
+    """The saga's failure, which its workflow must end with."""
     with pytest.raises(WorkflowFailureError) as caught:
-        await run_saga(client, task_queue, s)
+        await handle.result()
     failure = SagaFailed.from_error(caught.value)
     assert failure is not None, f"not a saga failure: {caught.value.cause!r}"
     return failure

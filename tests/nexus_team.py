@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from concurrent.futures import Executor
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -24,10 +25,13 @@ import nexusrpc
 import nexusrpc.handler
 from pydantic import BaseModel
 from temporalio import activity, nexus, workflow
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
-from temporal_saga import NexusOperation, Saga, idempotency_key
+from temporal_saga import Saga, idempotency_key
 from temporal_saga.barrier import create_table, guarded
+from temporal_saga.nexus import NexusOperation
 
 
 class Cover(BaseModel):
@@ -180,6 +184,19 @@ class InsuranceHandler:
         return await ctx.start_workflow(TeamSaga.run, cover, id=f"team-saga-{ctx.request_id}")
 
 
+def team_worker(client: Client, task_queue: str, executor: Executor) -> Worker:
+    """The team's worker: its Nexus service, and the workflows and activities behind
+    it, on ``task_queue`` of ``client``'s namespace."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        nexus_service_handlers=[InsuranceHandler()],
+        workflows=[Underwrite, TeamSaga],
+        activities=[team_step, team_undo],
+        activity_executor=executor,
+    )
+
+
 # --- The caller's side ------------------------------------------------------------------
 
 
@@ -285,5 +302,3 @@ class OptionsOnANexusStep:
 
 
 CALLER_ACTIVITIES = [reserve_seat, release_seat, charge, check_visa, cancel_insurance_here]
-TEAM_WORKFLOWS = [Underwrite, TeamSaga]
-TEAM_ACTIVITIES = [team_step, team_undo]

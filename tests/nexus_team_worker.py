@@ -9,11 +9,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from temporal_saga.client import SagaPlugin
 
-from .nexus_team import TEAM_ACTIVITIES, TEAM_WORKFLOWS, InsuranceHandler
+from .nexus_team import team_worker
 
 
 async def main(namespace: str, queue: str) -> None:
@@ -21,14 +20,7 @@ async def main(namespace: str, queue: str) -> None:
         os.environ["TEMPORAL_ADDRESS"], namespace=namespace, plugins=[SagaPlugin()]
     )
     with ThreadPoolExecutor(4) as executor:
-        async with Worker(
-            client,
-            task_queue=queue,
-            nexus_service_handlers=[InsuranceHandler()],
-            workflows=TEAM_WORKFLOWS,
-            activities=TEAM_ACTIVITIES,
-            activity_executor=executor,
-        ):
+        async with team_worker(client, queue, executor):
             print("ready", flush=True)
             await asyncio.Event().wait()
 

@@ -44,13 +44,11 @@ from .conftest import OTHER_TEAM, make_endpoint, temporal_binary
 from .event_sagas import ShopBlockSaga, ShopInput, ShopSaga, refund, release, reserve, ship
 from .nexus_team import (
     CALLER_ACTIVITIES,
-    TEAM_ACTIVITIES,
-    TEAM_WORKFLOWS,
     Cover,
     Plan,
     Trip,
+    team_worker,
 )
-from .nexus_team import InsuranceHandler as NexusTeamHandler
 from .scripted import (
     BlockSaga,
     BlockSpec,
@@ -458,14 +456,7 @@ async def main() -> None:
                         activity_executor=executor,
                     ),
                     Worker(insurer, task_queue=queue, nexus_service_handlers=[InsuranceHandler()]),
-                    Worker(
-                        team,
-                        task_queue=queue,
-                        nexus_service_handlers=[NexusTeamHandler()],
-                        workflows=TEAM_WORKFLOWS,
-                        activities=TEAM_ACTIVITIES,
-                        activity_executor=executor,
-                    ),
+                    team_worker(team, queue, executor),
                 ):
                     for name, shape in SHAPES.items():
                         if (name not in sys.argv[1:]) if sys.argv[1:] else (name in FROZEN):

@@ -77,8 +77,13 @@ async def waiting(client: Client, queue: str) -> WorkflowHandle[Any, Any]:
 
 
 def waits_for_payment(state: Any) -> bool:
-    step = state.step("payment confirmed")
-    return step.outcome is StepStatus.RUNNING and step.note == "waiting for event 'payment'"
+    # In the imperative form the step exists only once the block's code has added it.
+    step = next((s for s in state.steps if s.name == "payment confirmed"), None)
+    return (
+        step is not None
+        and step.outcome is StepStatus.RUNNING
+        and step.note == "waiting for event 'payment'"
+    )
 
 
 def calls(activity: FakeActivity) -> list[Any]:

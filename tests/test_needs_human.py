@@ -27,7 +27,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from temporal_saga import SagaFailed, SagaState, SagaStatus, StepStatus, _desk, _sdk
+from temporal_saga import SagaState, SagaStatus, StepStatus, _desk, _sdk
 from temporal_saga.client import (
     ActionRejected,
     give_up,
@@ -39,7 +39,7 @@ from temporal_saga.client import (
 from temporal_saga.client._cli import COMPENSATED, NEEDS_HUMAN
 
 from .conftest import WorkerFactory, temporal_cli
-from .helpers import ACTIVITIES, UI_URL, WORKFLOWS, cli, did, spec, start, wait_for
+from .helpers import ACTIVITIES, UI_URL, WORKFLOWS, cli, did, saga_failure, spec, start, wait_for
 from .sandbox_probe import HandlerTablesInTheSandbox
 from .scripted import (
     JOURNAL,
@@ -93,14 +93,6 @@ async def start_waiting(
     return handle
 
 
-async def outcome(handle: WorkflowHandle[Any, Any]) -> SagaFailed:
-    with pytest.raises(WorkflowFailureError) as caught:
-        await handle.result()
-    failure = SagaFailed.from_error(caught.value)
-    assert failure is not None
-    return failure
-
-
 async def update_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
     history = await handle.fetch_history()
     kinds = (
@@ -121,7 +113,7 @@ async def test_an_operator_reaches_a_saga_in_a_workflow_class_with_slots_only(
         await wait_for(handle, needs_human)
         answer = await give_up(handle, note="written off", by="dave")
         assert answer == "saga 'scripted' gives up: it ends COMPENSATION_FAILED"
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
 
 
@@ -152,7 +144,7 @@ async def test_a_failed_compensation_waits_then_a_retry_with_a_new_argument_undo
         # A new argument (the compensation's Script, without the failure) undoes it.
         fixed = Script(run=s.run, step="b").model_dump()
         assert await retry_step(handle, "b", arg=fixed, by="bob") == "undo b: compensated"
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert did(s, "undo") == {"a", "b"}
     assert failure.state.status is SagaStatus.COMPENSATED
     assert failure.needs_human == []
@@ -182,7 +174,7 @@ async def test_resolving_by_hand_ends_the_saga_compensated_with_the_note_in_the_
         handle = await start_waiting(client, task_queue, s)
         answer = await resolve_step(handle, "b", note="refunded by phone", by="carol")
         assert answer == "b: resolved by hand"
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     assert failure.state.step("b").resolved == "refunded by phone"
     trace = render_trace(failure.state)
@@ -198,7 +190,7 @@ async def test_giving_up_ends_the_saga_compensation_failed(
         handle = await start_waiting(client, task_queue, s)
         answer = await give_up(handle, note="written off", by="dave")
         assert answer == "saga 'scripted' gives up: it ends COMPENSATION_FAILED"
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
     assert failure.needs_human == ["b"]
     assert render_trace(failure.state).endswith(
@@ -224,7 +216,7 @@ async def test_wrong_actions_are_rejected_without_touching_history(
             await resolve_step(handle, "b", note="")  # a note is required
         assert len((await handle.fetch_history()).events) == before
         await resolve_step(handle, "b", note="done")
-        await outcome(handle)
+        await saga_failure(handle)
         # After closing, the server refuses any update.
         with pytest.raises(Exception, match=r"(?i)completed|closed|not found"):
             await give_up(handle, note="too late")
@@ -247,7 +239,7 @@ async def test_actions_before_the_first_step_mid_way_and_while_compensating_are_
         await wait_for(handle, lambda st: st.status is SagaStatus.COMPENSATING)
         with pytest.raises(ActionRejected, match=r"'scripted' is COMPENSATING"):
             await give_up(handle, note="x")
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATED  # nothing needed a human
     assert failure.state.actions == []
     assert await update_events(handle) == []
@@ -274,7 +266,7 @@ async def test_a_retry_runs_once_at_a_time_and_giving_up_cancels_it(
         # Giving up is always possible: it cancels the retry.
         await give_up(handle, note="the airline will not refund")
         assert await retry == "undo b: failed again: cancelled"
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
         history = await handle.fetch_history()
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
     assert failure.needs_human == ["b"]
@@ -293,7 +285,7 @@ async def test_human_timeout_ends_the_wait_compensation_failed(
     s = refund_refused().model_copy(update={"human_timeout": 1.0})
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         handle = await start_waiting(client, task_queue, s)
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATION_FAILED
     [timed_out] = failure.state.actions
     assert (timed_out.action, timed_out.by) == ("time out", None)
@@ -414,7 +406,7 @@ async def test_the_state_rebuilt_from_history_shows_the_wait_and_who_did_what(
     )
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
         await resolve_step(handle, "b", note="refunded by phone", by="carol")
-        await outcome(handle)
+        await saga_failure(handle)
     events = (await handle.fetch_history()).events
     # Without the SagaFailed details (as with encrypted ones and no key), from events.
     failed = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED]
@@ -479,7 +471,7 @@ async def test_operators_act_from_the_command_line_and_the_temporal_cli(
         )
         assert update.returncode == 0, update.stderr
         assert "b: resolved by hand" in update.stdout
-        await outcome(handle)
+        await saga_failure(handle)
     shown = await asyncio.to_thread(cli, env, "show", workflow_id)
     assert shown.returncode == COMPENSATED
     assert "✔️ undo b (resolved by hand: refunded by phone)" in shown.stdout
@@ -503,7 +495,7 @@ async def test_the_operators_guide_example(
         except ActionRejected as err:  # nothing was recorded
             print(err)  # saga 'scripted': step 'a' does not need a human; these do: b
         print(await resolve_step(handle, "b", note="refunded by phone"))  # b: resolved by hand
-        await outcome(handle)
+        await saga_failure(handle)
     assert capsys.readouterr().out.splitlines() == [
         "undo b: failed again: refund refused",
         "saga 'scripted': step 'a' does not need a human; these do: b",
@@ -535,7 +527,7 @@ async def test_a_nested_saga_waits_in_its_own_workflow_and_the_parent_goes_on_af
         with pytest.raises(ActionRejected, match="'parent' is RUNNING"):
             await resolve_step(handle, "child saga", note="x")
         await resolve_step(inner, "room", note="refunded by phone")
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     # The child ended COMPENSATED: the parent's step failed cleanly, the sibling undone.
     assert failure.state.status is SagaStatus.COMPENSATED
     assert failure.state.step("child saga").nested_needs_human == []
@@ -554,7 +546,7 @@ async def test_the_imperative_form_waits_for_a_human_too(
         assert state.needs_human == ["a"] and state.failed_step == "b"
         fixed = Script(run=run, step="a").model_dump()
         assert await retry_step(handle, "a", arg=fixed) == "undo a: compensated"
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     assert [e.ok for e in JOURNAL[run] if e.kind == "undo"] == [False, True]
 
@@ -594,6 +586,6 @@ async def test_an_action_no_worker_answers_is_given_up_on_and_delivered_later(
     assert f"{handle.id}: no worker answered within 2 s" in sent.stderr
     # The action was not withdrawn: once a worker runs the saga, it is applied.
     async with worker(workflows=WORKFLOWS, activities=ACTIVITIES):
-        failure = await outcome(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     assert [(a.action, a.note) for a in failure.state.actions] == [("resolve", "refunded by phone")]

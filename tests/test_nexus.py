@@ -37,11 +37,8 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from temporal_saga import (
-    NexusOperation,
-    SagaFailed,
     SagaResult,
     SagaState,
     SagaStatus,
@@ -51,23 +48,22 @@ from temporal_saga import (
 from temporal_saga._protocol import SAGA_STATE_QUERY
 from temporal_saga.client import SagaPlugin, resolve_step, retry_step, state_from_history
 from temporal_saga.declarative import DeclarativeSaga, SagaSpec
+from temporal_saga.nexus import NexusOperation
 
 from .conftest import OTHER_TEAM, ROOT, WorkerFactory, make_endpoint, server_address
-from .helpers import start_from_the_cli, wait_for
+from .helpers import saga_failure, start_from_the_cli, wait_for
 
 with workflow.unsafe.imports_passed_through():
     from .nexus_team import (
         CALLER_ACTIVITIES,
-        TEAM_ACTIVITIES,
-        TEAM_WORKFLOWS,
         Cover,
         Insurance,
-        InsuranceHandler,
         OptionsOnANexusStep,
         Plan,
         Trip,
         TripBlock,
         policies,
+        team_worker,
     )
 
 
@@ -89,14 +85,7 @@ class Team:
     @contextlib.asynccontextmanager
     async def worker(self) -> AsyncIterator[None]:
         with ThreadPoolExecutor(4) as executor:
-            async with Worker(
-                self.client,
-                task_queue=self.queue,
-                nexus_service_handlers=[InsuranceHandler()],
-                workflows=TEAM_WORKFLOWS,
-                activities=TEAM_ACTIVITIES,
-                activity_executor=executor,
-            ):
+            async with team_worker(self.client, self.queue, executor):
                 yield
 
 
@@ -125,14 +114,6 @@ async def start(client: Client, task_queue: str, plan: Plan) -> WorkflowHandle[A
     )
 
 
-async def failed(handle: WorkflowHandle[Any, Any]) -> SagaFailed:
-    with pytest.raises(WorkflowFailureError) as caught:
-        await handle.result()
-    failure = SagaFailed.from_error(caught.value)
-    assert failure is not None, caught.value
-    return failure
-
-
 async def bought_or_cancelled(
     handle: WorkflowHandle[Any, Any], team: Team, charge_fails: bool, result: object
 ) -> Any:
@@ -143,7 +124,7 @@ async def bought_or_cancelled(
         assert result is None or returned == result
         assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]
         return returned
-    failure = await failed(handle)
+    failure = await saga_failure(handle)
     assert failure.state.step("buy insurance").status is StepStatus.COMPENSATED
     assert [s for _, _, s in policies(team.db)] == ["CANCELLED"]
     return None
@@ -192,7 +173,7 @@ async def test_a_failed_nexus_step_is_not_undone_but_the_steps_before_it_are(
     error): either way the step failed, with the handler's message."""
     async with both(worker, team):
         handle = await start(client, task_queue, team.plan("Bo", **{how: True}))
-        failure = await failed(handle)
+        failure = await saga_failure(handle)
     assert failure.failed_step == "buy insurance" and failure.reason == reason
     insurance = failure.state.step("buy insurance")
     assert insurance.status is StepStatus.FAILED and not insurance.uncertain
@@ -211,7 +192,7 @@ async def test_a_later_failure_cancels_the_insurance_with_the_same_key(
         handle = await start(
             client, task_queue, team.plan("Cy", charge_fails=True, undo_by=undo_by)
         )
-        failure = await failed(handle)
+        failure = await saga_failure(handle)
     assert failure.failed_step == "charge" and failure.reason == "card declined"
     insurance = failure.state.step("buy insurance")
     assert insurance.status is StepStatus.COMPENSATED
@@ -229,7 +210,7 @@ async def test_an_operation_that_times_out_is_cancelled_through_nexus_then_compe
     the saga cancels the operation (its workflow ends CANCELED), then compensates."""
     plan = team.plan("Di", operation="underwrite", seconds=30, timeout_seconds=1)
     async with both(worker, team):
-        failure = await failed(await start(client, task_queue, plan))
+        failure = await saga_failure(await start(client, task_queue, plan))
     insurance = failure.state.step("buy insurance")
     assert failure.failed_step == "buy insurance"
     assert insurance.error == "timed out (SCHEDULE_TO_CLOSE)" and insurance.uncertain
@@ -267,7 +248,7 @@ async def test_a_saga_failing_while_the_operation_runs_cancels_it_then_compensat
     then compensates it, its outcome unknown."""
     plan = team.plan("Kai", operation="underwrite", seconds=30, visa_refused=True)
     async with both(worker, team):
-        failure = await failed(await start(client, task_queue, plan))
+        failure = await saga_failure(await start(client, task_queue, plan))
     assert failure.failed_step == "check visa" and failure.reason == "visa refused"
     insurance = failure.state.step("buy insurance")
     assert insurance.status is StepStatus.COMPENSATED and insurance.uncertain
@@ -300,7 +281,7 @@ async def test_a_nexus_compensation_that_fails_for_good_waits_for_a_human(
             handle, "buy insurance", arg=plan.cover.model_copy(update={"undo_fails": False})
         )
         assert "compensated" in answer, answer
-        failure = await failed(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     [(_, _, status)] = policies(team.db)
     assert status == "CANCELLED"
@@ -336,7 +317,7 @@ async def test_a_saga_run_by_the_other_team_is_a_nested_saga(
             assert await handle.result() == "nested policy for Gil"
             assert [s for _, _, s in policies(team.db)] == ["ACTIVE", "ACTIVE"]
             return
-        failure = await failed(handle)
+        failure = await saga_failure(handle)
     assert failure.failed_step == "buy insurance"
     assert failure.reason == "issue: the underwriter said no"
     assert not failure.state.step("buy insurance").uncertain  # it undid itself
@@ -398,7 +379,7 @@ async def test_a_saga_behind_the_endpoint_that_could_not_undo_itself_needs_a_hum
         assert state.step("buy insurance").nested_needs_human == ["check"]
         assert state.step("book flight").status is StepStatus.COMPENSATED
         await resolve_step(handle, "buy insurance", note="the insurer's desk cancelled it")
-        failure = await failed(handle)
+        failure = await saga_failure(handle)
     assert failure.state.status is SagaStatus.COMPENSATED
     assert [s for _, _, s in policies(team.db)] == ["ACTIVE"]  # for the insurer's desk
 

@@ -230,7 +230,7 @@ async def test_an_operator_finds_and_resolves_a_waiting_trip_in_the_web_ui(
             # The list `temporal-saga list --needs-human` links to (see test_needs_human).
             query = quote('SagaStatus="NEEDS_HUMAN"', safe="")
             await page.goto(f"{ui_url}/namespaces/default/workflows?query={query}")
-            for _ in range(10):  # visibility is eventually consistent
+            for _ in range(20):  # visibility is eventually consistent (slower under load)
                 with contextlib.suppress(PlaywrightError):
                     await page.locator(f"a[href*='{workflow_id}']").first.wait_for(timeout=3000)
                     break

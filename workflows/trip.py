@@ -40,7 +40,8 @@ with workflow.unsafe.imports_passed_through():
         refund_card,
     )
     from insurer.service import INSURER_ENDPOINT, InsuranceService
-    from temporal_saga import NexusOperation, Saga, StepStatus
+    from temporal_saga import Saga, StepStatus
+    from temporal_saga.nexus import NexusOperation
 
 TASK_QUEUE = "trip-saga"
 #: The car-rental service's queue: its worker is written in JavaScript (Node.js).

@@ -25,22 +25,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from pydantic_core import to_jsonable_python
-from temporalio import activity
 
 from .._errors import CompensatedFirst
-from .._protocol import (
-    COMPENSATION_SUFFIX,
-    NEXUS_KEY_HEADER,
-    NEXUS_STEP_HEADER,
-    parse_step_id,
-)
-from .._sdk import nexus_start_headers
+from .._protocol import COMPENSATION_SUFFIX, parse_step_id, running_step
 
 T = TypeVar("T")
 
@@ -122,35 +115,18 @@ class StepKey:
             TypeError: Not inside an activity of a saga's step or compensation, nor a
                 Nexus handler starting one.
         """
-        if not activity.in_activity():
-            headers = nexus_start_headers()
-            if headers is None:
-                raise TypeError("the barrier guards a saga step's activity: call it inside one")
-            return cls._from_nexus(headers)
-        info = activity.info()
-        ident = parse_step_id(info.activity_id)
-        if ident is None or not info.workflow_id or not info.workflow_run_id:
+        try:
+            running = running_step()
+        except RuntimeError as err:
+            raise TypeError(f"the barrier guards a saga step's work: {err}") from None
+        ident = parse_step_id(running.activity_id)
+        if ident is None or not running.workflow_id or not running.run_id:
             raise TypeError(
-                f"activity {info.activity_type!r} (id {info.activity_id!r}) is not a saga "
-                "step's or compensation's: the barrier has no key for it"
+                f"{running.activity_id!r} is not a saga step's or compensation's "
+                "activity id: the barrier has no key for it"
             )
-        step = info.activity_id.removesuffix(COMPENSATION_SUFFIX)
-        return cls(info.workflow_id, info.workflow_run_id, step, ident.compensation)
-
-    @classmethod
-    def _from_nexus(cls, headers: Mapping[str, str]) -> StepKey:
-        key, ident = headers.get(NEXUS_KEY_HEADER), headers.get(NEXUS_STEP_HEADER)
-        parsed = parse_step_id(ident) if ident else None
-        step = parsed.step_id if parsed else ""
-        if not key or parsed is None or not key.endswith(f"/{step}"):
-            raise TypeError(
-                "this Nexus operation was not started by a saga's step or compensation "
-                "(no temporal-saga-key and temporal-saga-step headers): the barrier has "
-                "no key for it"
-            )
-        # The key is <workflow id>/<run id>/<step>; a run id has no slash.
-        workflow_id, _, run_id = key.removesuffix(f"/{step}").rpartition("/")
-        return cls(workflow_id, run_id, step, parsed.compensation)
+        step = running.activity_id.removesuffix(COMPENSATION_SUFFIX)  # as recorded so far
+        return cls(running.workflow_id, running.run_id, step, ident.compensation)
 
 
 def guarded(conn: Connection, effect: Callable[[], T], *, key: StepKey | None = None) -> T | None:
